@@ -1,0 +1,82 @@
+"""The measured quantities of one API call, normalised across endpoints.
+
+Every endpoint reports usage in its own shape (chat `prompt_tokens`,
+Responses `input_tokens`, Realtime `input_token_details.audio_tokens`,
+transcription `seconds`, ...). They all become one `Usage` value whose
+token classes are *disjoint*: `input` is uncached text input only, cached
+text input is in `cached_input`, and so on. Summing the classes gives the
+total; pricing multiplies each class by its own rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+
+#: Token classes, in a stable order (ledger columns, metric `kind` labels).
+TOKEN_CLASSES: tuple[str, ...] = (
+    "input",
+    "cached_input",
+    "output",
+    "audio_input",
+    "cached_audio_input",
+    "audio_output",
+    "image_input",
+    "cached_image_input",
+    "image_output",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one call consumed. Token classes are disjoint; see module doc."""
+
+    input: int = 0
+    cached_input: int = 0
+    output: int = 0  # text output, reasoning included
+    audio_input: int = 0
+    cached_audio_input: int = 0
+    audio_output: int = 0
+    image_input: int = 0
+    cached_image_input: int = 0
+    image_output: int = 0
+    reasoning: int = 0  # informational: the part of `output` spent reasoning
+    seconds: Decimal = Decimal(0)  # duration-billed audio / seconds-billed sessions
+    characters: int = 0  # characters-billed speech (tts-1)
+    images: int = 0  # generated images (per-image billing)
+    image_size: str | None = None  # e.g. "1024x1024", for per-image prices
+    image_quality: str | None = None  # e.g. "standard", "hd", "low", "medium", "high"
+    estimated: bool = False  # true when not from the provider's own report
+    flags: tuple[str, ...] = field(default=())  # e.g. ("usage_malformed",)
+
+    def tokens(self) -> dict[str, int]:
+        """Token counts by class (all classes, zeros included)."""
+        return {name: getattr(self, name) for name in TOKEN_CLASSES}
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(getattr(self, name) for name in TOKEN_CLASSES)
+
+    def is_empty(self) -> bool:
+        return (
+            self.total_tokens == 0
+            and self.seconds == 0
+            and self.characters == 0
+            and self.images == 0
+        )
+
+    def __add__(self, other: "Usage") -> "Usage":
+        if not isinstance(other, Usage):
+            return NotImplemented
+        values = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name in ("image_size", "image_quality"):
+                values[f.name] = a or b
+            elif f.name == "estimated":
+                values[f.name] = a or b
+            elif f.name == "flags":
+                values[f.name] = tuple(dict.fromkeys(a + b))
+            else:
+                values[f.name] = a + b
+        return Usage(**values)
