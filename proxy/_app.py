@@ -1,0 +1,114 @@
+"""The aiohttp application: routes, startup and orderly shutdown.
+
+`build_app(settings, config_path)` wires the rooms together: the runtime
+snapshot (config, keys, prices), the ledger, the pooled upstream client,
+the metrics registry and the config watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from faregate.storage import Ledger
+
+from ._config import Settings
+from ._forward import Forwarder
+from ._metrics import CONTENT_TYPE
+from ._runtime import Reloader, Runtime
+from ._state import State
+
+log = logging.getLogger("faregate.app")
+
+STATE_KEY = web.AppKey("faregate_state", State)
+RELOADER_KEY = web.AppKey("faregate_reloader", Reloader)
+
+
+def _json(payload: dict, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def build_app(settings: Settings, config_path: Path | None = None) -> web.Application:
+    state = State(Runtime.build(settings))
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app[STATE_KEY] = state
+
+    def apply(runtime: Runtime) -> None:
+        old = state.runtime.settings
+        new = runtime.settings
+        if old.server.listen != new.server.listen or old.storage != new.storage:
+            log.warning("[server] listen and [storage] changes take effect on restart")
+        state.runtime = runtime
+
+    app[RELOADER_KEY] = Reloader(
+        config_path, apply, lambda r: state.metrics.config_reloads.labels(r).inc()
+    )
+
+    async def metrics(_: web.Request) -> web.Response:
+        if state.ledger is not None:
+            state.metrics.ledger_queue_depth.set(state.ledger.queue_depth)
+        return web.Response(body=state.metrics.render(), headers={"content-type": CONTENT_TYPE})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        checks = {
+            "ledger": state.ledger is not None and state.ledger.healthy,
+            "upstream_client": state.client is not None and not state.client.closed,
+            "accepting": not state.draining,
+        }
+        ok = all(checks.values())
+        return _json({"status": "ready" if ok else "degraded", "checks": checks}, 200 if ok else 503)
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", "/v1/{tail:.*}", Forwarder(state))
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _startup(app: web.Application) -> None:
+    state = app[STATE_KEY]
+    settings = state.runtime.settings
+    server = settings.server
+
+    def counted(n: int, result: str) -> None:
+        state.metrics.ledger_records.labels(result).inc(n)
+
+    state.ledger = await Ledger.open(
+        settings.storage.url,
+        flush_interval_ms=settings.storage.flush_interval_ms,
+        batch_size=settings.storage.batch_size,
+        on_written=counted,
+    )
+    state.client = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=server.connect_timeout_s, sock_read=server.idle_timeout_s
+        ),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+    app[RELOADER_KEY].start()
+
+
+async def _shutdown(app: web.Application) -> None:
+    app[STATE_KEY].draining = True
+    await app[RELOADER_KEY].stop()
+
+
+async def _cleanup(app: web.Application) -> None:
+    state = app[STATE_KEY]
+    if state.client is not None:
+        await state.client.close()
+    if state.ledger is not None:
+        await state.ledger.close()

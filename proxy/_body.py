@@ -1,0 +1,87 @@
+"""Bounded handling of bodies in both directions.
+
+Requests: read a JSON body whole (it must be parsed) or stream an upload
+through while counting, refusing anything past `max_body_bytes`.
+Responses: keep only the head and tail of a body — enough to find `model`
+near the start and `usage` near the end — never the whole of a large one.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from aiohttp import StreamReader
+
+HEAD_BYTES = 64 * 1024
+TAIL_BYTES = 256 * 1024
+READ_CHUNK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_bounded(stream: StreamReader, limit: int) -> bytes:
+    """The whole request body, or `BodyTooLarge` as soon as it passes `limit`."""
+    buf = bytearray()
+    async for chunk in stream.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            raise BodyTooLarge()
+    return bytes(buf)
+
+
+async def read_head(stream: StreamReader, size: int) -> bytes:
+    """Up to `size` bytes from the start of a body (fewer at its end)."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = await stream.read(size - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+class UploadCounter:
+    """Streams an upload onward, failing the upload once it passes `limit`."""
+
+    def __init__(self, head: bytes, stream: StreamReader, limit: int):
+        self.head = head
+        self.stream = stream
+        self.limit = limit
+        self.size = len(head)
+        self.too_large = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+        if self.head:
+            yield self.head
+        async for chunk in self.stream.iter_chunked(READ_CHUNK):
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.too_large = True
+                raise BodyTooLarge()
+            yield chunk
+
+
+class BodySample:
+    """First `HEAD_BYTES` and last `TAIL_BYTES` of a response body."""
+
+    __slots__ = ("head", "_tail", "size")
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self._tail = bytearray()
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        room = HEAD_BYTES - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+        self._tail += chunk
+        if len(self._tail) > 2 * TAIL_BYTES:
+            del self._tail[: len(self._tail) - TAIL_BYTES]
+
+    @property
+    def tail(self) -> bytes:
+        return bytes(self._tail[-TAIL_BYTES:])

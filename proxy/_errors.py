@@ -1,0 +1,86 @@
+"""Refusals in the OpenAI error shape, so SDKs raise the right exception.
+
+Every error faregate itself produces goes through `openai_error`; the table
+of cases lives in DESIGN §5.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import orjson
+from aiohttp import web
+
+
+def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def openai_error(
+    status: int,
+    type_: str,
+    code: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> web.Response:
+    """A JSON error response faregate produced (not the upstream)."""
+    h = {"content-type": "application/json"}
+    if headers:
+        h.update(headers)
+    if request_id:
+        h["x-faregate-request-id"] = request_id
+    return web.Response(status=status, body=error_body(message, type_, code), headers=h)
+
+
+def invalid_api_key(request_id: str) -> web.Response:
+    return openai_error(
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided: this faregate does not know the key.",
+        request_id=request_id,
+    )
+
+
+def request_too_large(limit: int, request_id: str) -> web.Response:
+    return openai_error(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        f"Request body exceeds this faregate's limit of {limit} bytes.",
+        request_id=request_id,
+    )
+
+
+def upstream_unavailable(detail: str, request_id: str) -> web.Response:
+    return openai_error(
+        502,
+        "api_error",
+        "upstream_unavailable",
+        f"faregate could not reach the upstream API: {detail}",
+        request_id=request_id,
+    )
+
+
+def upstream_timeout(detail: str, request_id: str) -> web.Response:
+    return openai_error(
+        504,
+        "api_error",
+        "upstream_timeout",
+        f"The upstream API did not answer in time: {detail}",
+        request_id=request_id,
+    )
+
+
+def model_not_allowed(message: str, request_id: str) -> web.Response:
+    return openai_error(
+        403, "invalid_request_error", "model_not_allowed", message, request_id=request_id
+    )
+
+
+def invalid_request(message: str, code: str, request_id: str, status: int = 400) -> web.Response:
+    return openai_error(status, "invalid_request_error", code, message, request_id=request_id)

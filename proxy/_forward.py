@@ -1,0 +1,274 @@
+"""REST and SSE forwarding: `ANY /v1/*` to the upstream and back.
+
+The request is read only as far as metering needs (a JSON body is parsed;
+uploads stream through), the caller is identified, the call is forwarded on
+one pooled `ClientSession`, and the response is streamed back untouched
+while a sample of it (or the SSE meter) finds the usage report. When the
+response is done the flow is settled: priced, recorded, counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from faregate.pricing import find_json_str, find_usage
+
+from . import _errors as errors
+from ._body import HEAD_BYTES, BodySample, BodyTooLarge, UploadCounter, read_bounded, read_head
+from ._endpoints import (
+    classify,
+    facts_from_json,
+    facts_from_multipart_head,
+    inject_include_usage,
+)
+from ._flow import Flow
+from ._identity import MissingUpstreamKey, UnknownKey, bearer_token
+from ._meter import settle
+from ._runtime import Runtime
+from ._sse import SseMeter
+from ._state import State
+
+log = logging.getLogger("faregate.forward")
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the ones we set ourselves.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "api-key", "content-length"}
+
+
+def _connection_listed(headers) -> set[str]:
+    listed = set()
+    for value in headers.getall("connection", ()):
+        listed.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return listed
+
+
+def upstream_headers(request: web.Request, flow: Flow, rt: Runtime, body_changed: bool):
+    """The client's headers minus hop-by-hop and faregate's own, plus auth."""
+    ident = rt.settings.identity
+    drop = _NOT_FORWARDED | _connection_listed(request.headers)
+    drop |= {ident.tenant_header.lower(), ident.user_header.lower(), "x-faregate-tags"}
+    out = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+    if flow.caller and flow.caller.upstream_authorization:
+        out.append(("Authorization", flow.caller.upstream_authorization))
+    length = request.headers.get("content-length")
+    if length is not None and not body_changed:
+        out.append(("Content-Length", length))
+    if flow.endpoint is not None:
+        # Metered responses must be readable for their usage: ask for identity.
+        out = [(k, v) for k, v in out if k.lower() != "accept-encoding"]
+        out.append(("Accept-Encoding", "identity"))
+    return out
+
+
+def response_headers(upstream: aiohttp.ClientResponse, flow: Flow, length_changes: bool):
+    drop = HOP_BY_HOP | _connection_listed(upstream.headers)
+    if length_changes:
+        drop = drop | {"content-length"}
+    out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in drop]
+    out.append(("x-faregate-request-id", flow.request_id))
+    return out
+
+
+class Forwarder:
+    """The `/v1/*` handler. One instance per app; state lives in `State`."""
+
+    def __init__(self, state: State):
+        self.state = state
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        state = self.state
+        rt = state.runtime
+        flow = Flow(request.method, request.path, classify(request.method, request.path))
+        try:
+            return await self._handle(request, flow, rt)
+        finally:
+            settle(flow, rt.prices, state.metrics, state.record)
+            state.log_flow(flow)
+
+    async def _handle(self, request: web.Request, flow: Flow, rt: Runtime) -> web.StreamResponse:
+        server = rt.settings.server
+        limit = server.max_body_bytes
+        rid = flow.request_id
+        if request.content_length is not None and request.content_length > limit:
+            flow.status = 413
+            return errors.request_too_large(limit, rid)
+
+        endpoint = flow.endpoint
+        body: Any = None
+        body_changed = strip_usage = False
+        try:
+            if endpoint is not None and endpoint.body == "json":
+                raw = await read_bounded(request.content, limit)
+                try:
+                    parsed = orjson.loads(raw) if raw else None
+                except orjson.JSONDecodeError:
+                    parsed = None  # the upstream answers malformed JSON itself
+                flow.facts = facts_from_json(endpoint, parsed, len(raw))
+                if (
+                    endpoint.kind == "chat"
+                    and flow.facts.stream
+                    and not flow.facts.include_usage
+                    and isinstance(parsed, dict)
+                ):
+                    raw = orjson.dumps(inject_include_usage(parsed))
+                    body_changed = strip_usage = True
+                body = raw
+            elif request.body_exists:
+                head = await read_head(request.content, HEAD_BYTES)
+                if endpoint is not None:
+                    flow.facts = facts_from_multipart_head(head, request.content_length or 0)
+                body = UploadCounter(head, request.content, limit)
+        except BodyTooLarge:
+            flow.status = 413
+            return errors.request_too_large(limit, rid)
+
+        try:
+            flow.caller = rt.directory.identify(
+                bearer_token(request.headers), request.headers, flow.facts.user
+            )
+        except UnknownKey:
+            flow.status = 401
+            return errors.invalid_api_key(rid)
+        except MissingUpstreamKey:
+            flow.status = 500
+            return errors.openai_error(
+                500, "api_error", "upstream_key_missing",
+                f"faregate has no upstream key: ${rt.settings.server.upstream_api_key_env} "
+                "is not set.", request_id=rid,
+            )
+
+        if (
+            endpoint is not None
+            and rt.settings.pricing.unknown_model == "reject"
+            and flow.facts.model is not None
+            and rt.prices.entry(flow.facts.model, None) is None
+        ):
+            flow.status = 403
+            self.state.metrics.quota_rejections.labels(flow.caller.tenant, "model").inc()
+            return errors.model_not_allowed(
+                f"The model {flow.facts.model!r} has no price in faregate and unknown models "
+                "are refused here; add [pricing.models] for it.",
+                rid,
+            )
+
+        return await self._forward(request, flow, rt, body, body_changed, strip_usage)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        flow: Flow,
+        rt: Runtime,
+        body: Any,
+        body_changed: bool,
+        strip_usage: bool,
+    ) -> web.StreamResponse:
+        server = rt.settings.server
+        rid = flow.request_id
+        url = server.upstream + request.rel_url.raw_path_qs
+        headers = upstream_headers(request, flow, rt, body_changed)
+        sent = time.perf_counter()
+        try:
+            async with asyncio.timeout(server.response_timeout_s):
+                upstream = await self.state.client.request(
+                    request.method, url, headers=headers, data=body,
+                    allow_redirects=False,
+                )
+        except BodyTooLarge:
+            flow.status = 413
+            return errors.request_too_large(server.max_body_bytes, rid)
+        except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            flow.status = 504
+            return errors.upstream_timeout(type(exc).__name__, rid)
+        except aiohttp.ClientError as exc:
+            if isinstance(body, UploadCounter) and body.too_large:
+                flow.status = 413
+                return errors.request_too_large(server.max_body_bytes, rid)
+            flow.status = 502
+            return errors.upstream_unavailable(type(exc).__name__, rid)
+
+        async with upstream:
+            flow.upstream_wait = time.perf_counter() - sent
+            flow.status = upstream.status
+            return await self._relay(request, upstream, flow, strip_usage)
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        flow: Flow,
+        strip_usage: bool,
+    ) -> web.StreamResponse:
+        metered = flow.endpoint is not None and upstream.status < 400
+        is_sse = upstream.content_type == "text/event-stream"
+        meter = SseMeter(flow.endpoint.kind, strip_usage=strip_usage) if (
+            metered and is_sse
+        ) else None
+        sample = BodySample() if metered and meter is None else None
+
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for k, v in response_headers(upstream, flow, length_changes=meter is not None):
+            response.headers.add(k, v)
+        await response.prepare(request)
+        flow.overhead = (time.perf_counter() - flow.started) - flow.upstream_wait
+        endpoint_label = flow.endpoint.path if flow.endpoint else "other"
+        self.state.metrics.upstream_latency.labels(endpoint_label).observe(flow.upstream_wait)
+        self.state.metrics.proxy_overhead.labels(endpoint_label).observe(flow.overhead)
+
+        try:
+            async for chunk in upstream.content.iter_any():
+                flow.response_bytes += len(chunk)
+                if meter is not None:
+                    chunk = meter.feed(chunk)
+                elif sample is not None:
+                    sample.add(chunk)
+                if chunk:
+                    await response.write(chunk)
+            if meter is not None:
+                rest = meter.close()
+                if rest:
+                    await response.write(rest)
+            await response.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            flow.cut_short = True  # client went away: stop reading, drop the upstream
+            upstream.close()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientError, asyncio.TimeoutError):
+            flow.cut_short = True  # upstream broke or stalled mid-body
+            log.warning("upstream body cut short", extra={"request_id": flow.request_id})
+            upstream.close()
+            if request.transport is not None:
+                request.transport.close()  # the client must see a broken body, not EOF
+        finally:
+            if meter is not None:
+                flow.usage = meter.usage
+                flow.served_model = meter.model
+                flow.deltas = meter.deltas
+            elif sample is not None:
+                self._read_sample(flow, sample)
+        return response
+
+    @staticmethod
+    def _read_sample(flow: Flow, sample: BodySample) -> None:
+        if flow.cut_short:
+            return
+        flow.usage = find_usage(sample.tail)
+        if b'"model"' in sample.head:
+            flow.served_model = find_json_str(bytes(sample.head), "model", HEAD_BYTES)

@@ -1,0 +1,101 @@
+"""The config in force, and hot reload of the file behind it.
+
+A `Runtime` is an immutable snapshot (settings, key directory, price table).
+Requests read `state.runtime` once at their start, so a reload swaps the
+snapshot atomically between requests and never half-applies. An invalid
+file is rejected with a logged error and the running config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from faregate.pricing import PriceTable, load_price_table
+
+from ._config import ConfigError, Settings, load_settings
+from ._identity import Directory
+
+log = logging.getLogger("faregate.config")
+
+POLL_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    directory: Directory
+    prices: PriceTable
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Runtime":
+        overrides = {name: p.rates() for name, p in settings.pricing.models.items()}
+        table = load_price_table()
+        if overrides:
+            table = table.with_overrides(overrides)
+        return cls(settings, Directory(settings), table)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+class Reloader:
+    """Watches the config file and applies valid changes."""
+
+    RESTART_ONLY = ("listen", "storage")
+
+    def __init__(self, path: Path | None, apply, on_result=None):
+        self.path = path
+        self._apply = apply
+        self._on_result = on_result or (lambda result: None)
+        self._stamp = _stamp(path) if path else None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.path is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            stamp = await asyncio.to_thread(_stamp, self.path)
+            if stamp is None or stamp == self._stamp:
+                continue
+            self._stamp = stamp
+            await self.reload()
+
+    async def reload(self) -> tuple[bool, str]:
+        """Load and apply the file now. Returns (applied, message)."""
+        if self.path is None:
+            return False, "no config file: running on built-in defaults"
+        try:
+            settings = await asyncio.to_thread(load_settings, self.path)
+            runtime = Runtime.build(settings)
+        except ConfigError as exc:
+            log.error(
+                "config reload rejected; the running config stays in force",
+                extra={"path": str(self.path), "problems": [str(p) for p in exc.problems]},
+            )
+            self._on_result("rejected")
+            return False, str(exc)
+        self._apply(runtime)
+        self._on_result("applied")
+        log.info("config reloaded", extra={"path": str(self.path)})
+        return True, "applied"

@@ -1,0 +1,52 @@
+"""What a running faregate holds: config in force, ledger, metrics, client.
+
+Handlers receive the `State` and read `state.runtime` once per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from faregate.storage import Ledger, LedgerRecord
+
+from ._flow import Flow
+from ._metrics import Metrics
+from ._runtime import Runtime
+
+access_log = logging.getLogger("faregate.access")
+
+
+@dataclass
+class State:
+    runtime: Runtime
+    metrics: Metrics = field(default_factory=Metrics)
+    ledger: Ledger | None = None
+    client: aiohttp.ClientSession | None = None  # set on startup
+    draining: bool = False
+
+    def record(self, record: LedgerRecord) -> None:
+        if self.ledger is not None:
+            self.ledger.record(record)
+            self.metrics.ledger_queue_depth.set(self.ledger.queue_depth)
+
+    def log_flow(self, flow: Flow) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        caller = flow.caller
+        access_log.info(
+            "request",
+            extra={
+                "request_id": flow.request_id,
+                "method": flow.method,
+                "endpoint": flow.endpoint.path if flow.endpoint else "other",
+                "status": flow.status,
+                "tenant": caller.tenant if caller else None,
+                "key_id": caller.key_id if caller else None,
+                "model": flow.model,
+                "ms": round(flow.elapsed_ms(), 2),
+                "upstream_ms": round(flow.upstream_wait * 1000, 2),
+            },
+        )

@@ -1,0 +1,168 @@
+"""The `faregate` command (DESIGN §2): serve, check-config, report, prices, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ._config import ConfigError, Settings, find_config, load_settings, parse_listen, summary
+
+EXIT_CONFIG = 2
+
+
+def _settings(explicit: str | None) -> tuple[Settings, Path | None]:
+    path = find_config(explicit)
+    if path is None:
+        return Settings(), None
+    return load_settings(path), path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ._app import build_app
+    from ._logging import setup_logging
+
+    setup_logging(os.environ.get("FAREGATE_LOG_LEVEL", "INFO"))
+    settings, path = _settings(args.config)
+    listen = args.listen or settings.server.listen
+    try:
+        host, port = parse_listen(listen)
+    except ValueError:
+        print(f"faregate: --listen must be HOST:PORT, got {listen!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    app = build_app(settings, path)
+    print(
+        f"faregate listening on http://{listen} -> {settings.server.upstream} "
+        f"(config: {path or 'built-in defaults'})",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=settings.server.shutdown_grace_s,
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from ._runtime import Runtime
+
+    settings = load_settings(args.path)
+    Runtime.build(settings)  # price overrides and keys must load too
+    print(f"{args.path}: OK")
+    print(summary(settings))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from faregate.storage import Ledger, parse_date_range, period_bounds, render_report
+
+    settings, _ = _settings(args.config)
+    if args.date_from or args.date_to:
+        try:
+            start, end = parse_date_range(args.date_from, args.date_to)
+        except ValueError as exc:
+            print(f"faregate report: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        start, end = period_bounds(args.period, datetime.now(timezone.utc))
+
+    async def run() -> str:
+        ledger = await Ledger.open(settings.storage.url)
+        try:
+            report = await ledger.usage(start, end, args.by, tenant=args.tenant)
+        finally:
+            await ledger.close()
+        return render_report(report, args.by, args.format, args.top)
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def cmd_prices(args: argparse.Namespace) -> int:
+    from faregate.pricing import format_price_table
+
+    from ._runtime import Runtime
+
+    settings, _ = _settings(args.config)
+    table = Runtime.build(settings).prices
+    text = format_price_table(table, args.model)
+    print(text)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from faregate.storage import Ledger
+
+    from ._config import redact_url
+
+    settings, _ = _settings(args.config)
+
+    async def run() -> None:
+        ledger = await Ledger.open(settings.storage.url)
+        await ledger.close()
+
+    asyncio.run(run())
+    print(f"migrations applied: {redact_url(settings.storage.url)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faregate", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the proxy")
+    s.add_argument("--config")
+    s.add_argument("--listen", help="HOST:PORT (overrides [server] listen)")
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path")
+    c.set_defaults(func=cmd_check_config)
+
+    r = sub.add_parser("report", help="usage and cost from the ledger")
+    r.add_argument("--config")
+    r.add_argument("--period", choices=["today", "week", "month", "all"], default="month")
+    r.add_argument("--from", dest="date_from", metavar="DATE")
+    r.add_argument("--to", dest="date_to", metavar="DATE")
+    r.add_argument(
+        "--by", choices=["tenant", "user", "model", "endpoint", "day"], default="tenant"
+    )
+    r.add_argument("--tenant")
+    r.add_argument("--top", type=int)
+    r.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    r.set_defaults(func=cmd_report)
+
+    pr = sub.add_parser("prices", help="the effective price table")
+    pr.add_argument("--config")
+    pr.add_argument("--model")
+    pr.set_defaults(func=cmd_prices)
+
+    m = sub.add_parser("migrate", help="apply storage migrations")
+    m.add_argument("--config")
+    m.set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
