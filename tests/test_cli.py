@@ -1,0 +1,68 @@
+"""`faregate report` and `faregate prices`, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+HELLO = [{"role": "user", "content": "one two three"}]
+
+
+def faregate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("faregate")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "faregate.proxy.cli"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+async def test_report_shows_exact_costs_by_tenant_and_model(make_gateway, tmp_path):
+    import hashlib
+
+    keys = [
+        {"sha256": hashlib.sha256(b"sk-acme").hexdigest(), "tenant": "acme"},
+        {"sha256": hashlib.sha256(b"sk-globex").hexdigest(), "tenant": "globex"},
+    ]
+    prices = {"models": {"gpt-4o-mini": {"input": "0.15", "output": "0.60"}}}
+    gw = await make_gateway({"keys": keys, "pricing": prices})
+    for key, n in (("sk-acme", 3), ("sk-globex", 1)):
+        for _ in range(n):
+            await gw.client(key).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    await gw.ledger_rows(4)
+    await gw.state.ledger.flush()
+
+    config = tmp_path / "faregate.toml"
+    config.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\n')
+    out = faregate("report", "--config", str(config), "--period", "today", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    by_tenant = {r["tenant"]: r for r in report["rows"]}
+    per_call = (10 * Decimal("0.15") + 20 * Decimal("0.60")) / 1_000_000  # 3 words + 7 in
+    assert by_tenant["acme"]["requests"] == 3
+    assert Decimal(by_tenant["acme"]["cost_usd"]) == 3 * per_call
+    assert Decimal(by_tenant["globex"]["cost_usd"]) == per_call
+    assert Decimal(report["total_cost_usd"]) == 4 * per_call
+
+    table = faregate("report", "--config", str(config), "--by", "model")
+    assert table.returncode == 0, table.stderr
+    assert "gpt-4o-mini" in table.stdout
+
+    csv_out = faregate("report", "--config", str(config), "--by", "endpoint", "--format", "csv")
+    assert csv_out.stdout.splitlines()[0].startswith("endpoint,")
+    assert "/v1/chat/completions" in csv_out.stdout
+
+
+def test_prices_lists_the_table_with_sources(tmp_path):
+    out = faregate("prices", "--model", "gpt-4o", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "gpt-4o" in out.stdout and "http" in out.stdout
+    everything = faregate("prices", cwd=tmp_path)
+    for family in ("gpt-4o-mini", "gpt-realtime", "whisper-1", "text-embedding-3-small"):
+        assert family in everything.stdout
+
+
+def test_migrate_creates_the_ledger(tmp_path):
+    out = faregate("migrate", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "faregate.db").exists()
