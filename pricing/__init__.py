@@ -1,1 +1,63 @@
-"""placeholder"""
+"""faregate.pricing: usage in, exact charge out. Pure; no I/O at call time.
+
+- `Usage` / `TOKEN_CLASSES`: what a call consumed, in disjoint token classes.
+- `usage_for_endpoint` and `usage_from_*`: provider usage reports -> `Usage`.
+- `find_usage` / `find_json_str`: read `usage` / `model` from a response body
+  without parsing all of it.
+- `PriceTable` / `Price` / `load_price_table`: the shipped, versioned rates
+  (`prices.toml`), with config overrides; `resolve_model` maps snapshots to
+  their family.
+- `price(usage, model, at)` -> `Charge`, with a per-class breakdown.
+- `format_price_table`: the table as text, for `faregate prices`.
+"""
+
+from ._charge import Charge, to_nanos
+from ._find import find_json_str, find_usage
+from ._format import format_price_table
+from ._normalise import (
+    usage_for_endpoint,
+    usage_from_chat,
+    usage_from_embeddings,
+    usage_from_images,
+    usage_from_realtime,
+    usage_from_responses,
+    usage_from_speech,
+    usage_from_transcription,
+)
+from ._price import price
+from ._table import (
+    RATE_KEYS,
+    Price,
+    PriceTable,
+    PriceTableError,
+    load_price_table,
+    loads_price_table,
+    resolve_model,
+)
+from ._usage import TOKEN_CLASSES, Usage
+
+__all__ = [
+    "Charge",
+    "Price",
+    "PriceTable",
+    "PriceTableError",
+    "RATE_KEYS",
+    "TOKEN_CLASSES",
+    "Usage",
+    "find_json_str",
+    "find_usage",
+    "format_price_table",
+    "load_price_table",
+    "loads_price_table",
+    "price",
+    "resolve_model",
+    "to_nanos",
+    "usage_for_endpoint",
+    "usage_from_chat",
+    "usage_from_embeddings",
+    "usage_from_images",
+    "usage_from_realtime",
+    "usage_from_responses",
+    "usage_from_speech",
+    "usage_from_transcription",
+]

@@ -1,0 +1,88 @@
+"""The price table as aligned text, for `faregate prices [--model NAME]`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from ._table import RATE_KEYS, Price, PriceTable, load_price_table
+
+_SHORT = {
+    "input": "input",
+    "cached_input": "cached",
+    "output": "output",
+    "audio_input": "audio_in",
+    "cached_audio_input": "audio_cached",
+    "audio_output": "audio_out",
+    "image_input": "image_in",
+    "cached_image_input": "image_cached",
+    "image_output": "image_out",
+    "per_second": "per_second",
+    "per_minute": "per_minute",
+    "per_1k_chars": "per_1k_chars",
+    "per_image": "per_image",
+}
+
+
+def format_price_table(
+    table: PriceTable | None = None, model: str | None = None, at: datetime | None = None
+) -> str:
+    """Aligned text: one row per family (rates in force at `at`, default now).
+
+    With `model`, only its family, every dated period of it and its per-image
+    variants. Token rates are USD per 1M tokens; `per_*` columns per unit.
+    """
+    table = table or load_price_table()
+    head = f"price table {table.version} (USD per 1M tokens; per_* columns per unit)"
+    if model is not None:
+        family = table.resolve(model)
+        if family is None:
+            return f"{head}\nno price for model {model!r}: calls are recorded unpriced\n"
+        rows = list(table.periods[family])
+        current = table.entry(model, at)
+        lines = [head]
+        if family != model.strip().lower():
+            lines.append(f"{model} is priced as {family}")
+        lines.append(_grid(rows, mark=current))
+        lines.append("(* = in force)")
+        for period in rows:
+            if period.per_image_variants:
+                lines.append(f"per-image variants ({_date(period)}):")
+                width = max(len(k) for k in period.per_image_variants)
+                for key, value in period.per_image_variants.items():
+                    lines.append(f"  {key.ljust(width)}  {_money(value)}")
+        return "\n".join(lines) + "\n"
+    rows = [p for f in sorted(table.periods) if (p := table.entry(f, at)) is not None]
+    return f"{head}\n{_grid(rows)}\n"
+
+
+def _grid(rows: list[Price], mark: Price | None = None) -> str:
+    used = [k for k in RATE_KEYS if any(k in p.rates for p in rows)]
+    header = ["model", *(_SHORT[k] for k in used), "effective", "source"]
+    body = []
+    for p in rows:
+        name = p.family + (" *" if mark is not None and p is mark else "")
+        rates = [_money(p.rates[k]) if k in p.rates else "-" for k in used]
+        body.append([name, *rates, _date(p), p.source])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    numeric = range(1, 1 + len(used))
+    out = []
+    for r in [header, *body]:
+        cells = [
+            r[i].rjust(widths[i]) if i in numeric else r[i].ljust(widths[i])
+            for i in range(len(r))
+        ]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def _date(p: Price) -> str:
+    return p.effective.isoformat() if p.effective else "config"
+
+
+def _money(value: Decimal) -> str:
+    """At least two decimals, no exponent, no trailing noise: 2.50, 0.075, 10.00."""
+    v = value.normalize()
+    if v.as_tuple().exponent > -2:  # type: ignore[operator]
+        v = v.quantize(Decimal("0.01"))
+    return format(v, "f")

@@ -1,0 +1,182 @@
+"""`price(usage, model, at)`: one call's exact cost, class by class.
+
+cost = Σ tokens(class) × rate(class) / 1,000,000
+     + seconds × per_second + seconds / 60 × per_minute
+     + characters / 1000 × per_1k_chars + images × per_image(size, quality)
+
+Everything is Decimal; token, character and image parts are exact (the
+per-minute part divides by 60 and is exact to 40 significant digits).
+
+A class with usage but no rate of its own is billed at its base class's rate,
+so usage is never silently free: cached_input → input,
+cached_audio_input → audio_input → input, cached_image_input → image_input →
+input, audio_input/image_input → input, audio_output/image_output → output.
+If even that is missing the part is unbilled and the charge's usage carries
+the flag `rate_missing`. Seconds, characters and images without a rate are
+informational (not flagged) when the call also billed tokens: a token-billed
+image or speech model reports its image count / characters too.
+
+The usage is re-checked first: negative or absurd counts (e.g. from a
+hand-built `Usage`) are clamped and flagged `usage_malformed`, so a charge is
+never negative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+from datetime import datetime
+from decimal import Decimal
+
+from ._charge import Charge
+from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS
+from ._table import Price, PriceTable, load_price_table
+from ._usage import TOKEN_CLASSES, Usage
+
+RATE_MISSING = "rate_missing"
+
+#: Where a class without its own rate takes one from, nearest first.
+FALLBACK: dict[str, tuple[str, ...]] = {
+    "input": (),
+    "output": (),
+    "cached_input": ("input",),
+    "audio_input": ("input",),
+    "cached_audio_input": ("audio_input", "input"),
+    "audio_output": ("output",),
+    "image_input": ("input",),
+    "cached_image_input": ("image_input", "input"),
+    "image_output": ("output",),
+}
+
+_ZERO = Decimal(0)
+_MILLION = Decimal(1_000_000)
+_CONTEXT = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
+
+
+def price(
+    usage: Usage, model: str, at: datetime | None = None, table: PriceTable | None = None
+) -> Charge:
+    """The charge for `usage` of `model` at time `at` (UTC; default now).
+
+    An unknown model gives `Charge(priced=False, cost=0, family=None)`; the
+    call is still recorded.
+    """
+    table = table or load_price_table()
+    usage = _sane(usage)
+    entry = table.entry(model, at)
+    if entry is None:
+        return Charge(
+            model=model,
+            family=None,
+            usage=usage,
+            cost=_ZERO,
+            breakdown={},
+            price_version=table.version,
+            priced=False,
+        )
+    breakdown, missing = _breakdown(usage, entry)
+    if missing and RATE_MISSING not in usage.flags:
+        usage = dataclasses.replace(usage, flags=usage.flags + (RATE_MISSING,))
+    with decimal.localcontext(_CONTEXT):
+        cost = sum(breakdown.values(), _ZERO)
+    return Charge(
+        model=model,
+        family=entry.family,
+        usage=usage,
+        cost=cost,
+        breakdown=breakdown,
+        price_version=table.version,
+        priced=True,
+    )
+
+
+def rate_for(entry: Price, token_class: str) -> Decimal | None:
+    """The rate a token class is billed at, after fallbacks (None: no rate)."""
+    rate = entry.rate(token_class)
+    if rate is not None:
+        return rate
+    for other in FALLBACK.get(token_class, ()):
+        rate = entry.rate(other)
+        if rate is not None:
+            return rate
+    return None
+
+
+def _breakdown(usage: Usage, entry: Price) -> tuple[dict[str, Decimal], bool]:
+    parts: dict[str, Decimal] = {}
+    missing = False
+    with decimal.localcontext(_CONTEXT):
+        for name in TOKEN_CLASSES:
+            n = getattr(usage, name)
+            if n <= 0:
+                continue
+            rate = rate_for(entry, name)
+            if rate is None:
+                missing = True
+                continue
+            parts[name] = Decimal(n) * rate / _MILLION
+        tokens_billed = bool(parts)
+
+        if usage.seconds > 0:
+            per_second, per_minute = entry.rate("per_second"), entry.rate("per_minute")
+            if per_second is None and per_minute is None:
+                missing = missing or not tokens_billed
+            else:
+                amount = _ZERO
+                if per_second is not None:
+                    amount += usage.seconds * per_second
+                if per_minute is not None:
+                    amount += usage.seconds * per_minute / 60
+                parts["seconds"] = amount
+
+        if usage.characters > 0:
+            per_1k = entry.rate("per_1k_chars")
+            if per_1k is None:
+                missing = missing or not tokens_billed
+            else:
+                parts["characters"] = Decimal(usage.characters) * per_1k / 1000
+
+        if usage.images > 0:
+            per_image = entry.image_rate(usage.image_size, usage.image_quality)
+            if per_image is None:
+                missing = missing or not tokens_billed
+            else:
+                parts["images"] = Decimal(usage.images) * per_image
+    return parts, missing
+
+
+def _sane(usage: Usage) -> Usage:
+    """Clamp negative/absurd quantities; flag the usage if any was bad."""
+    changes: dict[str, object] = {}
+    bad = False
+    for name in TOKEN_CLASSES + ("reasoning", "characters", "images"):
+        n = getattr(usage, name)
+        if isinstance(n, bool) or not isinstance(n, int):
+            bad = True
+            try:
+                n = int(n)
+            except (TypeError, ValueError, OverflowError, decimal.InvalidOperation):
+                n = 0
+            changes[name] = n
+        if n < 0 or n > MAX_COUNT:
+            bad = True
+            changes[name] = max(0, min(n, MAX_COUNT))
+    s = usage.seconds
+    if not isinstance(s, Decimal):
+        try:
+            s = Decimal(str(s)) if not isinstance(s, bool) else Decimal("NaN")
+        except (decimal.InvalidOperation, ValueError):
+            s = Decimal("NaN")
+        changes["seconds"] = s
+    if not s.is_finite() or s < 0:
+        bad = True
+        changes["seconds"] = _ZERO
+    elif s > MAX_SECONDS:
+        bad = True
+        changes["seconds"] = MAX_SECONDS
+    if not changes:
+        return usage
+    flags = usage.flags
+    if bad and MALFORMED not in flags:
+        flags = flags + (MALFORMED,)
+    return dataclasses.replace(usage, flags=flags, **changes)
