@@ -1,1 +1,30 @@
-"""placeholder"""
+"""faregate.storage — the ledger.
+
+`Ledger.record(charge)` never blocks a request: records are queued and
+written in batches by a background writer (SQLite in WAL mode on a
+dedicated thread). Also here: migrations, aggregate queries for reports and
+the admin API, UTC report periods, and exact money formatting. This room
+never imports `faregate.proxy` or `faregate.pricing`.
+"""
+
+from ._ledger import Ledger
+from ._money import format_usd, nanos_to_usd
+from ._periods import PERIODS, parse_date_range, period_bounds
+from ._record import TOKEN_COLUMNS, LedgerRecord, new_id
+from ._report import GROUPS, UsageReport, UsageRow, render_report
+
+__all__ = [
+    "GROUPS",
+    "PERIODS",
+    "TOKEN_COLUMNS",
+    "Ledger",
+    "LedgerRecord",
+    "UsageReport",
+    "UsageRow",
+    "format_usd",
+    "nanos_to_usd",
+    "new_id",
+    "parse_date_range",
+    "period_bounds",
+    "render_report",
+]
