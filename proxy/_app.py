@@ -68,7 +68,7 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_route("*", "/v1/{tail:.*}", Forwarder(state))
+    app.router.add_route("*", "/v1/{tail:.*}", Forwarder(state).handle)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)

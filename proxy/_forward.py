@@ -94,7 +94,7 @@ class Forwarder:
     def __init__(self, state: State):
         self.state = state
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         state = self.state
         rt = state.runtime
         flow = Flow(request.method, request.path, classify(request.method, request.path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class Gateway:
     url: str
     app: web.Application
     runner: web.AppRunner
+    clients: list = field(default_factory=list)
 
     @property
     def state(self) -> State:
@@ -49,18 +50,32 @@ class Gateway:
         return self.state.metrics.render().decode()
 
     def client(self, api_key: str = CLIENT_KEY, **kw: Any) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kw
         )
+        self.clients.append(client)
+        return client
 
     def sync_client(self, api_key: str = CLIENT_KEY, **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kw)
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kw)
+        self.clients.append(client)
+        return client
+
+    async def stop(self) -> None:
+        for client in self.clients:
+            if isinstance(client, openai.AsyncOpenAI):
+                await client.close()
+            else:
+                client.close()
+        await self.runner.cleanup()
 
 
-def gateway_config(upstream_url: str, tmp_path: Path, extra: dict | None = None) -> dict:
+def gateway_config(
+    upstream_url: str, tmp_path: Path, extra: dict | None = None, db: str = "ledger.db"
+) -> dict:
     data: dict[str, Any] = {
         "server": {"upstream": upstream_url, "listen": "127.0.0.1:0"},
-        "storage": {"url": f"sqlite:///{tmp_path / 'ledger.db'}", "flush_interval_ms": 20},
+        "storage": {"url": f"sqlite:///{tmp_path / db}", "flush_interval_ms": 20},
     }
     for section, values in (extra or {}).items():
         if isinstance(values, dict) and isinstance(data.get(section), dict):
@@ -92,14 +107,15 @@ async def make_gateway(upstream, tmp_path):
     started: list[Gateway] = []
 
     async def make(extra: dict | None = None, config_path: Path | None = None) -> Gateway:
-        settings = parse_settings(gateway_config(upstream.url, tmp_path, extra))
+        db = "ledger.db" if not started else f"ledger-{len(started) + 1}.db"
+        settings = parse_settings(gateway_config(upstream.url, tmp_path, extra, db))
         gw = await start_gateway(settings, config_path)
         started.append(gw)
         return gw
 
     yield make
     for gw in started:
-        await gw.runner.cleanup()
+        await gw.stop()
 
 
 @pytest.fixture
@@ -108,6 +124,8 @@ async def gateway(make_gateway):
 
 
 @pytest.fixture
-def direct(upstream) -> openai.AsyncOpenAI:
+async def direct(upstream):
     """The SDK pointed straight at the fake upstream, for comparisons."""
-    return openai.AsyncOpenAI(base_url=upstream.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+    client = openai.AsyncOpenAI(base_url=upstream.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+    yield client
+    await client.close()

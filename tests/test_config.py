@@ -130,4 +130,4 @@ async def test_hot_reload_applies_valid_and_keeps_running_config_on_invalid(
         text = gw.state.metrics.render().decode()
         assert 'faregate_config_reloads_total{result="rejected"} 1.0' in text
     finally:
-        await gw.runner.cleanup()
+        await gw.stop()

@@ -192,7 +192,7 @@ async def test_transcriptions_by_duration_and_by_tokens(gw, upstream):
     rows = {r.model: r for r in await gw.ledger_rows(2)}
     w = rows["whisper-1"]
     assert w.seconds == Decimal(4)
-    assert cost_of(w) == Decimal(4) / 60 * Decimal("0.006")
+    assert w.cost_nanos == 400_000  # 4 s = 1/15 min x $0.006 = $0.0004
     t = rows["gpt-4o-transcribe"]
     assert t.tokens["audio_input"] == 64 and t.tokens["output"] == 9
     assert cost_of(t) == (64 * 6 + 9 * 10) / M
@@ -267,7 +267,7 @@ async def test_upstream_down_is_502_in_openai_shape(make_gateway, tmp_path):
         [row] = await gw.ledger_rows(1)
         assert row.status == 502 and row.cost_nanos == 0
     finally:
-        await gw.runner.cleanup()
+        await gw.stop()
 
 
 async def test_upstream_slow_headers_is_504(make_gateway, upstream):
