@@ -1,0 +1,154 @@
+"""The SQLite ledger: nothing lost, nothing doubled, sums exact."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from faregate.storage import (
+    Ledger,
+    LedgerRecord,
+    format_usd,
+    parse_date_range,
+    period_bounds,
+    render_report,
+)
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def rec(i: int, **kw) -> LedgerRecord:
+    base = dict(
+        tenant=("acme", "globex")[i % 2], model=("gpt-4o", "gpt-4o-mini", "o3")[i % 3],
+        endpoint="/v1/chat/completions", status=200, cost_nanos=1000 + i,
+        ts=T0 + timedelta(minutes=i), user=f"u{i % 5}",
+        tokens={"input": 10, "cached_input": 2, "output": 5},
+    )
+    base.update(kw)
+    return LedgerRecord(**base)
+
+
+@pytest.fixture
+async def ledger(tmp_path):
+    lg = await Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", flush_interval_ms=10)
+    yield lg
+    await lg.close()
+
+
+async def test_many_records_written_exactly_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    written = []
+    lg = await Ledger.open(url, batch_size=500, on_written=lambda n, r: written.append((n, r)))
+    records = [rec(i) for i in range(10_000)]
+    for r in records:
+        lg.record(r)  # synchronous: never awaits
+    assert lg.queue_depth > 0
+    for r in records[:100]:
+        lg.record(r)  # replay of the same ids is idempotent
+    await lg.close()
+    assert sum(n for n, r in written if r == "written") == 10_100
+
+    again = await Ledger.open(url)  # migrations are idempotent
+    try:
+        report = await again.usage(None, None, "tenant")
+        assert sum(r.requests for r in report.rows) == 10_000
+        assert report.total_cost_nanos == sum(1000 + i for i in range(10_000))
+    finally:
+        await again.close()
+
+
+async def test_usage_groups_and_exact_sums(ledger):
+    for i in range(30):
+        ledger.record(rec(i))
+    ledger.record(rec(99, model="mystery", priced=False, cost_nanos=0, tenant="acme",
+                      ts=T0 + timedelta(days=1)))
+    await ledger.flush()
+    by_tenant = await ledger.usage(None, None, "tenant")
+    acme = next(r for r in by_tenant.rows if r.key == "acme")
+    assert acme.requests == 16 and acme.unpriced == 1
+    assert acme.cost_nanos == sum(1000 + i for i in range(0, 30, 2))
+    assert acme.input_tokens == 16 * 12 and acme.output_tokens == 16 * 5
+    assert acme.cached_tokens == 16 * 2
+    assert [r.key for r in by_tenant.rows] == sorted(
+        [r.key for r in by_tenant.rows], key=lambda k: -next(x.cost_nanos for x in by_tenant.rows
+                                                               if x.key == k))
+    by_day = await ledger.usage(None, None, "day")
+    assert [r.key for r in by_day.rows] == ["2026-11-23", "2026-11-24"]
+    by_model = await ledger.usage(None, None, "model", tenant="globex")
+    assert sum(r.requests for r in by_model.rows) == 15
+    by_user = await ledger.usage(T0, T0 + timedelta(minutes=10), "user")
+    assert sum(r.requests for r in by_user.rows) == 10
+    with pytest.raises(ValueError):
+        await ledger.usage(None, None, "colour")
+
+
+async def test_logs_newest_first_with_cursor(ledger):
+    records = [rec(i) for i in range(25)]
+    for r in records:
+        ledger.record(r)
+    await ledger.flush()
+    first = await ledger.logs(limit=10)
+    second = await ledger.logs(limit=10, before=first[-1].id)
+    assert len(first) == 10 and len(second) == 10
+    assert not {r.id for r in first} & {r.id for r in second}
+    assert first[0].id > first[-1].id > second[0].id
+    got = (await ledger.logs(tenant="acme", model="gpt-4o", limit=100))
+    assert {(r.tenant, r.model) for r in got} == {("acme", "gpt-4o")}
+    one = (await ledger.logs(limit=1))[0]
+    original = next(r for r in records if r.id == one.id)
+    full_tokens = {c: original.tokens.get(c, 0) for c in one.tokens}
+    assert one == replace(original, tokens=full_tokens)  # every field round-trips
+
+
+@pytest.mark.parametrize("nanos, text", [
+    (0, "0.000000"), (1500, "0.0000015"), (1_234_567_000, "1.234567"), (1, "0.000000001"),
+    (10**9 * 500, "500.000000"), (-1500, "-0.0000015"),
+])
+def test_format_usd(nanos, text):
+    assert format_usd(nanos) == text
+    assert Decimal(text) == Decimal(nanos).scaleb(-9)
+
+
+@pytest.mark.parametrize("period, now, start, end", [
+    ("today", "2026-11-23T15:00", "2026-11-23", "2026-11-24"),
+    ("week", "2026-11-23T15:00", "2026-11-17", "2026-11-24"),
+    ("month", "2026-11-30T23:59", "2026-11-01", "2026-12-01"),
+    ("month", "2026-12-31T23:59", "2026-12-01", "2027-01-01"),
+])
+def test_period_bounds(period, now, start, end):
+    got = period_bounds(period, datetime.fromisoformat(now).replace(tzinfo=timezone.utc))
+    assert [d.date().isoformat() for d in got] == [start, end]
+    assert period_bounds("all", T0) == (None, None)
+
+
+def test_date_range_is_inclusive_and_checked():
+    start, end = parse_date_range("2026-11-01", "2026-11-15")
+    assert (start.day, end.day) == (1, 16)
+    with pytest.raises(ValueError):
+        parse_date_range("2026-11-15", "2026-11-01")
+    with pytest.raises(ValueError):
+        parse_date_range("yesterday", None)
+
+
+async def test_render_json_csv_table(ledger):
+    for i in range(6):
+        ledger.record(rec(i))
+    ledger.record(rec(7, model="mystery", priced=False, cost_nanos=0))
+    await ledger.flush()
+    report = await ledger.usage(None, None, "model")
+    doc = json.loads(render_report(report, "model", "json"))
+    assert doc["total_cost_usd"] == format_usd(report.total_cost_nanos)
+    assert {r["model"] for r in doc["rows"]} == {"gpt-4o", "gpt-4o-mini", "o3", "mystery"}
+    assert all(isinstance(r["cost_usd"], str) for r in doc["rows"])
+    csv_text = render_report(report, "model", "csv", top=2)
+    assert csv_text.splitlines()[0].startswith("model,requests,")
+    assert len(csv_text.splitlines()) == 3
+    table = render_report(report, "model", "table")
+    lines = table.splitlines()
+    assert lines[0].startswith("MODEL") and "COST USD" in lines[0]
+    assert any(l.startswith("TOTAL") for l in lines) and "UNPRICED" in table
+    assert len({len(l) for l in lines[2:6]}) == 1  # numbers right-aligned in columns
