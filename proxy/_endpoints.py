@@ -49,12 +49,6 @@ def classify(method: str, path: str) -> Endpoint | None:
     return _METERED.get(path.rstrip("/"))
 
 
-def metric_endpoint(method: str, path: str) -> str:
-    """A bounded label for any /v1 path (ids are not labels)."""
-    endpoint = classify(method, path)
-    return endpoint.path if endpoint else OTHER
-
-
 @dataclass(slots=True)
 class RequestFacts:
     """What the request body tells metering. All fields untrusted and bounded."""

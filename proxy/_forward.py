@@ -51,7 +51,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-_NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "api-key", "content-length"}
+_NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "api-key", "content-length", "expect"}
 
 
 def _connection_listed(headers) -> set[str]:

@@ -1,0 +1,79 @@
+"""`faregate serve` as a real process: defaults with no file, flush on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sqlite3
+import sys
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_serve(cwd: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    exe = Path(sys.executable).with_name("faregate")
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), "serve", "--listen", f"127.0.0.1:{port}", *args,
+        cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "FAREGATE_LOG_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as s:
+        for _ in range(100):
+            try:
+                async with s.get(url + "/healthz") as r:
+                    if r.status == 200:
+                        return proc, url
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("faregate serve did not come up: " + (await proc.stderr.read()).decode())
+
+
+async def stop(proc: asyncio.subprocess.Process) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_serve_without_config_uses_builtin_defaults(tmp_path):
+    proc, url = await start_serve(tmp_path)
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url + "/readyz") as r:
+                assert r.status == 200
+            async with s.get(url + "/metrics") as r:
+                assert "faregate_ledger_queue_depth" in await r.text()
+        assert (tmp_path / "faregate.db").exists()  # SQLite ledger in ./faregate.db
+    finally:
+        assert await stop(proc) == 0
+
+
+async def test_sigterm_flushes_the_ledger(tmp_path, upstream):
+    config = tmp_path / "faregate.toml"
+    # A flush interval far longer than the test: rows can only arrive by the shutdown flush.
+    config.write_text(
+        f'[server]\nupstream = "{upstream.url}"\n'
+        f'[storage]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\nflush_interval_ms = 600000\n'
+    )
+    proc, url = await start_serve(tmp_path, "--config", str(config))
+    try:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-x", max_retries=0)
+        for _ in range(5):
+            await client.embeddings.create(model="text-embedding-3-small", input="a b")
+        await client.close()
+    finally:
+        assert await stop(proc) == 0
+    rows = sqlite3.connect(tmp_path / "ledger.db").execute(
+        "SELECT COUNT(*), SUM(input_tokens) FROM charges").fetchone()
+    assert rows == (5, 10)
