@@ -29,6 +29,7 @@ class Flow:
     facts: RequestFacts = field(default_factory=RequestFacts)
     caller: Caller | None = None
     status: int = 0
+    forwarded: bool = False  # reached the point of calling the upstream
     upstream_wait: float = 0.0  # request sent -> response headers
     overhead: float = 0.0  # faregate's own time before headers reached the client
     usage: dict[str, Any] | None = None  # the provider's report, as found

@@ -186,6 +186,7 @@ class Forwarder:
         url = server.upstream + request.rel_url.raw_path_qs
         headers = upstream_headers(request, flow, rt, body_changed)
         sent = time.perf_counter()
+        flow.forwarded = True
         try:
             async with asyncio.timeout(server.response_timeout_s):
                 upstream = await self.state.client.request(
@@ -227,13 +228,13 @@ class Forwarder:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for k, v in response_headers(upstream, flow, length_changes=meter is not None):
             response.headers.add(k, v)
-        await response.prepare(request)
-        flow.overhead = (time.perf_counter() - flow.started) - flow.upstream_wait
-        endpoint_label = flow.endpoint.path if flow.endpoint else "other"
-        self.state.metrics.upstream_latency.labels(endpoint_label).observe(flow.upstream_wait)
-        self.state.metrics.proxy_overhead.labels(endpoint_label).observe(flow.overhead)
-
         try:
+            await response.prepare(request)
+            flow.overhead = (time.perf_counter() - flow.started) - flow.upstream_wait
+            endpoint_label = flow.endpoint.path if flow.endpoint else "other"
+            metrics = self.state.metrics
+            metrics.upstream_latency.labels(endpoint_label).observe(flow.upstream_wait)
+            metrics.proxy_overhead.labels(endpoint_label).observe(flow.overhead)
             async for chunk in upstream.content.iter_any():
                 flow.response_bytes += len(chunk)
                 if meter is not None:

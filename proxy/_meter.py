@@ -130,8 +130,13 @@ def observe(metrics: Metrics, flow: Flow, charge: Charge | None, problem: str | 
 
 
 def settle(flow: Flow, table: PriceTable, metrics: Metrics, record) -> Charge | None:
-    """Price a finished flow, hand it to the ledger, count it. Never raises."""
-    if flow.endpoint is None:
+    """Price a finished flow, hand it to the ledger, count it. Never raises.
+
+    Calls faregate refused itself (unknown key, too large, model refused)
+    never reached the upstream and cost nothing: they are counted in metrics
+    but not written to the ledger, so a flood of bad requests cannot grow it.
+    """
+    if flow.endpoint is None or not flow.forwarded:
         observe(metrics, flow, None, None)
         return None
     at = datetime.now(timezone.utc)

@@ -54,6 +54,10 @@ async def test_keys_mode_unknown_key_is_401_and_never_forwarded(keys_gateway, up
     assert info.value.body["code"] == "invalid_api_key"
     assert info.value.body["type"] == "invalid_request_error"
     assert upstream.requests == []
+    await keys_gateway.state.ledger.flush()
+    assert await keys_gateway.state.ledger.logs() == []  # refusals cost nothing, no row
+    assert ('faregate_requests_total{endpoint="/v1/chat/completions",model="none",'
+            'status="401",tenant="default"} 1.0') in await keys_gateway.metrics_text()
 
 
 async def test_passthrough_forwards_callers_key_and_maps_known_keys(make_gateway, upstream):
