@@ -152,3 +152,11 @@ async def test_render_json_csv_table(ledger):
     assert lines[0].startswith("MODEL") and "COST USD" in lines[0]
     assert any(l.startswith("TOTAL") for l in lines) and "UNPRICED" in table
     assert len({len(l) for l in lines[2:6]}) == 1  # numbers right-aligned in columns
+
+
+def test_ledger_columns_match_pricing_token_classes():
+    """storage does not import pricing; this keeps their class lists in step."""
+    from faregate.pricing import TOKEN_CLASSES
+    from faregate.storage import TOKEN_COLUMNS
+
+    assert TOKEN_COLUMNS == TOKEN_CLASSES
