@@ -1,40 +1,47 @@
-"""The ledger: `record()` now, written to the database in batches soon after.
+"""The ledger: `record()` now, on disk at once, in the database soon after.
 
-`record(rec)` is synchronous and O(1): it appends to an in-memory queue and
-returns, so the request path never waits for storage. A writer task drains
-the queue in batches (up to `batch_size`, at least every `flush_interval_ms`)
-into the store on a single dedicated thread, so the event loop never blocks
-on SQLite. A failed batch is kept and retried with backoff — records are not
-dropped. `flush()` waits for everything recorded so far; `close()` flushes
-and stops.
+`record(rec)` is synchronous and O(1). With a journal it appends the entry
+to the local journal (one `write(2)`, see `_journal`) and queues it in
+memory; a writer task drains the queue in batches (up to `batch_size`, at
+least every `flush_interval_ms`) into the store, and a committer task
+fsyncs the journal once per interval (group commit). A failed batch is kept
+and retried with backoff — records are not dropped.
+
+Backpressure: the in-memory queue holds at most `queue_limit` entries. Once
+it is full (the database is down or slow), new entries live only in the
+journal; the writer reads them back from disk, oldest first, after the queue
+has drained, and switches back to memory when it has caught up. Memory stays
+bounded while the journal grows on disk. Entries left by an earlier run are
+replayed the same way at start (ids make every insert idempotent), and a
+segment is deleted once the database has confirmed all of its entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import time
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
+from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
+from ._kinds import kind_of
 from ._record import LedgerRecord
 from ._report import UsageReport
-from ._sqlite import SqliteStore
+from ._store import Store, open_store
 
 log = logging.getLogger("faregate.ledger")
 
 MAX_BACKOFF_S = 30.0
 CLOSE_RETRY_S = 10.0
+QUEUE_LIMIT = 10_000
 
 
-def open_store(url: str) -> SqliteStore:
-    if url.startswith("sqlite:///"):
-        return SqliteStore(url)
-    raise ValueError(
-        "only sqlite:/// ledgers are supported by this build; "
-        "PostgreSQL arrives with the durable-ledger work"
-    )
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Ledger:
@@ -42,27 +49,42 @@ class Ledger:
 
     def __init__(
         self,
-        store: SqliteStore,
-        executor: ThreadPoolExecutor,
+        store: Store,
+        journal: Journal | None,
+        executor: ThreadPoolExecutor | None,
         *,
         flush_interval_ms: int,
         batch_size: int,
+        queue_limit: int,
         on_written: Callable[[int, str], None] | None,
     ):
         self._store = store
-        self._executor = executor
+        self._journal = journal
+        self._executor = executor  # the journal's worker thread
         self._interval = flush_interval_ms / 1000.0
         self._batch_size = batch_size
+        self._queue_limit = queue_limit
         self._on_written = on_written or (lambda n, result: None)
-        self._queue: deque[LedgerRecord] = deque()
+        # Queued entries: (kind, appended_at_ms, row, journal segment or -1).
+        self._queue: deque[tuple[str, int, tuple[Any, ...], int]] = deque()
+        # Journal-only entries start here (None: everything is in memory).
+        self._spill: Cursor | None = journal.backlog if journal else None
+        self._spill_batch: tuple[list[Entry], Cursor] | None = None
+        self._spill_oldest_ms: int | None = None
+        self._replaying_earlier_run = self._spill is not None
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
-        self._enqueued = 0  # records ever queued
-        self._done = 0  # records ever written (or given up on at close)
+        self._accepted = 0  # records accepted by record() in this process
+        self._done = 0  # ... of which the database has confirmed (or given up at close)
         self._closing = False
-        self.healthy = True
-        self.last_error: str | None = None
-        self._task = asyncio.get_running_loop().create_task(self._writer(), name="ledger-writer")
+        self._closed = asyncio.Event()
+        self._db_error: str | None = None
+        self._journal_error: str | None = None
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._writer(), name="ledger-writer")
+        self._committer = (
+            loop.create_task(self._commit_loop(), name="ledger-journal") if journal else None
+        )
 
     @classmethod
     async def open(
@@ -72,42 +94,132 @@ class Ledger:
         flush_interval_ms: int = 250,
         batch_size: int = 1000,
         on_written: Callable[[int, str], None] | None = None,
+        journal_dir: str | Path | None = None,
+        queue_limit: int = QUEUE_LIMIT,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> "Ledger":
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
-        loop = asyncio.get_running_loop()
-        try:
-            store = await loop.run_in_executor(executor, open_store, url)
-            await loop.run_in_executor(executor, store.migrate)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
+        """Connect, migrate, and (with `journal_dir`) start replaying what is left there.
+
+        Without a journal the queue is unbounded and lives only in memory:
+        fine for `report`/`migrate`, not for serving.
+        """
+        store = await open_store(url)
+        journal = executor = None
+        if journal_dir is not None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-journal")
+            try:
+                journal = await asyncio.get_running_loop().run_in_executor(
+                    executor, Journal.open, journal_dir, segment_bytes
+                )
+            except BaseException:
+                executor.shutdown(wait=False)
+                await store.close()
+                raise
         return cls(
-            store, executor, flush_interval_ms=flush_interval_ms, batch_size=batch_size,
-            on_written=on_written,
+            store, journal, executor, flush_interval_ms=flush_interval_ms,
+            batch_size=batch_size, queue_limit=queue_limit, on_written=on_written,
         )
 
     # -- hot path ---------------------------------------------------------
 
     def record(self, rec: LedgerRecord) -> None:
-        """Queue a charge for writing. Never blocks, never raises."""
-        self._queue.append(rec)
-        self._enqueued += 1
+        """Journal and queue a record for writing. Never blocks, never raises."""
+        try:
+            kind = kind_of(rec)
+            row = kind.to_row(rec)
+        except Exception:
+            log.exception("unrecordable ledger record")
+            self._on_written(1, "failed")
+            return
+        at_ms = _now_ms()
+        segment = -1
+        if self._journal is not None and self._journal_error is None:
+            try:
+                segment, offset = self._journal.append(encode_entry(kind.name, at_ms, row))
+            except Exception as exc:  # disk full, I/O error: keep the record in memory
+                self._journal_error = f"journal: {type(exc).__name__}: {exc}"
+                log.error("journal append failed; recording in memory only",
+                          extra={"error": self._journal_error})
+            else:
+                if self._spill is not None or len(self._queue) >= self._queue_limit:
+                    if self._spill is None:
+                        log.warning("ledger queue full; new records wait in the journal",
+                                    extra={"queue_limit": self._queue_limit})
+                        self._spill = (segment, offset)
+                        self._spill_oldest_ms = at_ms
+                        self._wake.set()
+                    self._accepted += 1
+                    return
+        self._queue.append((kind.name, at_ms, row, segment))
+        self._accepted += 1
         if len(self._queue) >= self._batch_size:
             self._wake.set()
 
     @property
     def queue_depth(self) -> int:
+        """Entries waiting in memory (journal-only entries are not counted)."""
         return len(self._queue)
+
+    @property
+    def journal_bytes(self) -> int:
+        return self._journal.bytes if self._journal is not None else 0
+
+    @property
+    def oldest_unwritten_seconds(self) -> float:
+        """Age of the oldest entry not yet in the database (0 when caught up)."""
+        oldest = [self._queue[0][1]] if self._queue else []
+        if self._spill is not None and self._spill_oldest_ms is not None:
+            oldest.append(self._spill_oldest_ms)
+        return max(0.0, (_now_ms() - min(oldest)) / 1000.0) if oldest else 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return self._db_error is None and self._journal_error is None
+
+    @property
+    def last_error(self) -> str | None:
+        return self._journal_error or self._db_error
 
     # -- writer -----------------------------------------------------------
 
-    async def _run(self, fn, *args):
+    async def _in_journal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _next_batch(self) -> tuple[list[tuple[str, int, tuple[Any, ...], int]], str] | None:
+        """The next entries to write and where they come from, or None if idle."""
+        if self._queue:
+            n = min(self._batch_size, len(self._queue))
+            return [self._queue[i] for i in range(n)], "written"
+        while self._spill is not None and self._spill_batch is None:
+            journal = self._journal
+            assert journal is not None
+            end = journal.end()
+            if journal.at_end(self._spill):  # caught up: back to memory (no await between)
+                self._spill = self._spill_oldest_ms = None
+                self._replaying_earlier_run = False
+                await self._advance(0)
+                return None
+            entries, cursor, bad = await self._in_journal_thread(
+                journal.read, self._spill, end, self._batch_size
+            )
+            if bad:
+                log.warning("journal lines failed their checksum and were skipped",
+                            extra={"lines": bad})
+            if entries:
+                self._spill_batch = (entries, cursor)
+                self._spill_oldest_ms = entries[0].at_ms
+            else:
+                self._spill = cursor
+                await self._passed_earlier_run()
+        if self._spill_batch is not None:
+            return [(e.kind, e.at_ms, e.row, e.segment) for e in self._spill_batch[0]], "replayed"
+        return None
 
     async def _writer(self) -> None:
         backoff = 0.0
         while True:
-            if not self._queue:
+            batch = await self._next_batch()
+            if batch is None:
                 if self._closing:
                     return
                 try:
@@ -116,49 +228,122 @@ class Ledger:
                     pass
                 self._wake.clear()
                 continue
-            batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
+            entries, source = batch
+            rows: dict[str, list[tuple[Any, ...]]] = {}
+            for kind, _, row, _ in entries:
+                rows.setdefault(kind, []).append(row)
             try:
-                await self._run(self._store.insert, batch)
+                await self._store.insert(rows)
             except Exception as exc:  # keep the batch, retry later
-                self.healthy = False
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._on_written(len(batch), "failed")
+                self._db_error = f"{type(exc).__name__}: {exc}"
+                self._on_written(len(entries), "failed")
                 backoff = min(MAX_BACKOFF_S, max(0.1, backoff * 2))
                 log.error(
                     "ledger write failed; will retry",
-                    extra={"records": len(batch), "error": self.last_error, "retry_s": backoff},
+                    extra={"records": len(entries), "error": self._db_error, "retry_s": backoff},
                 )
-                if self._closing and backoff >= CLOSE_RETRY_S:
+                if self._closing and (self._all_journaled() or backoff >= CLOSE_RETRY_S):
                     log.error("ledger closing with unwritten records",
-                              extra={"records": len(self._queue)})
+                              extra={"queued": len(self._queue),
+                                     "in_journal": self._all_journaled()})
                     return
-                await asyncio.sleep(backoff)
+                try:  # sleep, but let close() cut the wait short
+                    await asyncio.wait_for(self._closed.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
                 continue
             backoff = 0.0
-            self.healthy = True
-            for _ in batch:
-                self._queue.popleft()
-            self._on_written(len(batch), "written")
-            async with self._progress:
-                self._done += len(batch)
-                self._progress.notify_all()
+            self._db_error = None
+            self._confirm(entries)
+            if source == "written":
+                for _ in entries:
+                    self._queue.popleft()
+                own = len(entries)
+            else:
+                assert self._spill_batch is not None and self._journal is not None
+                self._spill, self._spill_batch = self._spill_batch[1], None
+                self._spill_oldest_ms = entries[-1][1]
+                if self._journal.at_end(self._spill):  # caught up: back to memory
+                    self._spill = self._spill_oldest_ms = None
+                own = sum(1 for e in entries if e[3] >= self._journal.first_own)
+            self._on_written(len(entries), source)
+            await self._advance(own)
+            await self._passed_earlier_run()
+
+    async def _passed_earlier_run(self) -> None:
+        """Once the replay cursor is past an earlier run's segments, flush() need not wait."""
+        if (
+            self._replaying_earlier_run
+            and self._journal is not None
+            and (self._spill is None or self._spill[0] >= self._journal.first_own)
+        ):
+            self._replaying_earlier_run = False
+            await self._advance(0)
+
+    def _confirm(self, entries: Iterable[tuple[str, int, tuple[Any, ...], int]]) -> None:
+        if self._journal is not None:
+            counts = Counter(e[3] for e in entries if e[3] >= 0)
+            self._journal.confirm(counts)
+
+    def _all_journaled(self) -> bool:
+        """Is every unwritten entry safe in the journal (so closing loses nothing)?"""
+        return self._journal is not None and all(e[3] >= 0 for e in self._queue)
+
+    async def _advance(self, n: int) -> None:
+        async with self._progress:
+            self._done += n
+            self._progress.notify_all()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        assert self._journal is not None
+        try:
+            durable = await self._in_journal_thread(self._journal.sync)
+        except OSError as exc:
+            self._journal_error = f"journal: {type(exc).__name__}: {exc}"
+            log.error("journal fsync failed", extra={"error": self._journal_error})
+            return
+        if durable:
+            self._on_written(durable, "journaled")
 
     async def flush(self) -> None:
-        """Wait until every record queued before this call is written."""
-        target = self._enqueued
+        """Wait until every record so far (and any earlier run's backlog) is written."""
+        target = self._accepted
         self._wake.set()
         async with self._progress:
-            await self._progress.wait_for(lambda: self._done >= target or self._task.done())
+            await self._progress.wait_for(
+                lambda: (self._done >= target and not self._replaying_earlier_run)
+                or self._task.done()
+            )
 
     async def close(self) -> None:
-        """Write what is queued, then release the database."""
+        """Write what is pending, then release the journal and the database.
+
+        If the database is unreachable, entries already in the journal stay
+        there for the next start; only entries the journal could not take are
+        retried for up to ~CLOSE_RETRY_S.
+        """
         self._closing = True
+        self._closed.set()
         self._wake.set()
         await self._task
-        await self._run(self._store.close)
-        self._executor.shutdown(wait=True)
+        if self._committer is not None and self._journal is not None:
+            self._committer.cancel()
+            try:
+                await self._committer
+            except asyncio.CancelledError:
+                pass
+            await self._commit()
+            await self._in_journal_thread(self._journal.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        await self._store.close()
 
-    # -- queries (run on the worker thread) ----------------------------------
+    # -- queries ----------------------------------------------------------
 
     async def usage(
         self,
@@ -167,7 +352,7 @@ class Ledger:
         group_by: str,
         tenant: str | None = None,
     ) -> UsageReport:
-        return await self._run(self._store.usage, start, end, group_by, tenant)
+        return await self._store.usage(start, end, group_by, tenant)
 
     async def logs(
         self,
@@ -177,4 +362,4 @@ class Ledger:
         limit: int = 100,
         before: str | None = None,
     ) -> list[LedgerRecord]:
-        return await self._run(self._store.logs, tenant, user, model, limit, before)
+        return await self._store.logs(tenant, user, model, limit, before)

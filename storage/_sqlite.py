@@ -1,38 +1,26 @@
-"""SQLite backend: synchronous, confined to the ledger's one worker thread.
+"""SQLite backend: a synchronous database confined to one dedicated thread.
 
-WAL mode, one connection, batches inserted with `executemany` inside one
-transaction, `INSERT OR IGNORE` so replaying a record id is a no-op. The
-async `Ledger` calls into this from its executor, never from the event loop.
+WAL mode, one connection, each batch inserted with `executemany` inside one
+transaction, `INSERT OR IGNORE` so replaying a record id is a no-op.
+`SqliteStore` is the async face the ledger uses: every call hops onto the
+store's single worker thread, so the event loop never blocks on SQLite and
+the connection is never shared between threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from decimal import Decimal
-from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import orjson
-
-from ._record import TOKEN_COLUMNS, LedgerRecord
-from ._report import GROUPS, UsageReport, UsageRow
-
-COLUMNS: tuple[str, ...] = (
-    "id", "ts", "ts_ms", "tenant", "user_id", "key_id", "model", "endpoint", "request_id",
-    "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
-    "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
-    "estimated", "latency_ms", "flags",
-)
-
-_GROUP_SQL = {
-    "tenant": "tenant",
-    "user": "user_id",
-    "model": "model",
-    "endpoint": "endpoint",
-    "day": "substr(ts, 1, 10)",
-}
+from ._kinds import CHARGES, KINDS, Row
+from ._migrations import migrations, split_sql
+from ._queries import logs_sql, usage_sql
+from ._record import LedgerRecord
+from ._report import UsageReport, UsageRow
 
 
 def sqlite_path(url: str) -> str:
@@ -45,62 +33,11 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def migrations() -> list[tuple[int, str]]:
-    """(version, sql) of every shipped migration, in order."""
-    out = []
-    for entry in resources.files(__package__).joinpath("migrations").iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            out.append((int(name[:4]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
+def _q(_: int) -> str:
+    return "?"
 
 
-def split_sql(sql: str) -> list[str]:
-    """Statements of a migration file (no semicolons inside our SQL)."""
-    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def to_row(r: LedgerRecord) -> tuple[Any, ...]:
-    ts = r.ts.astimezone(timezone.utc)
-    return (
-        r.id, ts.isoformat(timespec="microseconds"), int(ts.timestamp() * 1000), r.tenant,
-        r.user, r.key_id, r.model, r.endpoint, r.request_id, r.status,
-        *(int(r.tokens.get(c, 0)) for c in TOKEN_COLUMNS), r.reasoning_tokens,
-        int((Decimal(r.seconds) * 1000).to_integral_value()), r.characters, r.images,
-        r.cost_nanos, orjson.dumps(r.breakdown).decode(), r.price_version, int(r.priced),
-        int(r.estimated), float(r.latency_ms), ",".join(r.flags),
-    )
-
-
-def from_row(row: Sequence[Any]) -> LedgerRecord:
-    v = dict(zip(COLUMNS, row))
-    return LedgerRecord(
-        id=v["id"],
-        ts=datetime.fromisoformat(v["ts"]),
-        tenant=v["tenant"],
-        user=v["user_id"],
-        key_id=v["key_id"],
-        model=v["model"],
-        endpoint=v["endpoint"],
-        request_id=v["request_id"],
-        status=v["status"],
-        tokens={c: v[f"{c}_tokens"] for c in TOKEN_COLUMNS},
-        reasoning_tokens=v["reasoning_tokens"],
-        seconds=Decimal(v["seconds_ms"]).scaleb(-3),
-        characters=v["characters"],
-        images=v["images"],
-        cost_nanos=v["cost_nanos"],
-        breakdown=orjson.loads(v["breakdown"] or "{}"),
-        price_version=v["price_version"],
-        priced=bool(v["priced"]),
-        estimated=bool(v["estimated"]),
-        latency_ms=v["latency_ms"],
-        flags=tuple(f for f in (v["flags"] or "").split(",") if f),
-    )
-
-
-class SqliteStore:
+class SqliteDatabase:
     """The ledger's tables in one SQLite file. Not thread-safe: one thread only."""
 
     def __init__(self, url: str):
@@ -111,104 +48,103 @@ class SqliteStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=5000")
-        self._insert = (
-            f"INSERT OR IGNORE INTO charges ({', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in COLUMNS)})"
-        )
 
     def migrate(self) -> list[int]:
-        """Apply pending migrations; returns the versions applied now."""
+        """Apply pending migrations; returns the versions applied now.
+
+        `BEGIN IMMEDIATE` takes SQLite's write lock before reading what is
+        applied, so two processes migrating at once apply each version once.
+        """
         c = self.conn
         c.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
         applied = []
-        for version, sql in migrations():
-            if version in done:
-                continue
+        for version, sql in migrations("sqlite"):
             c.execute("BEGIN IMMEDIATE")
             try:
-                for statement in split_sql(sql):
-                    c.execute(statement)
-                c.execute(
-                    "INSERT OR IGNORE INTO schema_migrations VALUES (?, ?)",
-                    (version, datetime.now(timezone.utc).isoformat()),
-                )
+                done = c.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ).fetchone()
+                if not done:
+                    for statement in split_sql(sql):
+                        c.execute(statement)
+                    c.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?)",
+                        (version, datetime.now(timezone.utc).isoformat()),
+                    )
+                    applied.append(version)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
-            applied.append(version)
         return applied
 
-    def insert(self, records: Iterable[LedgerRecord]) -> int:
-        rows = [to_row(r) for r in records]
+    def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
+        """All rows in one transaction; ids already present are skipped."""
         c = self.conn
         c.execute("BEGIN")
         try:
-            c.executemany(self._insert, rows)
+            for name, rows in rows_by_kind.items():
+                kind = KINDS[name]
+                c.executemany(
+                    f"INSERT OR IGNORE INTO {kind.table} ({', '.join(kind.columns)}) "
+                    f"VALUES ({', '.join('?' for _ in kind.columns)})",
+                    rows,
+                )
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return len(rows)
+        return sum(len(r) for r in rows_by_kind.values())
 
-    def usage(
-        self,
-        start: datetime | None,
-        end: datetime | None,
-        group_by: str,
-        tenant: str | None = None,
-    ) -> UsageReport:
-        if group_by not in GROUPS:
-            raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-        where, args = _range(start, end, tenant)
-        key = _GROUP_SQL[group_by]
-        sums = ", ".join(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS)
-        sql = (
-            f"SELECT {key} AS k, COUNT(*), {sums}, SUM(reasoning_tokens), SUM(seconds_ms), "
-            "SUM(characters), SUM(images), SUM(cost_nanos), "
-            "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END), SUM(estimated) "
-            f"FROM charges {where} GROUP BY k"
-        )
+    def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
+        sql, args = usage_sql(_q, start, end, group_by, tenant)
         rows = [UsageRow.from_sums(r[0], r[1:]) for r in self.conn.execute(sql, args)]
         return UsageReport.of(rows, group_by)
 
-    def logs(
-        self,
-        tenant: str | None = None,
-        user: str | None = None,
-        model: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
-    ) -> list[LedgerRecord]:
-        clauses, args = [], []
-        for column, value in (("tenant", tenant), ("user_id", user), ("model", model)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if before is not None:
-            clauses.append("id < ?")
-            args.append(before)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {', '.join(COLUMNS)} FROM charges {where} ORDER BY id DESC LIMIT ?"
-        return [from_row(r) for r in self.conn.execute(sql, [*args, max(0, int(limit))])]
+    def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:
+        sql, args = logs_sql(_q, CHARGES.columns, tenant, user, model, limit, before)
+        return [CHARGES.from_row(r) for r in self.conn.execute(sql, args)]
 
     def close(self) -> None:
         self.conn.close()
 
 
-def _range(start, end, tenant) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    if start is not None:
-        clauses.append("ts_ms >= ?")
-        args.append(int(start.timestamp() * 1000))
-    if end is not None:
-        clauses.append("ts_ms < ?")
-        args.append(int(end.timestamp() * 1000))
-    if tenant is not None:
-        clauses.append("tenant = ?")
-        args.append(tenant)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+class SqliteStore:
+    """Async store over a `SqliteDatabase` living on its own thread."""
+
+    dialect = "sqlite"
+
+    def __init__(self, db: SqliteDatabase, executor: ThreadPoolExecutor):
+        self._db = db
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, url: str) -> "SqliteStore":
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            db = await loop.run_in_executor(executor, SqliteDatabase, url)
+            await loop.run_in_executor(executor, db.migrate)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(db, executor)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
+        return await self._run(self._db.insert, rows_by_kind)
+
+    async def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
+        return await self._run(self._db.usage, start, end, group_by, tenant)
+
+    async def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:
+        return await self._run(self._db.logs, tenant, user, model, limit, before)
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+        self._executor.shutdown(wait=True)

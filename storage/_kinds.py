@@ -1,0 +1,95 @@
+"""Kinds of ledger entry: which table a record goes to and how it becomes a row.
+
+The journal, the queue and both database backends carry *entries* — a kind
+tag plus a flat row of primitives (str/int/float/None) — never a record
+type they would have to know. A new record type (e.g. Realtime session rows)
+is one more `Kind` here and one more migration; the writer, the journal and
+replay need no change. Rows are the exact column values, so the journal
+replays without re-deriving anything and both backends store identical data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from ._record import TOKEN_COLUMNS, LedgerRecord
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One record type: its journal tag, its table and its row mapping."""
+
+    name: str  # the tag written in the journal; never rename a shipped one
+    table: str
+    columns: tuple[str, ...]  # first column is the unique id (ON CONFLICT target)
+    record_type: type
+    to_row: Callable[[Any], Row]
+    from_row: Callable[[Sequence[Any]], Any]
+
+
+CHARGE_COLUMNS: tuple[str, ...] = (
+    "id", "ts", "ts_ms", "tenant", "user_id", "key_id", "model", "endpoint", "request_id",
+    "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
+    "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
+    "estimated", "latency_ms", "flags",
+)
+
+
+def charge_to_row(r: LedgerRecord) -> Row:
+    ts = r.ts.astimezone(timezone.utc)
+    return (
+        r.id, ts.isoformat(timespec="microseconds"), int(ts.timestamp() * 1000), r.tenant,
+        r.user, r.key_id, r.model, r.endpoint, r.request_id, int(r.status),
+        *(int(r.tokens.get(c, 0)) for c in TOKEN_COLUMNS), int(r.reasoning_tokens),
+        int((Decimal(r.seconds) * 1000).to_integral_value()), int(r.characters),
+        int(r.images), int(r.cost_nanos), orjson.dumps(r.breakdown).decode(), r.price_version,
+        int(r.priced), int(r.estimated), float(r.latency_ms), ",".join(r.flags),
+    )
+
+
+def charge_from_row(row: Sequence[Any]) -> LedgerRecord:
+    v = dict(zip(CHARGE_COLUMNS, row))
+    return LedgerRecord(
+        id=v["id"],
+        ts=datetime.fromisoformat(v["ts"]),
+        tenant=v["tenant"],
+        user=v["user_id"],
+        key_id=v["key_id"],
+        model=v["model"],
+        endpoint=v["endpoint"],
+        request_id=v["request_id"],
+        status=v["status"],
+        tokens={c: v[f"{c}_tokens"] for c in TOKEN_COLUMNS},
+        reasoning_tokens=v["reasoning_tokens"],
+        seconds=Decimal(v["seconds_ms"]).scaleb(-3),
+        characters=v["characters"],
+        images=v["images"],
+        cost_nanos=v["cost_nanos"],
+        breakdown=orjson.loads(v["breakdown"] or "{}"),
+        price_version=v["price_version"],
+        priced=bool(v["priced"]),
+        estimated=bool(v["estimated"]),
+        latency_ms=float(v["latency_ms"]),
+        flags=tuple(f for f in (v["flags"] or "").split(",") if f),
+    )
+
+
+CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row, charge_from_row)
+
+#: Every kind by journal tag. Add new kinds here (and a migration for their table).
+KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES,)}
+_BY_TYPE: dict[type, Kind] = {k.record_type: k for k in KINDS.values()}
+
+
+def kind_of(record: Any) -> Kind:
+    try:
+        return _BY_TYPE[type(record)]
+    except KeyError:
+        raise TypeError(f"the ledger has no kind for {type(record).__name__}") from None

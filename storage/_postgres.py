@@ -1,0 +1,117 @@
+"""PostgreSQL backend: asyncpg on the event loop, no thread.
+
+Migrations run under a session advisory lock, so replicas starting together
+apply each version exactly once. A batch is `COPY`ed into a per-connection
+temporary table and moved with `INSERT … SELECT … ON CONFLICT (id) DO
+NOTHING` in the same transaction: COPY is the fastest way in, and the
+conflict clause makes journal replay idempotent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+
+import asyncpg
+
+from ._kinds import CHARGES, KINDS, Row
+from ._migrations import migrations, split_sql
+from ._queries import logs_sql, usage_sql
+from ._record import LedgerRecord
+from ._report import UsageReport, UsageRow
+
+#: pg_advisory_lock key: "faregate" as 8 bytes, shared by every replica.
+MIGRATION_LOCK = int.from_bytes(b"faregate", "big") & 0x7FFF_FFFF_FFFF_FFFF
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 60.0
+
+
+def _p(i: int) -> str:
+    return f"${i}"
+
+
+def _staging(table: str) -> str:
+    return f"{table}_incoming"
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply pending migrations on `conn`, serialised across processes."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for version, sql in migrations("postgresql"):
+            if version in done:
+                continue
+            async with conn.transaction():
+                for statement in split_sql(sql):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2)",
+                    version, datetime.now(timezone.utc).isoformat(),
+                )
+            applied.append(version)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+async def _prepare_connection(conn: asyncpg.Connection) -> None:
+    for kind in KINDS.values():
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_staging(kind.table)} "
+            f"(LIKE {kind.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+
+
+class PostgresStore:
+    """The ledger's tables in PostgreSQL, through a small asyncpg pool."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, max_connections: int = 4) -> "PostgresStore":
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=max_connections, timeout=CONNECT_TIMEOUT_S,
+            command_timeout=COMMAND_TIMEOUT_S, init=_prepare_connection,
+        )
+        return cls(pool)
+
+    async def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                for name, rows in rows_by_kind.items():
+                    kind = KINDS[name]
+                    cols = ", ".join(kind.columns)
+                    await conn.copy_records_to_table(
+                        _staging(kind.table), records=rows, columns=list(kind.columns)
+                    )
+                    await conn.execute(
+                        f"INSERT INTO {kind.table} ({cols}) SELECT {cols} "
+                        f"FROM {_staging(kind.table)} ON CONFLICT ({kind.columns[0]}) DO NOTHING"
+                    )
+        return sum(len(r) for r in rows_by_kind.values())
+
+    async def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
+        sql, args = usage_sql(_p, start, end, group_by, tenant)
+        rows = [UsageRow.from_sums(r[0], tuple(r)[1:]) for r in await self._pool.fetch(sql, *args)]
+        return UsageReport.of(rows, group_by)
+
+    async def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:
+        sql, args = logs_sql(_p, CHARGES.columns, tenant, user, model, limit, before)
+        return [CHARGES.from_row(tuple(r)) for r in await self._pool.fetch(sql, *args)]
+
+    async def close(self) -> None:
+        await self._pool.close()

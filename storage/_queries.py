@@ -1,0 +1,84 @@
+"""The report queries, written once for both backends.
+
+Only the placeholder style differs (`?` for SQLite, `$n` for PostgreSQL), so
+`usage` and `logs` return identical results on either. Ids are fixed-length
+lowercase hex, whose order is the same under byte ("C") and linguistic
+collations, so `ORDER BY id` pages identically too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable
+
+from ._record import TOKEN_COLUMNS
+from ._report import GROUPS
+
+Placeholder = Callable[[int], str]  # 1-based argument number -> "?" or "$1"
+
+GROUP_SQL = {
+    "tenant": "tenant",
+    "user": "user_id",
+    "model": "model",
+    "endpoint": "endpoint",
+    "day": "substr(ts, 1, 10)",
+}
+
+
+def _where(clauses: list[str]) -> str:
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def usage_sql(
+    p: Placeholder,
+    start: datetime | None,
+    end: datetime | None,
+    group_by: str,
+    tenant: str | None,
+) -> tuple[str, list[Any]]:
+    if group_by not in GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+    clauses: list[str] = []
+    args: list[Any] = []
+    for cond, value in (
+        ("ts_ms >= {}", None if start is None else int(start.timestamp() * 1000)),
+        ("ts_ms < {}", None if end is None else int(end.timestamp() * 1000)),
+        ("tenant = {}", tenant),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(cond.format(p(len(args))))
+    sums = ", ".join(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS)
+    sql = (
+        f"SELECT {GROUP_SQL[group_by]} AS k, COUNT(*), {sums}, SUM(reasoning_tokens), "
+        "SUM(seconds_ms), SUM(characters), SUM(images), SUM(cost_nanos), "
+        "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END), SUM(estimated) "
+        f"FROM charges {_where(clauses)} GROUP BY k"
+    )
+    return sql, args
+
+
+def logs_sql(
+    p: Placeholder,
+    columns: tuple[str, ...],
+    tenant: str | None,
+    user: str | None,
+    model: str | None,
+    limit: int,
+    before: str | None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for cond, value in (
+        ("tenant = {}", tenant), ("user_id = {}", user), ("model = {}", model),
+        ("id < {}", before),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(cond.format(p(len(args))))
+    args.append(max(0, int(limit)))
+    sql = (
+        f"SELECT {', '.join(columns)} FROM charges {_where(clauses)} "
+        f"ORDER BY id DESC LIMIT {p(len(args))}"
+    )
+    return sql, args
