@@ -51,6 +51,8 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
     async def metrics(_: web.Request) -> web.Response:
         if state.ledger is not None:
             state.metrics.ledger_queue_depth.set(state.ledger.queue_depth)
+            state.metrics.ledger_journal_bytes.set(state.ledger.journal_bytes)
+            state.metrics.ledger_oldest_unwritten.set(state.ledger.oldest_unwritten_seconds)
         return web.Response(body=state.metrics.render(), headers={"content-type": CONTENT_TYPE})
 
     async def healthz(_: web.Request) -> web.Response:
@@ -63,7 +65,10 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
             "accepting": not state.draining,
         }
         ok = all(checks.values())
-        return _json({"status": "ready" if ok else "degraded", "checks": checks}, 200 if ok else 503)
+        body: dict = {"status": "ready" if ok else "degraded", "checks": checks}
+        if state.ledger is not None and not state.ledger.healthy:
+            body["reasons"] = {"ledger": state.ledger.last_error}
+        return _json(body, 200 if ok else 503)
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -88,6 +93,8 @@ async def _startup(app: web.Application) -> None:
         flush_interval_ms=settings.storage.flush_interval_ms,
         batch_size=settings.storage.batch_size,
         on_written=counted,
+        journal_dir=settings.storage.journal_dir,
+        queue_limit=settings.storage.queue_limit,
     )
     state.client = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),

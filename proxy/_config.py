@@ -71,6 +71,7 @@ class StorageSettings(_Strict):
     journal_dir: str = "faregate-journal"
     flush_interval_ms: int = Field(250, gt=0)
     batch_size: int = Field(1000, gt=0)
+    queue_limit: int = Field(10_000, gt=0)  # charges held in memory; beyond, only in the journal
 
     @field_validator("url")
     @classmethod

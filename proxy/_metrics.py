@@ -76,6 +76,16 @@ class Metrics:
         self.ledger_queue_depth = Gauge(
             "faregate_ledger_queue_depth", "Charges waiting to be written.", registry=r,
         )
+        self.ledger_journal_bytes = Gauge(
+            "faregate_ledger_journal_bytes",
+            "Bytes in local journal segments not yet deleted (unconfirmed or current).",
+            registry=r,
+        )
+        self.ledger_oldest_unwritten = Gauge(
+            "faregate_ledger_oldest_unwritten_seconds",
+            "Age of the oldest charge not yet in the database (0 when caught up).",
+            registry=r,
+        )
         self.ledger_records = Counter(
             "faregate_ledger_records", "Ledger records by outcome.", ["result"], registry=r,
         )

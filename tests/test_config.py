@@ -103,6 +103,7 @@ async def test_hot_reload_applies_valid_and_keeps_running_config_on_invalid(
         path.write_text(
             f'[server]\nupstream = "{upstream.url}"\n'
             f'[storage]\nurl = "sqlite:///{tmp_path / "r.db"}"\nflush_interval_ms = 20\n'
+            f'journal_dir = "{tmp_path / "journal"}"\n'
             f'[[keys]]\nsha256 = "{hashlib.sha256(key.encode()).hexdigest()}"\n'
             f'tenant = "{tenant}"\n{extra}'
         )
