@@ -3,8 +3,10 @@
 The request is read only as far as metering needs (a JSON body is parsed;
 uploads stream through), the caller is identified, the call is forwarded on
 one pooled `ClientSession`, and the response is streamed back untouched
-while a sample of it (or the SSE meter) finds the usage report. When the
-response is done the flow is settled: priced, recorded, counted.
+while a sample of it (or the SSE meter) finds the usage report. Just before
+the response's last bytes go out the flow is settled: priced, recorded,
+counted — so a client never holds a complete answer whose charge is not yet
+in the ledger journal.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import orjson
@@ -98,13 +100,23 @@ class Forwarder:
         state = self.state
         rt = state.runtime
         flow = Flow(request.method, request.path, classify(request.method, request.path))
+        settled = False
+
+        def settle_once() -> None:
+            nonlocal settled
+            if not settled:
+                settled = True
+                settle(flow, rt.prices, state.metrics, state.record)
+
         try:
-            return await self._handle(request, flow, rt)
+            return await self._handle(request, flow, rt, settle_once)
         finally:
-            settle(flow, rt.prices, state.metrics, state.record)
+            settle_once()
             state.log_flow(flow)
 
-    async def _handle(self, request: web.Request, flow: Flow, rt: Runtime) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.Request, flow: Flow, rt: Runtime, settle_once: Callable[[], None]
+    ) -> web.StreamResponse:
         server = rt.settings.server
         limit = server.max_body_bytes
         rid = flow.request_id
@@ -170,7 +182,9 @@ class Forwarder:
                 rid,
             )
 
-        return await self._forward(request, flow, rt, body, body_changed, strip_usage)
+        return await self._forward(
+            request, flow, rt, body, body_changed, strip_usage, settle_once
+        )
 
     async def _forward(
         self,
@@ -180,6 +194,7 @@ class Forwarder:
         body: Any,
         body_changed: bool,
         strip_usage: bool,
+        settle_once: Callable[[], None],
     ) -> web.StreamResponse:
         server = rt.settings.server
         rid = flow.request_id
@@ -209,7 +224,7 @@ class Forwarder:
         async with upstream:
             flow.upstream_wait = time.perf_counter() - sent
             flow.status = upstream.status
-            return await self._relay(request, upstream, flow, strip_usage)
+            return await self._relay(request, upstream, flow, strip_usage, settle_once)
 
     async def _relay(
         self,
@@ -217,7 +232,15 @@ class Forwarder:
         upstream: aiohttp.ClientResponse,
         flow: Flow,
         strip_usage: bool,
+        settle_once: Callable[[], None],
     ) -> web.StreamResponse:
+        """Relay the body; the charge is recorded before the client sees its end.
+
+        A recorded flow's last bytes (the held-back last chunk, or the end of a
+        chunked stream) are sent only after `settle_once()` has put the charge
+        in the ledger journal, so no client can hold a complete response whose
+        charge a crash right after could still lose.
+        """
         metered = flow.endpoint is not None and upstream.status < 400
         is_sse = upstream.content_type == "text/event-stream"
         meter = SseMeter(flow.endpoint.kind, strip_usage=strip_usage) if (
@@ -235,18 +258,26 @@ class Forwarder:
             metrics = self.state.metrics
             metrics.upstream_latency.labels(endpoint_label).observe(flow.upstream_wait)
             metrics.proxy_overhead.labels(endpoint_label).observe(flow.overhead)
+            hold = flow.endpoint is not None and meter is None
+            held = b""
             async for chunk in upstream.content.iter_any():
                 flow.response_bytes += len(chunk)
                 if meter is not None:
                     chunk = meter.feed(chunk)
                 elif sample is not None:
                     sample.add(chunk)
+                if hold:
+                    chunk, held = held, chunk
                 if chunk:
                     await response.write(chunk)
             if meter is not None:
                 rest = meter.close()
                 if rest:
                     await response.write(rest)
+            self._take_usage(flow, meter, sample)
+            settle_once()
+            if held:
+                await response.write(held)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             flow.cut_short = True  # client went away: stop reading, drop the upstream
@@ -258,13 +289,16 @@ class Forwarder:
             if request.transport is not None:
                 request.transport.close()  # the client must see a broken body, not EOF
         finally:
-            if meter is not None:
-                flow.usage = meter.usage
-                flow.served_model = meter.model
-                flow.deltas = meter.deltas
-            elif sample is not None:
-                self._read_sample(flow, sample)
+            self._take_usage(flow, meter, sample)
         return response
+
+    def _take_usage(self, flow: Flow, meter: SseMeter | None, sample: BodySample | None) -> None:
+        if meter is not None:
+            flow.usage = meter.usage
+            flow.served_model = meter.model
+            flow.deltas = meter.deltas
+        elif sample is not None:
+            self._read_sample(flow, sample)
 
     @staticmethod
     def _read_sample(flow: Flow, sample: BodySample) -> None:
