@@ -161,6 +161,14 @@ class Journal:
                 s.size <= (off if s.no == no else 0) for s in self._segments.values() if s.no >= no
             )
 
+    def read_past(self, cursor: Cursor) -> None:
+        """Everything before `cursor` has been read: an earlier run's segments are counted."""
+        no, off = cursor
+        with self._lock:
+            for s in self._segments.values():
+                if s.entries is None and (s.no < no or (s.no == no and off >= s.size)):
+                    s.entries = s.seen
+
     def confirm(self, counts: dict[int, int]) -> None:
         """The database committed `n` entries of each segment."""
         with self._lock:

@@ -262,6 +262,7 @@ class Ledger:
             else:
                 assert self._spill_batch is not None and self._journal is not None
                 self._spill, self._spill_batch = self._spill_batch[1], None
+                self._journal.read_past(self._spill)
                 self._spill_oldest_ms = entries[-1][1]
                 if self._journal.at_end(self._spill):  # caught up: back to memory
                     self._spill = self._spill_oldest_ms = None

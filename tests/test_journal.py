@@ -78,7 +78,10 @@ async def test_records_are_journaled_then_segments_deleted(ledger_url, tmp_path)
     assert await totals(ledger_url) == (500, sum(1000 + i for i in range(500)))
 
 
-async def test_replay_after_crash_is_idempotent_and_skips_a_torn_line(ledger_url, tmp_path):
+@pytest.mark.parametrize("batch_size", [64, 299])  # 299: a batch ends at the last entry
+async def test_replay_after_crash_is_idempotent_and_skips_a_torn_line(
+    ledger_url, tmp_path, batch_size
+):
     """Segments left by a killed process: some rows already written, a torn last line."""
     journal = tmp_path / "journal"
     journal.mkdir()
@@ -88,20 +91,20 @@ async def test_replay_after_crash_is_idempotent_and_skips_a_torn_line(ledger_url
         lg.record(r)
     await lg.close()
     lines = [encode_entry("charge", 0, CHARGES.to_row(r)) for r in records]
-    (journal / "segment-000000000001.journal").write_bytes(b"".join(lines[:200]))
-    torn = lines[299][: len(lines[299]) // 2]
-    (journal / "segment-000000000002.journal").write_bytes(b"".join(lines[200:299]) + torn)
+    torn = lines[199][: len(lines[199]) // 2]  # the crash cut record 199 short
+    (journal / "segment-000000000001.journal").write_bytes(b"".join(lines[:199]) + torn)
+    (journal / "segment-000000000002.journal").write_bytes(b"".join(lines[200:]))
 
     replayed: list[int] = []
     lg = await Ledger.open(
-        ledger_url, journal_dir=journal, flush_interval_ms=10, batch_size=64,
+        ledger_url, journal_dir=journal, flush_interval_ms=10, batch_size=batch_size,
         on_written=lambda n, r: replayed.append(n) if r == "replayed" else None,
     )
     await lg.flush()  # waits for the earlier run's backlog too
     assert sum(replayed) == 299
     await lg.close()
     assert segments(journal) == []
-    assert await totals(ledger_url) == (299, sum(1000 + i for i in range(299)))
+    assert await totals(ledger_url) == (299, sum(1000 + i for i in range(300) if i != 199))
 
 
 async def test_outage_bounds_memory_and_the_backlog_drains(ledger_url, tmp_path):
