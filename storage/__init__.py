@@ -10,15 +10,17 @@ never imports `faregate.proxy` or `faregate.pricing`.
 from ._ledger import Ledger
 from ._money import format_usd, nanos_to_usd
 from ._periods import PERIODS, parse_date_range, period_bounds
-from ._record import TOKEN_COLUMNS, LedgerRecord, new_id
+from ._record import END_REASONS, TOKEN_COLUMNS, LedgerRecord, SessionRecord, new_id
 from ._report import GROUPS, UsageReport, UsageRow, render_report
 
 __all__ = [
+    "END_REASONS",
     "GROUPS",
     "PERIODS",
     "TOKEN_COLUMNS",
     "Ledger",
     "LedgerRecord",
+    "SessionRecord",
     "UsageReport",
     "UsageRow",
     "format_usd",

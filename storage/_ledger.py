@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Callable
 
-from ._record import LedgerRecord
+from ._record import LedgerRecord, SessionRecord
 from ._report import UsageReport
 from ._sqlite import SqliteStore
 
@@ -54,7 +54,7 @@ class Ledger:
         self._interval = flush_interval_ms / 1000.0
         self._batch_size = batch_size
         self._on_written = on_written or (lambda n, result: None)
-        self._queue: deque[LedgerRecord] = deque()
+        self._queue: deque[LedgerRecord | SessionRecord] = deque()
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._enqueued = 0  # records ever queued
@@ -88,12 +88,16 @@ class Ledger:
 
     # -- hot path ---------------------------------------------------------
 
-    def record(self, rec: LedgerRecord) -> None:
+    def record(self, rec: LedgerRecord | SessionRecord) -> None:
         """Queue a charge for writing. Never blocks, never raises."""
         self._queue.append(rec)
         self._enqueued += 1
         if len(self._queue) >= self._batch_size:
             self._wake.set()
+
+    def record_session(self, session: SessionRecord) -> None:
+        """Queue a session's totals (written with the charges, same guarantees)."""
+        self.record(session)  # type: ignore[arg-type]
 
     @property
     def queue_depth(self) -> int:
@@ -178,3 +182,15 @@ class Ledger:
         before: str | None = None,
     ) -> list[LedgerRecord]:
         return await self._run(self._store.logs, tenant, user, model, limit, before)
+
+    async def sessions(
+        self, tenant: str | None = None, limit: int = 100, before: str | None = None
+    ) -> list[SessionRecord]:
+        return await self._run(self._store.sessions, tenant, limit, before)
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        return await self._run(self._store.session, session_id)
+
+    async def rebuild_sessions(self) -> int:
+        """Session rows for sessions a crash cut off; call once at start."""
+        return await self._run(self._store.rebuild_sessions)

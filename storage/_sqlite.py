@@ -16,14 +16,21 @@ from typing import Any, Iterable, Sequence
 
 import orjson
 
-from ._record import TOKEN_COLUMNS, LedgerRecord
+from ._record import TOKEN_COLUMNS, LedgerRecord, SessionRecord
 from ._report import GROUPS, UsageReport, UsageRow
+from ._sessions import (
+    REBUILD_SELECT,
+    SESSION_COLUMNS,
+    from_session_row,
+    rebuilt_session,
+    to_session_row,
+)
 
 COLUMNS: tuple[str, ...] = (
     "id", "ts", "ts_ms", "tenant", "user_id", "key_id", "model", "endpoint", "request_id",
     "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
     "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
-    "estimated", "latency_ms", "flags",
+    "estimated", "latency_ms", "flags", "session_id", "response_id",
 )
 
 _GROUP_SQL = {
@@ -69,7 +76,7 @@ def to_row(r: LedgerRecord) -> tuple[Any, ...]:
         *(int(r.tokens.get(c, 0)) for c in TOKEN_COLUMNS), r.reasoning_tokens,
         int((Decimal(r.seconds) * 1000).to_integral_value()), r.characters, r.images,
         r.cost_nanos, orjson.dumps(r.breakdown).decode(), r.price_version, int(r.priced),
-        int(r.estimated), float(r.latency_ms), ",".join(r.flags),
+        int(r.estimated), float(r.latency_ms), ",".join(r.flags), r.session_id, r.response_id,
     )
 
 
@@ -97,6 +104,8 @@ def from_row(row: Sequence[Any]) -> LedgerRecord:
         estimated=bool(v["estimated"]),
         latency_ms=v["latency_ms"],
         flags=tuple(f for f in (v["flags"] or "").split(",") if f),
+        session_id=v["session_id"],
+        response_id=v["response_id"],
     )
 
 
@@ -114,6 +123,10 @@ class SqliteStore:
         self._insert = (
             f"INSERT OR IGNORE INTO charges ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+        )
+        self._insert_session = (
+            f"INSERT OR REPLACE INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in SESSION_COLUMNS)})"
         )
 
     def migrate(self) -> list[int]:
@@ -143,17 +156,52 @@ class SqliteStore:
             applied.append(version)
         return applied
 
-    def insert(self, records: Iterable[LedgerRecord]) -> int:
-        rows = [to_row(r) for r in records]
+    def insert(self, records: Iterable[LedgerRecord | SessionRecord]) -> int:
+        charges, sessions = [], []
+        for r in records:
+            if isinstance(r, SessionRecord):
+                sessions.append(to_session_row(r))
+            else:
+                charges.append(to_row(r))
         c = self.conn
         c.execute("BEGIN")
         try:
-            c.executemany(self._insert, rows)
+            c.executemany(self._insert, charges)
+            if sessions:
+                c.executemany(self._insert_session, sessions)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return len(rows)
+        return len(charges) + len(sessions)
+
+    def sessions(
+        self, tenant: str | None = None, limit: int = 100, before: str | None = None
+    ) -> list[SessionRecord]:
+        clauses, args = [], []
+        if tenant is not None:
+            clauses.append("tenant = ?")
+            args.append(tenant)
+        if before is not None:
+            clauses.append("id < ?")
+            args.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions {where} "
+               "ORDER BY started_ms DESC, id DESC LIMIT ?")
+        return [from_session_row(r) for r in self.conn.execute(sql, [*args, int(limit)])]
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        row = self.conn.execute(
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        return from_session_row(row) if row else None
+
+    def rebuild_sessions(self) -> int:
+        """Write session rows for sessions cut off by a crash (from their charges)."""
+        rebuilt = [rebuilt_session(r) for r in self.conn.execute(REBUILD_SELECT).fetchall()]
+        if rebuilt:
+            self.insert(rebuilt)
+        return len(rebuilt)
 
     def usage(
         self,
