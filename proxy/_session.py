@@ -73,8 +73,8 @@ class Session:
         if metered.kind == "live":
             self._live_seq += 1
             response_id = f"live:{self._live_seq}"
-        elif metered.kind == "transcription":
-            response_id = f"transcription:{response_id or self._next_anon()}"
+        elif metered.kind in ("transcription", "delegated"):
+            response_id = f"{metered.kind}:{response_id or self._next_anon()}"
         elif response_id is None:
             response_id = f"response:{self._next_anon()}"
         u = charge.usage

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from faregate.pricing import Usage, usage_for_endpoint, usage_from_realtime
+from faregate.pricing import Usage, usage_for_endpoint, usage_from_realtime, usage_from_responses
 
 _TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9_.]{1,96})"')
 HEAD = 256
@@ -53,6 +53,8 @@ SERVER_PARSED = frozenset(
         "error",
     }
 )
+#: Live wraps delegated Responses events; only their terminal ones carry usage.
+_DELEGATED_TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 CLIENT_PARSED = frozenset({"session.update", "response.create", "session.start"})
 
 
@@ -133,6 +135,12 @@ class SessionMeter:
         if t in SERVER_AUDIO:
             self.audio_out_bytes += max(0, len(frame) - _B64_OVERHEAD) * 3 // 4
             return []
+        if t == "response.event":
+            raw = frame.encode() if isinstance(frame, str) else frame
+            if not any(m in raw for m in _DELEGATED_TERMINAL):
+                return []
+            obj = parse(raw)
+            return self._delegated(obj) if obj is not None else []
         if t not in SERVER_PARSED:
             return []
         obj = parse(frame)
@@ -224,6 +232,19 @@ class SessionMeter:
             if any(inc.values()):
                 out.append(Metered(Usage(**inc), self.model, None, "live"))
         return out
+
+    def _delegated(self, obj: dict[str, Any]) -> list[Metered]:
+        """A Live delegation's Responses call: charged at the backend model's rates."""
+        response = _dig(obj, "event", "response")
+        if not isinstance(response, dict) or not isinstance(response.get("usage"), dict):
+            return []
+        rid = _text(response.get("id"))
+        if rid:
+            if rid in self._charged:
+                return []
+            self._charged.add(rid)
+        usage = usage_from_responses(response["usage"])
+        return [Metered(usage, _text(response.get("model")), rid, "delegated")]
 
     # -- client -> server ---------------------------------------------------
 

@@ -82,6 +82,23 @@ def test_live_cumulative_seconds_are_charged_as_increases():
     assert sum(c.usage.seconds for c in charged) == Decimal("4.5")
 
 
+def test_live_delegated_responses_usage_charged_once_at_backend_model():
+    m = SessionMeter("live", model="gpt-live-1")
+    delta = ev(type="response.event", delegation_id="d1",
+               event={"type": "response.output_text.delta", "delta": "hi"})
+    assert m.server_frame(delta) == []
+    completed = ev(type="response.event", delegation_id="d1", event={
+        "type": "response.completed",
+        "response": {"id": "resp_9", "model": "gpt-5-mini", "usage": {
+            "input_tokens": 100, "input_tokens_details": {"cached_tokens": 40},
+            "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 10}}}})
+    [metered] = m.server_frame(completed)
+    assert (metered.model, metered.kind, metered.response_id) == ("gpt-5-mini", "delegated",
+                                                                  "resp_9")
+    assert (metered.usage.input, metered.usage.cached_input, metered.usage.output) == (60, 40, 30)
+    assert m.server_frame(completed) == []
+
+
 def test_transcription_usage_priced_with_the_transcription_model():
     m = SessionMeter("realtime")
     m.server_frame(ev(type="session.updated", session={
