@@ -50,6 +50,7 @@ _HANDSHAKE_HEADERS = frozenset(
     }
 )
 _UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
+SHUTDOWN_REASON = "faregate is shutting down"
 CANCEL_EVENT = orjson.dumps({"type": "response.cancel"}).decode()
 
 
@@ -171,6 +172,7 @@ class Relay:
         session = Session.start(
             state, caller, session_endpoint(request.path), request.query.get("model")
         )
+        session.client_ws = client
         try:
             await client.prepare(request)
             await self._pump(client, upstream, session, rt)
@@ -187,8 +189,9 @@ class Relay:
             await asyncio.sleep(0.05)
         for session in list(self.state.sessions.values()):
             session.shutting_down = True
-            if session.tasks:
-                session.tasks[0].cancel()  # the pump closes both sides and records
+            if session.client_ws is not None and not session.client_ws.closed:
+                # The pending receive() sees the close; the pump settles and records.
+                await session.client_ws.close(code=1001, message=SHUTDOWN_REASON.encode())
         waits = [t for s in sessions for t in s.tasks]
         if waits:
             await asyncio.wait(waits, timeout=grace_s + 10)
@@ -220,8 +223,8 @@ class Relay:
 
     async def _client_left(self, client, upstream, session, rt, to_upstream, to_client) -> None:
         """The client closed (or faregate is shutting down): settle, then close upstream."""
-        if to_upstream.cancelled():
-            code, reason = 1001, "faregate is shutting down"
+        if to_upstream.cancelled() or session.shutting_down:
+            code, reason = 1001, SHUTDOWN_REASON
         else:
             code, reason = to_upstream.result()
         session.client_gone = True

@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from faregate.pricing import TOKEN_CLASSES, Usage, price, to_nanos
 from faregate.storage import LedgerRecord, SessionRecord, new_id
@@ -42,6 +43,7 @@ class Session:
     client_gone: bool = False
     shutting_down: bool = False
     tasks: tuple[asyncio.Task, ...] = ()
+    client_ws: Any = None  # the client's socket, closed by faregate on shutdown
     _live_seq: int = 0
 
     @classmethod

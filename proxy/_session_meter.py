@@ -40,7 +40,10 @@ OUTPUT_AUDIO_TOKENS_PER_S = 20
 PCM_BYTES_PER_S = 48_000
 _B64_OVERHEAD = 160  # JSON around a delta's base64 payload, roughly
 
-SERVER_AUDIO = frozenset({"response.output_audio.delta", "response.audio.delta"})
+SERVER_AUDIO = frozenset(
+    {"response.output_audio.delta", "response.audio.delta", "session.output_audio.delta"}
+)
+CLIENT_AUDIO = frozenset({"input_audio_buffer.append", "session.input_audio.append"})
 SERVER_PARSED = frozenset(
     {
         "session.created",
@@ -49,6 +52,7 @@ SERVER_PARSED = frozenset(
         "response.done",
         "conversation.item.input_audio_transcription.completed",
         "session.usage.updated",
+        "session.closed",  # Live: carries the final cumulative usage
         "session.started",
         "error",
     }
@@ -169,6 +173,10 @@ class SessionMeter:
             return []
         if t == "session.usage.updated":
             return self._live_usage(obj)
+        if t == "session.closed":
+            if isinstance(obj.get("session"), dict):
+                self._session_facts(obj["session"])
+            return self._live_usage(obj) if isinstance(obj.get("usage"), dict) else []
         if t == "error":
             self.errors += 1
         return []
@@ -251,12 +259,12 @@ class SessionMeter:
     def client_frame(self, frame: str | bytes) -> tuple[str | None, dict[str, Any] | None]:
         """Note a client event; returns (type, parsed event if it matters)."""
         t = frame_type(frame)
-        if t == "input_audio_buffer.append":
+        if t in CLIENT_AUDIO:
             self.audio_in_bytes += max(0, len(frame) - _B64_OVERHEAD) * 3 // 4
             return t, None
         if t in CLIENT_PARSED:
             obj = parse(frame)
-            if obj is not None and t == "session.update":
+            if obj is not None and t in ("session.update", "session.start"):
                 session = obj.get("session")
                 if isinstance(session, dict):
                     self._session_facts({k: v for k, v in session.items() if k != "id"})

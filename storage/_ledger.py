@@ -60,6 +60,7 @@ class Ledger:
         self._enqueued = 0  # records ever queued
         self._done = 0  # records ever written (or given up on at close)
         self._closing = False
+        self._closed = False
         self.healthy = True
         self.last_error: str | None = None
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="ledger-writer")
@@ -155,7 +156,10 @@ class Ledger:
             await self._progress.wait_for(lambda: self._done >= target or self._task.done())
 
     async def close(self) -> None:
-        """Write what is queued, then release the database."""
+        """Write what is queued, then release the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._closing = True
         self._wake.set()
         await self._task
