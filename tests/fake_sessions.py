@@ -147,6 +147,9 @@ class FakeSessions:
             "id": self._id("sess"), "object": "realtime.session", "type": "realtime",
             "model": model, "output_modalities": ["audio"]}})
         async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(msg.data[::-1])  # binary frames are echoed reversed
+                continue
             if msg.type != WSMsgType.TEXT:
                 continue
             event = json.loads(msg.data)

@@ -323,3 +323,62 @@ async def test_plain_http_get_on_realtime_path_is_forwarded(rt_gateway):
     async with aiohttp.ClientSession() as s:
         async with s.get(gw.url + "/v1/realtime", headers={"Authorization": "Bearer x"}) as r:
             assert r.status in (400, 404, 405)  # the upstream's answer, not a crash
+
+
+async def test_client_close_code_reaches_upstream_and_binary_frames_keep_order(rt_gateway, fake):
+    gw = await rt_gateway()
+    async with websockets.connect(ws_url(gw), additional_headers={
+            "Authorization": "Bearer sk-x"}) as ws:
+        await ws.recv()  # session.created
+        frames = [bytes([i]) * (i + 1) for i in range(50)]
+        for f in frames:
+            await ws.send(f)
+        echoed = [await ws.recv() for _ in frames]
+        assert echoed == [f[::-1] for f in frames]
+        await ws.close(4001, "user hung up")
+    for _ in range(100):
+        if fake.sessions[0].close_code is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert fake.sessions[0].close_code == 4001
+
+
+async def test_oversized_frame_closes_with_1009(rt_gateway, fake):
+    gw = await rt_gateway({"server": {"max_ws_frame_bytes": 1024}})
+    async with websockets.connect(ws_url(gw), additional_headers={
+            "Authorization": "Bearer sk-x"}, max_size=None) as ws:
+        await ws.recv()
+        await ws.send("x" * 4096)
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1009
+    [session] = await sessions_of(gw)
+    assert session.end_reason in ("client_closed", "error")
+
+
+async def test_sessions_cut_off_by_a_crash_are_rebuilt_at_start(tmp_path, fake):
+    from datetime import datetime, timedelta, timezone
+
+    from faregate.storage import Ledger, LedgerRecord
+
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    ledger = await Ledger.open(url)
+    t0 = datetime.now(timezone.utc) - timedelta(minutes=5)
+    for i in range(3):  # three responses charged, then the process died: no session row
+        ledger.record(LedgerRecord(
+            tenant="acme", model="gpt-realtime", endpoint="/v1/realtime", status=200,
+            cost_nanos=1000 * (i + 1), ts=t0 + timedelta(seconds=10 * i),
+            tokens={"input": 10, "audio_output": 20}, session_id="fgs_dead",
+            response_id=f"resp_{i}"))
+    await ledger.close()
+    config = gateway_config(fake.url, tmp_path)
+    config["storage"]["url"] = url
+    gw = await start_gateway(parse_settings(config))
+    try:
+        [session] = await gw.state.ledger.sessions()
+    finally:
+        await gw.stop()
+    assert (session.id, session.tenant, session.end_reason) == ("fgs_dead", "acme", "interrupted")
+    assert session.responses == 3 and session.cost_nanos == 6000
+    assert session.tokens["audio_output"] == 60
+    assert session.ended_at - session.started_at == timedelta(seconds=20)
