@@ -19,6 +19,7 @@ from faregate.storage import Ledger
 from ._config import Settings
 from ._forward import Forwarder
 from ._metrics import CONTENT_TYPE
+from ._relay import Relay, is_websocket
 from ._runtime import Reloader, Runtime
 from ._state import State
 
@@ -26,6 +27,7 @@ log = logging.getLogger("faregate.app")
 
 STATE_KEY = web.AppKey("faregate_state", State)
 RELOADER_KEY = web.AppKey("faregate_reloader", Reloader)
+RELAY_KEY = web.AppKey("faregate_relay", Relay)
 
 
 def _json(payload: dict, status: int = 200) -> web.Response:
@@ -73,7 +75,15 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_route("*", "/v1/{tail:.*}", Forwarder(state).handle)
+    forwarder, relay = Forwarder(state), Relay(state)
+    app[RELAY_KEY] = relay
+
+    async def v1(request: web.Request) -> web.StreamResponse:
+        if is_websocket(request):
+            return await relay.handle(request)
+        return await forwarder.handle(request)
+
+    app.router.add_route("*", "/v1/{tail:.*}", v1)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
@@ -96,6 +106,9 @@ async def _startup(app: web.Application) -> None:
         journal_dir=settings.storage.journal_dir,
         queue_limit=settings.storage.queue_limit,
     )
+    rebuilt = await state.ledger.rebuild_sessions()
+    if rebuilt:
+        log.warning("rebuilt sessions cut off by an earlier crash", extra={"sessions": rebuilt})
     state.client = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
         timeout=aiohttp.ClientTimeout(
@@ -109,8 +122,10 @@ async def _startup(app: web.Application) -> None:
 
 
 async def _shutdown(app: web.Application) -> None:
-    app[STATE_KEY].draining = True
+    state = app[STATE_KEY]
+    state.draining = True
     await app[RELOADER_KEY].stop()
+    await app[RELAY_KEY].shutdown(state.runtime.settings.server.shutdown_grace_s)
 
 
 async def _cleanup(app: web.Application) -> None:

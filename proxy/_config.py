@@ -50,7 +50,8 @@ class ServerSettings(_Strict):
     connect_timeout_s: float = Field(10.0, gt=0)
     response_timeout_s: float = Field(600.0, gt=0)  # request sent -> response headers
     idle_timeout_s: float = Field(300.0, gt=0)  # silence between body chunks
-    shutdown_grace_s: float = Field(30.0, ge=0)
+    shutdown_grace_s: float = Field(30.0, ge=0)  # in-flight calls and sessions on SIGTERM
+    cancel_grace_s: float = Field(5.0, ge=0)  # client left mid-response: wait for its usage
 
     @field_validator("listen")
     @classmethod

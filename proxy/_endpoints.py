@@ -36,6 +36,10 @@ _METERED: dict[str, Endpoint] = {
         Endpoint("/v1/images/generations", "images", "json"),
         Endpoint("/v1/images/edits", "images", "multipart"),
         Endpoint("/v1/images/variations", "images", "multipart"),
+        # Ephemeral Realtime keys: free, but who minted them attributes later sessions.
+        Endpoint("/v1/realtime/client_secrets", "client_secret", "json"),
+        Endpoint("/v1/realtime/transcription_sessions", "client_secret", "json"),
+        Endpoint("/v1/realtime/sessions", "client_secret", "json"),
     )
 }
 

@@ -34,6 +34,7 @@ from ._flow import Flow
 from ._identity import MissingUpstreamKey, UnknownKey, bearer_token
 from ._meter import settle
 from ._runtime import Runtime
+from ._secrets import minted_secret
 from ._sse import SseMeter
 from ._state import State
 
@@ -300,10 +301,25 @@ class Forwarder:
         elif sample is not None:
             self._read_sample(flow, sample)
 
-    @staticmethod
-    def _read_sample(flow: Flow, sample: BodySample) -> None:
+    def _read_sample(self, flow: Flow, sample: BodySample) -> None:
         if flow.cut_short:
+            return
+        if flow.endpoint is not None and flow.endpoint.kind == "client_secret":
+            self._note_secret(flow, sample)
             return
         flow.usage = find_usage(sample.tail)
         if b'"model"' in sample.head:
             flow.served_model = find_json_str(bytes(sample.head), "model", HEAD_BYTES)
+
+    def _note_secret(self, flow: Flow, sample: BodySample) -> None:
+        if flow.caller is None or sample.size > len(sample.head):
+            return
+        try:
+            body = orjson.loads(bytes(sample.head))
+        except orjson.JSONDecodeError:
+            return
+        minted = minted_secret(body) if isinstance(body, dict) else None
+        if minted is not None:
+            self.state.secrets.note(minted[0], flow.caller, minted[1])
+            if isinstance(body.get("session"), dict):
+                flow.served_model = find_json_str(bytes(sample.head), "model", HEAD_BYTES)

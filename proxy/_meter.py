@@ -43,7 +43,7 @@ def usage_of(flow: Flow) -> tuple[Usage, str | None]:
     kind = endpoint.kind
     if kind == "speech":
         return usage_from_speech(facts.characters, flow.model or ""), None
-    if kind == "moderations":
+    if kind in ("moderations", "client_secret"):
         return Usage(), None
     if kind == "images":
         return (
@@ -102,14 +102,10 @@ def model_label(charge: Charge | None) -> str:
     return charge.family if charge.priced and charge.family else "unpriced"
 
 
-def observe(metrics: Metrics, flow: Flow, charge: Charge | None, problem: str | None) -> None:
-    """Update the Prometheus counters for one finished call."""
-    tenant = flow.caller.tenant if flow.caller else "default"
-    endpoint = flow.endpoint.path if flow.endpoint else "other"
+def count_charge(metrics: Metrics, tenant: str, charge: Charge, endpoint: str,
+                 problem: str | None = None) -> None:
+    """Token, cost, seconds and problem counters for one charge."""
     model = model_label(charge)
-    metrics.requests.labels(tenant, model, endpoint, str(flow.status)).inc()
-    if charge is None:
-        return
     u = charge.usage
     for kind in TOKEN_CLASSES:
         n = getattr(u, kind)
@@ -127,6 +123,15 @@ def observe(metrics: Metrics, flow: Flow, charge: Charge | None, problem: str | 
     for flag in u.flags:
         if flag != problem:
             metrics.usage_problems.labels(endpoint, flag).inc()
+
+
+def observe(metrics: Metrics, flow: Flow, charge: Charge | None, problem: str | None) -> None:
+    """Update the Prometheus counters for one finished call."""
+    tenant = flow.caller.tenant if flow.caller else "default"
+    endpoint = flow.endpoint.path if flow.endpoint else "other"
+    metrics.requests.labels(tenant, model_label(charge), endpoint, str(flow.status)).inc()
+    if charge is not None:
+        count_charge(metrics, tenant, charge, endpoint, problem)
 
 
 def settle(flow: Flow, table: PriceTable, metrics: Metrics, record) -> Charge | None:

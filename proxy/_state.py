@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -15,6 +16,10 @@ from faregate.storage import Ledger, LedgerRecord
 from ._flow import Flow
 from ._metrics import Metrics
 from ._runtime import Runtime
+from ._secrets import SecretBook
+
+if TYPE_CHECKING:
+    from ._session import Session
 
 access_log = logging.getLogger("faregate.access")
 
@@ -26,6 +31,8 @@ class State:
     ledger: Ledger | None = None
     client: aiohttp.ClientSession | None = None  # set on startup
     draining: bool = False
+    sessions: dict[str, "Session"] = field(default_factory=dict)  # active, by id
+    secrets: SecretBook = field(default_factory=SecretBook)
 
     def record(self, record: LedgerRecord) -> None:
         if self.ledger is not None:

@@ -11,16 +11,26 @@ from ._ledger import Ledger
 from ._money import format_usd, nanos_to_usd
 from ._periods import PERIODS, parse_date_range, period_bounds
 from ._journal import JournalBusy
-from ._record import TOKEN_COLUMNS, LedgerRecord, new_id
+from ._record import (
+    END_REASONS,
+    TOKEN_COLUMNS,
+    AlertRecord,
+    LedgerRecord,
+    SessionRecord,
+    new_id,
+)
 from ._report import GROUPS, UsageReport, UsageRow, render_report
 
 __all__ = [
+    "AlertRecord",
+    "END_REASONS",
     "GROUPS",
     "JournalBusy",
     "PERIODS",
     "TOKEN_COLUMNS",
     "Ledger",
     "LedgerRecord",
+    "SessionRecord",
     "UsageReport",
     "UsageRow",
     "format_usd",

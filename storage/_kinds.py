@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from ._record import TOKEN_COLUMNS, LedgerRecord
+from ._record import TOKEN_COLUMNS, AlertRecord, LedgerRecord, SessionRecord
+from ._sessions import SESSION_COLUMNS, from_session_row, to_session_row
 
 Row = tuple[Any, ...]
 
@@ -38,7 +39,7 @@ CHARGE_COLUMNS: tuple[str, ...] = (
     "id", "ts", "ts_ms", "tenant", "user_id", "key_id", "model", "endpoint", "request_id",
     "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
     "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
-    "estimated", "latency_ms", "flags",
+    "estimated", "latency_ms", "flags", "session_id", "response_id",
 )
 
 
@@ -51,6 +52,7 @@ def charge_to_row(r: LedgerRecord) -> Row:
         int((Decimal(r.seconds) * 1000).to_integral_value()), int(r.characters),
         int(r.images), int(r.cost_nanos), orjson.dumps(r.breakdown).decode(), r.price_version,
         int(r.priced), int(r.estimated), float(r.latency_ms), ",".join(r.flags),
+        r.session_id, r.response_id,
     )
 
 
@@ -78,13 +80,39 @@ def charge_from_row(row: Sequence[Any]) -> LedgerRecord:
         estimated=bool(v["estimated"]),
         latency_ms=float(v["latency_ms"]),
         flags=tuple(f for f in (v["flags"] or "").split(",") if f),
+        session_id=v["session_id"],
+        response_id=v["response_id"],
     )
+
+
+ALERT_COLUMNS: tuple[str, ...] = (
+    "id", "scope", "period", "period_start", "threshold", "level", "limit_nanos",
+    "spent_nanos", "projected_nanos", "at", "at_ms",
+)
+
+
+def alert_to_row(a: AlertRecord) -> Row:
+    at = a.at.astimezone(timezone.utc)
+    return (a.id, a.scope, a.period, a.period_start, a.threshold, a.level, int(a.limit_nanos),
+            int(a.spent_nanos), int(a.projected_nanos), at.isoformat(),
+            int(at.timestamp() * 1000))
+
+
+def alert_from_row(row: Sequence[Any]) -> AlertRecord:
+    v = dict(zip(ALERT_COLUMNS, row))
+    v.pop("at_ms")
+    v["at"] = datetime.fromisoformat(v["at"])
+    return AlertRecord(**v)
 
 
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row, charge_from_row)
 
+SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_session_row,
+                from_session_row)
+ALERTS = Kind("alert", "alerts", ALERT_COLUMNS, AlertRecord, alert_to_row, alert_from_row)
+
 #: Every kind by journal tag. Add new kinds here (and a migration for their table).
-KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES,)}
+KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS)}
 _BY_TYPE: dict[type, Kind] = {k.record_type: k for k in KINDS.values()}
 
 

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
-from ._kinds import kind_of
-from ._record import LedgerRecord
+from ._kinds import ALERTS, SESSIONS, kind_of
+from ._lookups import alerts_sql, session_sql, sessions_sql, spend_since_sql
+from ._record import AlertRecord, LedgerRecord, SessionRecord
+from ._sessions import REBUILD_SELECT, rebuilt_session
 from ._report import UsageReport
 from ._store import Store, open_store
 
@@ -38,6 +40,8 @@ log = logging.getLogger("faregate.ledger")
 MAX_BACKOFF_S = 30.0
 CLOSE_RETRY_S = 10.0
 QUEUE_LIMIT = 10_000
+#: A session with no row whose last charge is older than this was cut off by a crash.
+REBUILD_AFTER_S = 2 * 3600
 
 
 def _now_ms() -> int:
@@ -122,7 +126,7 @@ class Ledger:
 
     # -- hot path ---------------------------------------------------------
 
-    def record(self, rec: LedgerRecord) -> None:
+    def record(self, rec: LedgerRecord | SessionRecord | AlertRecord) -> None:
         """Journal and queue a record for writing. Never blocks, never raises."""
         try:
             kind = kind_of(rec)
@@ -326,8 +330,10 @@ class Ledger:
 
         If the database is unreachable, entries already in the journal stay
         there for the next start; only entries the journal could not take are
-        retried for up to ~CLOSE_RETRY_S.
+        retried for up to ~CLOSE_RETRY_S. Idempotent.
         """
+        if self._closed.is_set():
+            return
         self._closing = True
         self._closed.set()
         self._wake.set()
@@ -364,3 +370,43 @@ class Ledger:
         before: str | None = None,
     ) -> list[LedgerRecord]:
         return await self._store.logs(tenant, user, model, limit, before)
+
+    def record_session(self, session: SessionRecord) -> None:
+        """Queue a session's totals (journaled and written like a charge)."""
+        self.record(session)  # type: ignore[arg-type]
+
+    async def sessions(
+        self, tenant: str | None = None, limit: int = 100, before: str | None = None
+    ) -> list[SessionRecord]:
+        sql, args = sessions_sql(self._store.placeholder, tenant, limit, before)
+        return [SESSIONS.from_row(r) for r in await self._store.fetch(sql, args)]
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        sql, args = session_sql(self._store.placeholder, session_id)
+        rows = await self._store.fetch(sql, args)
+        return SESSIONS.from_row(rows[0]) if rows else None
+
+    async def rebuild_sessions(self) -> int:
+        """Session rows for sessions a crash cut off (from their charges); call at start.
+
+        On PostgreSQL only sessions whose last charge is older than
+        `REBUILD_AFTER_S`, so a session still open on another replica is never
+        mistaken for a dead one.
+        """
+        # One process owns a SQLite ledger (its journal is locked): all orphans are dead.
+        wait_s = 0 if self._store.dialect == "sqlite" else REBUILD_AFTER_S
+        cutoff = _now_ms() - wait_s * 1000
+        rows = [r for r in await self._store.fetch(REBUILD_SELECT) if int(r[9]) <= cutoff]
+        rebuilt = [rebuilt_session(r) for r in rows]
+        if rebuilt:
+            await self._store.insert({"session": [SESSIONS.to_row(s) for s in rebuilt]})
+        return len(rebuilt)
+
+    async def spend_since(self, month_start: datetime, day_start: datetime) -> list[tuple]:
+        """Spend, requests and images per (tenant, user) this month and today."""
+        sql, args = spend_since_sql(self._store.placeholder, month_start, day_start)
+        return await self._store.fetch(sql, args)
+
+    async def alerts(self, since: datetime | None = None, limit: int = 500) -> list[AlertRecord]:
+        sql, args = alerts_sql(self._store.placeholder, since, limit)
+        return [ALERTS.from_row(r) for r in await self._store.fetch(sql, args)]

@@ -72,6 +72,7 @@ class PostgresStore:
     """The ledger's tables in PostgreSQL, through a small asyncpg pool."""
 
     dialect = "postgresql"
+    placeholder = staticmethod(_p)
 
     def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
@@ -100,7 +101,7 @@ class PostgresStore:
                     )
                     await conn.execute(
                         f"INSERT INTO {kind.table} ({cols}) SELECT {cols} "
-                        f"FROM {_staging(kind.table)} ON CONFLICT ({kind.columns[0]}) DO NOTHING"
+                        f"FROM {_staging(kind.table)} ON CONFLICT DO NOTHING"
                     )
         return sum(len(r) for r in rows_by_kind.values())
 
@@ -112,6 +113,9 @@ class PostgresStore:
     async def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:
         sql, args = logs_sql(_p, CHARGES.columns, tenant, user, model, limit, before)
         return [CHARGES.from_row(tuple(r)) for r in await self._pool.fetch(sql, *args)]
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._pool.fetch(sql, *args)]
 
     async def close(self) -> None:
         await self._pool.close()

@@ -60,3 +60,63 @@ class LedgerRecord:
     estimated: bool = False
     latency_ms: float = 0.0
     flags: tuple[str, ...] = ()
+    session_id: str | None = None  # Realtime/Live session this charge belongs to
+    response_id: str | None = None  # unique within the session
+
+
+#: Why a session ended.
+END_REASONS: tuple[str, ...] = (
+    "client_closed",
+    "upstream_closed",
+    "budget_exceeded",
+    "time_limit",
+    "error",
+    "shutdown",
+    "interrupted",  # rebuilt from its charges after a crash
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """Totals of one Realtime/Live session, written when it ends."""
+
+    id: str
+    tenant: str
+    model: str
+    endpoint: str
+    started_at: datetime
+    end_reason: str
+    ended_at: datetime | None = None
+    upstream_session_id: str | None = None
+    user: str | None = None
+    key_id: str | None = None
+    responses: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+    seconds: Decimal = Decimal(0)
+    cost_nanos: int = 0
+    breakdown: dict[str, int] = field(default_factory=dict)
+    estimated: bool = False
+    flags: tuple[str, ...] = ()
+
+    @property
+    def duration_s(self) -> Decimal:
+        if self.ended_at is None:
+            return Decimal(0)
+        ms = int((self.ended_at - self.started_at).total_seconds() * 1000)
+        return Decimal(ms).scaleb(-3)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A budget threshold crossed and announced (its id makes it happen once)."""
+
+    id: str
+    scope: str
+    period: str
+    period_start: str
+    threshold: str
+    level: str
+    limit_nanos: int
+    spent_nanos: int
+    projected_nanos: int
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))

@@ -108,6 +108,9 @@ class SqliteDatabase:
         sql, args = logs_sql(_q, CHARGES.columns, tenant, user, model, limit, before)
         return [CHARGES.from_row(r) for r in self.conn.execute(sql, args)]
 
+    def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(sql, list(args))]
+
     def close(self) -> None:
         self.conn.close()
 
@@ -116,6 +119,7 @@ class SqliteStore:
     """Async store over a `SqliteDatabase` living on its own thread."""
 
     dialect = "sqlite"
+    placeholder = staticmethod(_q)
 
     def __init__(self, db: SqliteDatabase, executor: ThreadPoolExecutor):
         self._db = db
@@ -144,6 +148,9 @@ class SqliteStore:
 
     async def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:
         return await self._run(self._db.logs, tenant, user, model, limit, before)
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._run(self._db.fetch, sql, args)
 
     async def close(self) -> None:
         await self._run(self._db.close)

@@ -8,7 +8,7 @@ care which one it talks to.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from ._kinds import Row
 from ._record import LedgerRecord
@@ -28,6 +28,10 @@ class Store(Protocol):
         self, tenant: str | None, user: str | None, model: str | None, limit: int,
         before: str | None,
     ) -> list[LedgerRecord]: ...
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def placeholder(self, i: int) -> str: ...
 
     async def close(self) -> None: ...
 

@@ -112,6 +112,7 @@ async def reset_database(url: str) -> None:
     """Drop faregate's tables so the next open migrates from scratch."""
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("DROP TABLE IF EXISTS charges, schema_migrations")
+        await conn.execute(
+            "DROP TABLE IF EXISTS charges, sessions, alerts, schema_migrations CASCADE")
     finally:
         await conn.close()

@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from faregate.storage import (
+    TOKEN_COLUMNS,
     Ledger,
     LedgerRecord,
     format_usd,
@@ -164,3 +165,49 @@ def test_ledger_columns_match_pricing_token_classes():
     from faregate.storage import TOKEN_COLUMNS
 
     assert TOKEN_COLUMNS == TOKEN_CLASSES
+
+
+async def test_sessions_alerts_and_spend_seeding_on_both_backends(ledger):
+    from faregate.storage import AlertRecord, SessionRecord
+
+    s = SessionRecord(id="fgs_1", tenant="acme", model="gpt-realtime", endpoint="/v1/realtime",
+                      started_at=T0, ended_at=T0 + timedelta(seconds=90), end_reason="client_closed",
+                      user="alice", responses=2,
+                      tokens={c: {"input": 5, "audio_output": 40}.get(c, 0) for c in TOKEN_COLUMNS},
+                      seconds=Decimal("1.5"), cost_nanos=777, breakdown={"input": 7})
+    ledger.record_session(s)
+    for i in range(2):  # its response charges; a repeated response id is stored once
+        ledger.record(rec(i, tenant="acme", session_id="fgs_1", response_id="resp_a"))
+    ledger.record(rec(5, tenant="acme", session_id="fgs_1", response_id="resp_b"))
+    ledger.record(rec(6, tenant="acme", user="alice", images=2))
+    ledger.record(AlertRecord(id="tenant:acme|day|2026-11-23|0.8", scope="tenant:acme",
+                              period="day", period_start="2026-11-23", threshold="0.8",
+                              level="warning", limit_nanos=10, spent_nanos=8,
+                              projected_nanos=20, at=T0))
+    await ledger.flush()
+    [got] = await ledger.sessions()
+    assert got == s and await ledger.session("fgs_1") == s
+    assert {r.response_id for r in await ledger.logs(tenant="acme")} == {"resp_a", "resp_b", None}
+    [alert] = await ledger.alerts(since=T0 - timedelta(days=1))
+    assert alert.id.endswith("|0.8") and alert.at == T0
+    rows = {(r[0], r[1]): tuple(int(x or 0) for x in r[2:])
+            for r in await ledger.spend_since(T0 - timedelta(days=30), T0 - timedelta(hours=1))}
+    # (month nanos, month requests, month images, day nanos, day requests, day images):
+    # session charges add money but are not requests of their own.
+    assert rows[("acme", "u0")] == (2005, 0, 0, 2005, 0, 0)  # resp_a (once) + resp_b
+    assert ("acme", "u1") not in rows  # the duplicate resp_a charge was ignored
+    assert rows[("acme", "alice")] == (1006, 1, 2, 1006, 1, 2)
+
+
+async def test_crash_cut_sessions_rebuilt_once(ledger_url):
+    lg = await Ledger.open(ledger_url)
+    old = datetime.now(timezone.utc) - timedelta(hours=3)
+    for i in range(3):
+        lg.record(rec(i, session_id="fgs_dead", response_id=f"r{i}", tenant="acme",
+                      ts=old + timedelta(seconds=i)))
+    await lg.flush()
+    assert await lg.rebuild_sessions() == 1
+    assert await lg.rebuild_sessions() == 0  # idempotent
+    [s] = await lg.sessions()
+    await lg.close()
+    assert (s.id, s.end_reason, s.responses, s.cost_nanos) == ("fgs_dead", "interrupted", 3, 3003)

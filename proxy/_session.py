@@ -1,0 +1,193 @@
+"""One Realtime/Live session in flight: its meter, its charges, its totals.
+
+The relay owns the sockets; a `Session` owns the money. Each metered usage
+is priced and handed to the ledger at once (a crash loses no finished
+response), and the totals become one session row when the session ends.
+Active sessions are listed in `State.sessions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from faregate.pricing import TOKEN_CLASSES, Usage, price, to_nanos
+from faregate.storage import LedgerRecord, SessionRecord, new_id
+
+from ._identity import Caller
+from ._meter import count_charge
+from ._session_meter import Metered, SessionMeter
+from ._state import State
+
+log = logging.getLogger("faregate.session")
+
+
+@dataclass(eq=False)
+class Session:
+    state: State
+    caller: Caller
+    endpoint: str
+    meter: SessionMeter
+    id: str = field(default_factory=lambda: "fgs_" + new_id()[:24])
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_mono: float = field(default_factory=time.monotonic)
+    usage: Usage = field(default_factory=Usage)
+    cost_nanos: int = 0
+    breakdown: dict[str, int] = field(default_factory=dict)
+    charges: int = 0
+    end_reason: str | None = None
+    client_gone: bool = False
+    shutting_down: bool = False
+    tasks: tuple[asyncio.Task, ...] = ()
+    client_ws: Any = None  # the client's socket, closed by faregate on shutdown
+    _live_seq: int = 0
+
+    @classmethod
+    def start(cls, state: State, caller: Caller, endpoint: str, model: str | None) -> "Session":
+        kind = "live" if endpoint.startswith("/v1/live") else "realtime"
+        session = cls(state, caller, endpoint, SessionMeter(kind, model=model))
+        state.sessions[session.id] = session
+        state.metrics.sessions_active.labels(caller.tenant).inc()
+        return session
+
+    @property
+    def model(self) -> str:
+        return self.meter.model or "unknown"
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    def server_frame(self, frame: str | bytes) -> None:
+        for metered in self.meter.server_frame(frame):
+            self.charge(metered)
+
+    def charge(self, metered: Metered) -> None:
+        """Price one metered usage, record it, add it to the session totals."""
+        state = self.state
+        at = datetime.now(timezone.utc)
+        model = metered.model or self.model
+        charge = price(metered.usage, model, at, state.runtime.prices)
+        response_id = metered.response_id
+        if metered.kind == "live":
+            self._live_seq += 1
+            response_id = f"live:{self._live_seq}"
+        elif metered.kind in ("transcription", "delegated"):
+            response_id = f"{metered.kind}:{response_id or self._next_anon()}"
+        elif response_id is None:
+            response_id = f"response:{self._next_anon()}"
+        u = charge.usage
+        breakdown = {k: to_nanos(v) for k, v in charge.breakdown.items()}
+        state.record(
+            LedgerRecord(
+                tenant=self.caller.tenant,
+                user=self.caller.user,
+                key_id=self.caller.key_id,
+                model=model[:128],
+                endpoint=self.endpoint,
+                status=200,
+                cost_nanos=charge.cost_nanos,
+                ts=at,
+                request_id=self.id,
+                tokens=u.tokens(),
+                reasoning_tokens=u.reasoning,
+                seconds=u.seconds,
+                characters=u.characters,
+                images=u.images,
+                breakdown=breakdown,
+                price_version=charge.price_version,
+                priced=charge.priced,
+                estimated=u.estimated,
+                flags=u.flags,
+                session_id=self.id,
+                response_id=response_id,
+            )
+        )
+        self.usage = self.usage + u
+        self.cost_nanos += charge.cost_nanos
+        for k, v in breakdown.items():
+            self.breakdown[k] = self.breakdown.get(k, 0) + v
+        self.charges += 1
+        count_charge(state.metrics, self.caller.tenant, charge, self.endpoint)
+
+    def _next_anon(self) -> int:
+        self._live_seq += 1
+        return self._live_seq
+
+    def charge_unfinished(self) -> None:
+        """Responses that never reported usage: charge an estimate, once each."""
+        for rid in sorted(self.meter.in_progress):
+            estimate = self.meter._estimate()
+            estimate = Usage(**{**{k: getattr(estimate, k) for k in TOKEN_CLASSES},
+                                "estimated": True, "flags": ("cut_short",)})
+            self.meter.in_progress.discard(rid)
+            self.meter.audio_in_bytes = self.meter.audio_out_bytes = 0
+            self.charge(Metered(estimate, self.model, rid))
+
+    def finish(self, reason: str) -> SessionRecord:
+        """The session ended: write its row, update gauges. Idempotent."""
+        state = self.state
+        if state.sessions.pop(self.id, None) is None:
+            return self.record(reason)
+        if self.meter.busy:
+            self.charge_unfinished()
+        state.metrics.sessions_active.labels(self.caller.tenant).dec()
+        state.metrics.session_duration.labels(self.model_label()).observe(self.elapsed_s())
+        row = self.record(reason)
+        if state.ledger is not None:
+            state.ledger.record_session(row)
+        log.info(
+            "session ended",
+            extra={
+                "session_id": self.id, "tenant": self.caller.tenant, "model": self.model,
+                "end_reason": reason, "responses": self.meter.responses,
+                "duration_s": round(self.elapsed_s(), 3), "cost_nanos": self.cost_nanos,
+            },
+        )
+        return row
+
+    def model_label(self) -> str:
+        entry = self.state.runtime.prices.entry(self.model, None) if self.meter.model else None
+        return entry.family if entry is not None else "unpriced"
+
+    def record(self, reason: str) -> SessionRecord:
+        ended = self.started_at.fromtimestamp(
+            self.started_at.timestamp() + self.elapsed_s(), timezone.utc
+        )
+        return SessionRecord(
+            id=self.id,
+            tenant=self.caller.tenant,
+            model=self.model[:128],
+            endpoint=self.endpoint,
+            started_at=self.started_at,
+            ended_at=ended,
+            end_reason=reason,
+            upstream_session_id=self.meter.upstream_session_id,
+            user=self.caller.user,
+            key_id=self.caller.key_id,
+            responses=self.meter.responses,
+            tokens=self.usage.tokens(),
+            seconds=self.usage.seconds,
+            cost_nanos=self.cost_nanos,
+            breakdown=dict(self.breakdown),
+            estimated=self.usage.estimated,
+            flags=self.usage.flags,
+        )
+
+    def snapshot(self) -> dict:
+        """Live view for the admin API / dashboard."""
+        return {
+            "id": self.id,
+            "tenant": self.caller.tenant,
+            "user": self.caller.user,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "started_at": self.started_at.isoformat(),
+            "duration_s": f"{self.elapsed_s():.3f}",
+            "responses": self.meter.responses,
+            "cost_nanos": self.cost_nanos,
+            "active": True,
+        }

@@ -1,0 +1,63 @@
+"""Session, alert and budget-seeding queries, written once for both backends.
+
+Like `_queries.py`, only the placeholder style differs per dialect; each
+backend runs them through its generic `fetch(sql, args)`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ._kinds import ALERTS, SESSIONS
+from ._queries import Placeholder, _where
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def sessions_sql(p: Placeholder, tenant: str | None, limit: int, before: str | None
+                 ) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for cond, value in (("tenant = {}", tenant), ("id < {}", before)):
+        if value is not None:
+            args.append(value)
+            clauses.append(cond.format(p(len(args))))
+    args.append(max(0, int(limit)))
+    sql = (f"SELECT {', '.join(SESSIONS.columns)} FROM sessions {_where(clauses)} "
+           f"ORDER BY started_ms DESC, id DESC LIMIT {p(len(args))}")
+    return sql, args
+
+
+def session_sql(p: Placeholder, session_id: str) -> tuple[str, list[Any]]:
+    return (f"SELECT {', '.join(SESSIONS.columns)} FROM sessions WHERE id = {p(1)}",
+            [session_id])
+
+
+def spend_since_sql(p: Placeholder, month_start: datetime, day_start: datetime
+                    ) -> tuple[str, list[Any]]:
+    """Per (tenant, user): month spend/requests/images, then today's. A session's
+    response charges are not separate requests (they carry a response_id)."""
+    day = _ms(day_start)
+    sql = (
+        "SELECT tenant, user_id, SUM(cost_nanos), "
+        "SUM(CASE WHEN response_id IS NULL THEN 1 ELSE 0 END), SUM(images), "
+        f"SUM(CASE WHEN ts_ms >= {p(1)} THEN cost_nanos ELSE 0 END), "
+        f"SUM(CASE WHEN ts_ms >= {p(2)} AND response_id IS NULL THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN ts_ms >= {p(3)} THEN images ELSE 0 END) "
+        f"FROM charges WHERE ts_ms >= {p(4)} GROUP BY tenant, user_id"
+    )
+    return sql, [day, day, day, _ms(month_start)]
+
+
+def alerts_sql(p: Placeholder, since: datetime | None, limit: int) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    if since is not None:
+        args.append(_ms(since))
+        clauses.append(f"at_ms >= {p(1)}")
+    args.append(max(0, int(limit)))
+    sql = (f"SELECT {', '.join(ALERTS.columns)} FROM alerts {_where(clauses)} "
+           f"ORDER BY at_ms DESC LIMIT {p(len(args))}")
+    return sql, args

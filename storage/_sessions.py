@@ -1,0 +1,96 @@
+"""Session rows: columns, conversion, and rebuilding totals after a crash.
+
+A session's row is written when it ends. If faregate dies first, its
+response charges (which carry `session_id`) are already in the ledger, so
+`REBUILD_SQL` re-creates the missing session rows from them with
+`end_reason = 'interrupted'`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Sequence
+
+import orjson
+
+from ._record import TOKEN_COLUMNS, SessionRecord
+
+SESSION_COLUMNS: tuple[str, ...] = (
+    "id", "upstream_session_id", "tenant", "user_id", "key_id", "model", "endpoint",
+    "started_at", "started_ms", "ended_at", "ended_ms", "duration_ms", "responses",
+    *(f"{c}_tokens" for c in TOKEN_COLUMNS), "seconds_ms", "cost_nanos", "breakdown",
+    "end_reason", "estimated", "flags",
+)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def to_session_row(s: SessionRecord) -> tuple[Any, ...]:
+    ended = s.ended_at
+    return (
+        s.id, s.upstream_session_id, s.tenant, s.user, s.key_id, s.model, s.endpoint,
+        _iso(s.started_at), _ms(s.started_at), _iso(ended) if ended else None,
+        _ms(ended) if ended else None, _ms(ended) - _ms(s.started_at) if ended else 0,
+        s.responses, *(int(s.tokens.get(c, 0)) for c in TOKEN_COLUMNS),
+        int((Decimal(s.seconds) * 1000).to_integral_value()), s.cost_nanos,
+        orjson.dumps(s.breakdown).decode(), s.end_reason, int(s.estimated), ",".join(s.flags),
+    )
+
+
+def from_session_row(row: Sequence[Any]) -> SessionRecord:
+    v = dict(zip(SESSION_COLUMNS, row))
+    return SessionRecord(
+        id=v["id"],
+        upstream_session_id=v["upstream_session_id"],
+        tenant=v["tenant"],
+        user=v["user_id"],
+        key_id=v["key_id"],
+        model=v["model"],
+        endpoint=v["endpoint"],
+        started_at=datetime.fromisoformat(v["started_at"]),
+        ended_at=datetime.fromisoformat(v["ended_at"]) if v["ended_at"] else None,
+        responses=v["responses"],
+        tokens={c: v[f"{c}_tokens"] for c in TOKEN_COLUMNS},
+        seconds=Decimal(v["seconds_ms"]).scaleb(-3),
+        cost_nanos=v["cost_nanos"],
+        breakdown=orjson.loads(v["breakdown"] or "{}"),
+        end_reason=v["end_reason"],
+        estimated=bool(v["estimated"]),
+        flags=tuple(f for f in (v["flags"] or "").split(",") if f),
+    )
+
+
+_TOKEN_SUMS = ", ".join(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS)
+
+#: Session rows for charges whose session never wrote one (crash mid-session).
+REBUILD_SELECT = (
+    "SELECT session_id, MIN(tenant), MIN(user_id), MIN(key_id), MIN(model), MIN(endpoint), "
+    "MIN(ts), MIN(ts_ms), MAX(ts), MAX(ts_ms), "
+    "SUM(CASE WHEN response_id IS NOT NULL THEN 1 ELSE 0 END), "
+    f"{_TOKEN_SUMS}, SUM(seconds_ms), SUM(cost_nanos), MAX(estimated) "
+    "FROM charges c WHERE session_id IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = c.session_id) "
+    "GROUP BY session_id"
+)
+
+
+def rebuilt_session(row: Sequence[Any]) -> SessionRecord:
+    (sid, tenant, user, key_id, model, endpoint, first, _first_ms, last, _last_ms,
+     responses, *rest) = row
+    n = len(TOKEN_COLUMNS)
+    tokens = dict(zip(TOKEN_COLUMNS, (int(x or 0) for x in rest[:n])))
+    seconds_ms, cost, estimated = rest[n:]
+    return SessionRecord(
+        id=sid, tenant=tenant, user=user, key_id=key_id, model=model, endpoint=endpoint,
+        started_at=datetime.fromisoformat(first), ended_at=datetime.fromisoformat(last),
+        responses=int(responses or 0), tokens=tokens,
+        seconds=Decimal(int(seconds_ms or 0)).scaleb(-3), cost_nanos=int(cost or 0),
+        end_reason="interrupted", estimated=bool(estimated), flags=("rebuilt",),
+    )

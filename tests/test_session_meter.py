@@ -1,0 +1,125 @@
+"""The sans-IO session meter, fed real event shapes, no sockets."""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from faregate.proxy._session_meter import SessionMeter, frame_type
+
+
+def ev(**kw) -> str:
+    return orjson.dumps(kw).decode()
+
+
+RESPONSE_DONE_USAGE = {
+    "total_tokens": 500,
+    "input_tokens": 300,
+    "output_tokens": 200,
+    "input_token_details": {
+        "text_tokens": 100, "audio_tokens": 200, "image_tokens": 0, "cached_tokens": 64,
+        "cached_tokens_details": {"text_tokens": 32, "audio_tokens": 32, "image_tokens": 0},
+    },
+    "output_token_details": {"text_tokens": 50, "audio_tokens": 150},
+}
+
+
+def done(rid: str, usage=RESPONSE_DONE_USAGE, status="completed") -> str:
+    response = {"object": "realtime.response", "id": rid, "status": status, "output": []}
+    if usage is not None:
+        response["usage"] = usage
+    return ev(type="response.done", event_id="event_1", response=response)
+
+
+def test_type_is_sniffed_without_parsing_and_audio_is_only_counted():
+    audio = base64.b64encode(b"\0" * 4800).decode()
+    delta = ev(type="response.output_audio.delta", event_id="e", response_id="r", item_id="i",
+               output_index=0, content_index=0, delta=audio)
+    assert frame_type(delta) == "response.output_audio.delta"
+    assert frame_type(ev(event_id="x", type="session.created")) == "session.created"
+    assert frame_type("not json") is None
+    m = SessionMeter("realtime")
+    assert m.server_frame(delta) == []
+    assert 4000 < m.audio_out_bytes <= 4800
+
+
+def test_response_done_charged_once_with_disjoint_classes():
+    m = SessionMeter("realtime", model="gpt-realtime")
+    m.server_frame(ev(type="session.created", session={"id": "sess_1", "model": "gpt-realtime-2025-08-28"}))
+    assert (m.upstream_session_id, m.model) == ("sess_1", "gpt-realtime-2025-08-28")
+    m.server_frame(ev(type="response.created", response={"id": "resp_1"}))
+    assert m.busy
+    [metered] = m.server_frame(done("resp_1"))
+    assert not m.busy and m.responses == 1
+    u = metered.usage
+    assert (u.input, u.cached_input, u.audio_input, u.cached_audio_input) == (68, 32, 168, 32)
+    assert (u.output, u.audio_output) == (50, 150)
+    assert u.total_tokens == 500
+    assert metered.response_id == "resp_1" and metered.model == "gpt-realtime-2025-08-28"
+    assert m.server_frame(done("resp_1")) == []  # a repeated response.done is not charged again
+
+
+def test_missing_usage_is_estimated_from_audio_that_flowed():
+    m = SessionMeter("realtime", model="gpt-realtime")
+    chunk = base64.b64encode(b"\0" * 48_000).decode()  # one second of 24 kHz PCM16
+    m.client_frame(ev(type="input_audio_buffer.append", audio=chunk))
+    m.server_frame(ev(type="response.created", response={"id": "r"}))
+    m.server_frame(ev(type="response.output_audio.delta", delta=chunk))
+    [metered] = m.server_frame(done("r", usage=None))
+    assert metered.usage.estimated and "usage_missing" in metered.usage.flags
+    assert metered.usage.audio_input in (9, 10) and metered.usage.audio_output in (19, 20)
+
+
+def test_live_cumulative_seconds_are_charged_as_increases():
+    m = SessionMeter("live", model="gpt-live")
+    charged = []
+    for total in ("1.5", "3.0", "3.0", "4.5"):
+        charged += m.server_frame(ev(type="session.usage.updated", usage={"seconds": total}))
+    assert [c.usage.seconds for c in charged] == [Decimal("1.5"), Decimal("1.5"), Decimal("1.5")]
+    assert sum(c.usage.seconds for c in charged) == Decimal("4.5")
+
+
+def test_live_delegated_responses_usage_charged_once_at_backend_model():
+    m = SessionMeter("live", model="gpt-live-1")
+    delta = ev(type="response.event", delegation_id="d1",
+               event={"type": "response.output_text.delta", "delta": "hi"})
+    assert m.server_frame(delta) == []
+    completed = ev(type="response.event", delegation_id="d1", event={
+        "type": "response.completed",
+        "response": {"id": "resp_9", "model": "gpt-5-mini", "usage": {
+            "input_tokens": 100, "input_tokens_details": {"cached_tokens": 40},
+            "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 10}}}})
+    [metered] = m.server_frame(completed)
+    assert (metered.model, metered.kind, metered.response_id) == ("gpt-5-mini", "delegated",
+                                                                  "resp_9")
+    assert (metered.usage.input, metered.usage.cached_input, metered.usage.output) == (60, 40, 30)
+    assert m.server_frame(completed) == []
+
+
+def test_transcription_usage_priced_with_the_transcription_model():
+    m = SessionMeter("realtime")
+    m.server_frame(ev(type="session.updated", session={
+        "type": "transcription",
+        "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}))
+    [metered] = m.server_frame(ev(
+        type="conversation.item.input_audio_transcription.completed", item_id="item_1",
+        transcript="hi", usage={"type": "tokens", "input_tokens": 20, "output_tokens": 3,
+                                "input_token_details": {"text_tokens": 0, "audio_tokens": 20}}))
+    assert metered.model == "gpt-4o-transcribe" and metered.kind == "transcription"
+    assert (metered.usage.audio_input, metered.usage.output) == (20, 3)
+
+
+@pytest.mark.parametrize("frame", [
+    "", "[]", "{", '{"type": 5}', ev(type="response.done", response="nope"),
+    ev(type="response.done", response={"usage": {"input_tokens": -5, "output_tokens": "x"}}),
+    ev(type="session.usage.updated", usage={"seconds": "NaN"}),
+    ev(type="session.usage.updated", usage={"seconds": -3}),
+])
+def test_hostile_frames_never_raise_or_charge_negative(frame):
+    m = SessionMeter("realtime", model="gpt-realtime")
+    for metered in m.server_frame(frame):
+        assert all(v >= 0 for v in metered.usage.tokens().values())
+        assert metered.usage.seconds >= 0
