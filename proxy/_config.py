@@ -130,6 +130,8 @@ class Limits(_Strict):
     models: list[str] | None = None
     per_user_daily_usd: Money | None = None
     per_user_monthly_usd: Money | None = None
+    degrade_to_text_at: Decimal | None = Field(None, gt=0, le=1)  # voice -> text at this share
+    default_max_output_tokens: int | None = Field(None, gt=0)  # reservation when none is given
 
     _money = field_validator(
         "daily_usd", "monthly_usd", "per_user_daily_usd", "per_user_monthly_usd"

@@ -37,6 +37,7 @@ class Flow:
     deltas: int = 0  # streamed content events seen (estimates)
     cut_short: bool = False  # client left or upstream broke mid-body
     response_bytes: int = 0
+    admission: Any = None  # _quota.Admission held while the call is in flight
 
     @property
     def model(self) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import aiohttp
@@ -33,6 +34,8 @@ from ._endpoints import (
 from ._flow import Flow
 from ._identity import MissingUpstreamKey, UnknownKey, bearer_token
 from ._meter import settle
+from ._quota import Refusal
+from ._reserve import cost_nanos, worst_case
 from ._runtime import Runtime
 from ._secrets import minted_secret
 from ._sse import SseMeter
@@ -107,13 +110,27 @@ class Forwarder:
             nonlocal settled
             if not settled:
                 settled = True
-                settle(flow, rt.prices, state.metrics, state.record)
+                charge = settle(flow, rt.prices, state.metrics, state.record)
+                if flow.admission is not None:
+                    self._settle_quota(flow, charge)
 
         try:
             return await self._handle(request, flow, rt, settle_once)
         finally:
             settle_once()
             state.log_flow(flow)
+
+    def _settle_quota(self, flow: Flow, charge) -> None:
+        quota, admission = self.state.quota, flow.admission
+        now = datetime.now(timezone.utc)
+        if charge is None or not flow.forwarded or flow.status in (502, 504):
+            # Never reached the upstream (or it never answered): nothing was spent.
+            quota.release(admission, uncount=True)
+            return
+        quota.settle(admission, charge.cost_nanos, now, charge.usage.total_tokens)
+        if self.state.alerting is not None and flow.caller is not None:
+            self.state.alerting.note_model(admission.policy, now, charge.family or charge.model,
+                                           charge.cost_nanos)
 
     async def _handle(
         self, request: web.Request, flow: Flow, rt: Runtime, settle_once: Callable[[], None]
@@ -127,6 +144,7 @@ class Forwarder:
 
         endpoint = flow.endpoint
         body: Any = None
+        parsed: Any = None
         body_changed = strip_usage = False
         try:
             if endpoint is not None and endpoint.body == "json":
@@ -183,9 +201,30 @@ class Forwarder:
                 rid,
             )
 
+        if endpoint is not None:
+            refusal = self._admit(flow, rt, parsed)
+            if refusal is not None:
+                flow.status = refusal.status
+                return refusal.response(rid)
         return await self._forward(
             request, flow, rt, body, body_changed, strip_usage, settle_once
         )
+
+    def _admit(self, flow: Flow, rt: Runtime, parsed: Any) -> Refusal | None:
+        """Hold the call's worst-case cost against its budgets, or refuse it."""
+        assert flow.endpoint is not None and flow.caller is not None
+        policy = rt.policy(flow.caller)
+        now = datetime.now(timezone.utc)
+        usage, tpm_tokens = worst_case(flow.endpoint, flow.facts, parsed,
+                                       policy.default_max_output_tokens, rt.prices, now)
+        amount = cost_nanos(usage, flow.facts.model, rt.prices, now)
+        images = flow.facts.images if flow.endpoint.kind == "images" else 0
+        result = self.state.quota.admit(policy, amount, now, model=flow.facts.model,
+                                        images=images, tpm_tokens=tpm_tokens)
+        if isinstance(result, Refusal):
+            return result
+        flow.admission = result
+        return None
 
     async def _forward(
         self,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from faregate.pricing import PriceTable, load_price_table
 
 from ._config import ConfigError, Settings, load_settings
-from ._identity import Directory
+from ._identity import Caller, Directory
+from ._policy import Policy, policy_for
 
 log = logging.getLogger("faregate.config")
 
@@ -29,6 +30,17 @@ class Runtime:
     settings: Settings
     directory: Directory
     prices: PriceTable
+    _policies: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def policy(self, caller: Caller) -> Policy:
+        """The caller's limits under this config (cached per tenant/user/tier)."""
+        key = (caller.tenant, caller.user, caller.tier)
+        policy = self._policies.get(key)
+        if policy is None:
+            if len(self._policies) > 100_000:
+                self._policies.clear()
+            policy = self._policies[key] = policy_for(self.settings, caller)
+        return policy
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":

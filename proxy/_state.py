@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -16,6 +16,7 @@ from faregate.storage import Ledger, LedgerRecord
 from ._flow import Flow
 from ._metrics import Metrics
 from ._runtime import Runtime
+from ._quota import Quota
 from ._secrets import SecretBook
 
 if TYPE_CHECKING:
@@ -33,6 +34,19 @@ class State:
     draining: bool = False
     sessions: dict[str, "Session"] = field(default_factory=dict)  # active, by id
     secrets: SecretBook = field(default_factory=SecretBook)
+    quota: Quota = field(init=False)
+    alerting: Any = None  # _alerting.Alerting, set on startup
+    notifier: Any = None  # _notify.Notifier, set on startup
+
+    def __post_init__(self) -> None:
+        self.quota = Quota(self.metrics, self._on_spend)
+
+    def _on_spend(self, policy, budgets, now) -> None:
+        if self.alerting is not None:
+            self.alerting.on_spend(policy, budgets, now)
+
+    def active_sessions(self, tenant: str) -> int:
+        return sum(1 for s in self.sessions.values() if s.caller.tenant == tenant)
 
     def record(self, record: LedgerRecord) -> None:
         if self.ledger is not None:

@@ -50,9 +50,8 @@ class Gateway:
         return self.state.metrics.render().decode()
 
     def client(self, api_key: str = CLIENT_KEY, **kw: Any) -> openai.AsyncOpenAI:
-        client = openai.AsyncOpenAI(
-            base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kw
-        )
+        kw.setdefault("max_retries", 0)
+        client = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=api_key, **kw)
         self.clients.append(client)
         return client
 

@@ -1,0 +1,111 @@
+"""Budget counters: spent and reserved money, request and image counts.
+
+Pure, in memory, single-threaded (the event loop), so check-and-reserve is
+atomic: a request is admitted only if `spent + reserved + its worst case`
+stays within every limit it is subject to, and the worst case is held as
+*reserved* until the real charge settles it. With actual ≤ reserved, no
+limit can be exceeded; a call whose real usage beats its estimate can
+overshoot by at most its own excess — the bound the tests prove.
+
+Counters are keyed by (scope, period, period key) in UTC, so a new day or
+month starts at zero by itself; they are seeded from the ledger at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+PERIODS = ("day", "month")
+
+
+def period_key(period: str, now: datetime) -> str:
+    now = now.astimezone(timezone.utc)
+    return now.strftime("%Y-%m-%d") if period == "day" else now.strftime("%Y-%m")
+
+
+@dataclass(slots=True)
+class Counter:
+    spent: int = 0  # nano-USD settled
+    reserved: int = 0  # nano-USD held for calls in flight
+    requests: int = 0
+    images: int = 0
+
+    def used(self) -> int:
+        return self.spent + self.reserved
+
+
+@dataclass(slots=True)
+class Hold:
+    """What one admitted call holds, to be settled or released exactly once."""
+
+    counters: list[Counter] = field(default_factory=list)  # budget counters (money)
+    tallies: list[Counter] = field(default_factory=list)  # request/image count counters
+    amount: int = 0
+    images: int = 0
+    done: bool = False
+
+
+class BudgetBook:
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, str], Counter] = {}
+
+    def counter(self, scope: str, period: str, now: datetime) -> Counter:
+        key = (scope, period, period_key(period, now))
+        c = self._counters.get(key)
+        if c is None:
+            c = self._counters[key] = Counter()
+        return c
+
+    def seed(self, scope: str, period: str, key: str, spent: int, requests: int, images: int):
+        c = self._counters.setdefault((scope, period, key), Counter())
+        c.spent += spent
+        c.requests += requests
+        c.images += images
+
+    def hold(self, counters: list[Counter], tallies: list[Counter], amount: int, images: int
+             ) -> Hold:
+        for c in counters:
+            c.reserved += amount
+        for c in tallies:
+            c.requests += 1
+            c.images += images
+        return Hold(counters, tallies, amount, images)
+
+    @staticmethod
+    def settle(hold: Hold, actual: int) -> None:
+        """Replace the reservation with the real charge."""
+        if hold.done:
+            return
+        hold.done = True
+        for c in hold.counters:
+            c.reserved -= hold.amount
+            c.spent += actual
+
+    @staticmethod
+    def release(hold: Hold, uncount: bool = False) -> None:
+        """Drop the reservation (nothing was charged); optionally the counts too."""
+        if hold.done:
+            return
+        hold.done = True
+        for c in hold.counters:
+            c.reserved -= hold.amount
+        if uncount:
+            for c in hold.tallies:
+                c.requests -= 1
+                c.images -= hold.images
+
+    @staticmethod
+    def add_spend(counters: list[Counter], actual: int) -> None:
+        """Spend that had no reservation (e.g. a Live usage increment)."""
+        for c in counters:
+            c.spent += actual
+
+    def prune(self, now: datetime) -> None:
+        """Forget counters of periods that are over."""
+        live = {period_key(p, now) for p in PERIODS}
+        for key in [k for k in self._counters if k[2] not in live]:
+            del self._counters[key]
+
+    def items(self):
+        return self._counters.items()
