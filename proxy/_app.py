@@ -7,7 +7,12 @@ the metrics registry and the config watcher.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
+import os
+import signal
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +23,10 @@ from faregate.storage import Ledger
 
 from ._config import Settings
 from ._forward import Forwarder
+from ._alerting import Alerting
+from ._errors import openai_error
 from ._metrics import CONTENT_TYPE
+from ._notify import Notifier
 from ._relay import Relay, is_websocket
 from ._runtime import Reloader, Runtime
 from ._state import State
@@ -44,7 +52,9 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
         new = runtime.settings
         if old.server.listen != new.server.listen or old.storage != new.storage:
             log.warning("[server] listen and [storage] changes take effect on restart")
-        state.runtime = runtime
+        state.runtime = runtime  # counters live in state.quota: they survive the swap
+        if state.notifier is not None:
+            state.notifier.update(new.alerts)
 
     app[RELOADER_KEY] = Reloader(
         config_path, apply, lambda r: state.metrics.config_reloads.labels(r).inc()
@@ -72,6 +82,14 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
             body["reasons"] = {"ledger": state.ledger.last_error}
         return _json(body, 200 if ok else 503)
 
+    async def admin_reload(request: web.Request) -> web.Response:
+        refused = admin_refusal(request, state)
+        if refused is not None:
+            return refused
+        applied, message = await app[RELOADER_KEY].reload()
+        return _json({"applied": applied, "message": message}, 200 if applied else 400)
+
+    app.router.add_post("/admin/reload", admin_reload)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -109,6 +127,7 @@ async def _startup(app: web.Application) -> None:
     rebuilt = await state.ledger.rebuild_sessions()
     if rebuilt:
         log.warning("rebuilt sessions cut off by an earlier crash", extra={"sessions": rebuilt})
+    await _seed_budgets(state)
     state.client = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
         timeout=aiohttp.ClientTimeout(
@@ -118,18 +137,74 @@ async def _startup(app: web.Application) -> None:
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         cookie_jar=aiohttp.DummyCookieJar(),
     )
-    app[RELOADER_KEY].start()
+    state.notifier = Notifier(
+        settings.alerts, lambda: state.client,
+        lambda level, channel, ok: state.metrics.alerts_sent.labels(level, channel).inc()
+        if ok else None,
+    )
+    await state.notifier.start()
+    state.alerting.attach(state.ledger.record, state.notifier.send)
+    reloader = app[RELOADER_KEY]
+    reloader.start()
+    try:
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload()))
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass  # not the main thread (tests) or no SIGHUP on this platform
+
+
+async def _seed_budgets(state: State) -> None:
+    """Spend so far this month/today, and alerts already sent, from the ledger."""
+    now = datetime.now(timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    book = state.quota.book
+    dkey, mkey = day.strftime("%Y-%m-%d"), month.strftime("%Y-%m")
+    for tenant, user, m_cost, m_req, m_img, d_cost, d_req, d_img in (
+        await state.ledger.spend_since(month, day)
+    ):
+        scopes = [(f"tenant:{tenant}", True)]
+        if user:
+            scopes.append((f"user:{tenant}/{user}", False))
+        for scope, counts in scopes:
+            book.seed(scope, "month", mkey, int(m_cost or 0),
+                      int(m_req or 0) if counts else 0, int(m_img or 0) if counts else 0)
+            book.seed(scope, "day", dkey, int(d_cost or 0),
+                      int(d_req or 0) if counts else 0, int(d_img or 0) if counts else 0)
+    state.alerting = Alerting(lambda: state.runtime.settings.alerts.thresholds)
+    state.alerting.seed(a.id for a in await state.ledger.alerts(since=month, limit=100_000))
+
+
+def admin_refusal(request: web.Request, state: State) -> web.Response | None:
+    """None if the request carries the admin token; else the refusal to send."""
+    env = state.runtime.settings.server.admin_token_env
+    token = os.environ.get(env)
+    if not token:
+        return openai_error(404, "invalid_request_error", "admin_disabled",
+                            f"The admin API is off: set ${env} to enable it.")
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return openai_error(401, "invalid_request_error", "invalid_admin_token",
+                            "A valid admin bearer token is required.")
+    return None
 
 
 async def _shutdown(app: web.Application) -> None:
     state = app[STATE_KEY]
     state.draining = True
     await app[RELOADER_KEY].stop()
+    try:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass
     await app[RELAY_KEY].shutdown(state.runtime.settings.server.shutdown_grace_s)
 
 
 async def _cleanup(app: web.Application) -> None:
     state = app[STATE_KEY]
+    if state.notifier is not None:
+        await state.notifier.close()
     if state.client is not None:
         await state.client.close()
     if state.ledger is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -35,8 +36,10 @@ from ._identity import (
     UnknownKey,
     bearer_token,
 )
+from ._quota import Refusal
 from ._runtime import Runtime
 from ._session import Session
+from ._session_quota import SessionQuota, time_cut
 from ._state import State
 
 log = logging.getLogger("faregate.relay")
@@ -121,6 +124,10 @@ class Relay:
                 500, "api_error", "upstream_key_missing",
                 "faregate has no upstream key configured.", request_id=rid,
             )
+        policy = rt.policy(caller)
+        refusal = self._admit_session(policy, caller, request.query.get("model"))
+        if refusal is not None:
+            return refusal.response(rid)
         upstream_protocols = [
             (SUBPROTOCOL_KEY_PREFIX + _bare(caller.upstream_authorization))
             if p.startswith(SUBPROTOCOL_KEY_PREFIX) else p
@@ -173,13 +180,38 @@ class Relay:
             state, caller, session_endpoint(request.path), request.query.get("model")
         )
         session.client_ws = client
+        session.squota = SessionQuota(state.quota, policy, rt.prices, session.meter.model)
+        timer = None
+        if policy.max_session_seconds:
+            timer = asyncio.get_running_loop().call_later(
+                policy.max_session_seconds, session.request_cut,
+                time_cut(policy.max_session_seconds))
         try:
             await client.prepare(request)
             await self._pump(client, upstream, session, rt)
         finally:
+            if timer is not None:
+                timer.cancel()
             await upstream.close()
             session.finish(session.end_reason or "client_closed")
         return client
+
+    def _admit_session(self, policy, caller: Caller, model: str | None) -> Refusal | None:
+        """Model, concurrency and budget checks at the upgrade (DESIGN §5 answers)."""
+        quota = self.state.quota
+        limit = policy.max_concurrent_sessions
+        if limit is not None and self.state.active_sessions(caller.tenant) >= limit:
+            quota.metrics.quota_rejections.labels(caller.tenant, "concurrency").inc()
+            return Refusal(429, "rate_limit_exceeded", "concurrent_sessions_exceeded",
+                           "concurrency",
+                           f"At most {limit} concurrent sessions are allowed for this tenant.",
+                           {"retry-after": "1"})
+        # One nano-dollar must still fit: a spent budget refuses the session itself.
+        result = quota.admit(policy, 1, datetime.now(timezone.utc), model=model)
+        if isinstance(result, Refusal):
+            return result
+        quota.settle(result, 0, datetime.now(timezone.utc))
+        return None
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking sessions; let open ones end within `grace_s`, then close them."""
@@ -215,11 +247,44 @@ class Relay:
         to_upstream = asyncio.create_task(self._client_to_upstream(client, upstream, session))
         to_client = asyncio.create_task(self._upstream_to_client(client, upstream, session))
         session.tasks = (to_upstream, to_client)
-        done, _ = await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        cut = asyncio.create_task(session.cut_event.wait())
+        done, _ = await asyncio.wait({to_upstream, to_client, cut},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if cut in done and to_upstream not in done and to_client not in done:
+            await self._cut(client, upstream, session, rt, to_upstream, to_client)
+            return
+        cut.cancel()
         if to_upstream in done:
             await self._client_left(client, upstream, session, rt, to_upstream, to_client)
         else:
             await self._upstream_left(client, upstream, session, to_upstream)
+
+    async def _cut(self, client, upstream, session, rt, to_upstream, to_client) -> None:
+        """faregate ends the session: error event, settle in-flight, close 1008."""
+        cut = session.cut
+        assert cut is not None
+        try:
+            await client.send_str(cut.event("fg_evt_" + new_id()[:20]))
+        except (ConnectionResetError, RuntimeError):
+            pass
+        if session.meter.busy:
+            await self._wait_idle(session, rt.settings.server.cancel_grace_s, to_client)
+            if session.meter.busy:
+                await self._cancel_and_wait(upstream, session, rt)
+        session.end_reason = cut.end_reason
+        session.client_gone = True
+        if not client.closed:
+            await client.close(code=1008, message=cut.code.encode())
+        for task in (to_upstream, to_client):
+            task.cancel()
+        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        await upstream.close(1000, "")
+
+    @staticmethod
+    async def _wait_idle(session, grace: float, reader: asyncio.Task) -> None:
+        deadline = time.monotonic() + grace
+        while session.meter.busy and time.monotonic() < deadline and not reader.done():
+            await asyncio.sleep(0.01)
 
     async def _client_left(self, client, upstream, session, rt, to_upstream, to_client) -> None:
         """The client closed (or faregate is shutting down): settle, then close upstream."""
@@ -260,8 +325,14 @@ class Relay:
             msg = await client.receive()
             if msg.type == WSMsgType.TEXT:
                 session.meter.client_frame(msg.data)
+                if session.cut is not None:
+                    continue  # the session is ending: nothing new goes upstream
+                frame, cut = session.squota.client_frame(msg.data, session.meter.audio_in_bytes)
+                if cut is not None:
+                    session.request_cut(cut)
+                    continue
                 try:
-                    await upstream.send(msg.data)
+                    await upstream.send(frame)
                 except ConnectionClosed:
                     return 1000, ""
             elif msg.type == WSMsgType.BINARY:
@@ -305,11 +376,7 @@ class Relay:
             await upstream.send(CANCEL_EVENT)
         except ConnectionClosed:
             return
-        deadline = time.monotonic() + grace
-        while session.meter.busy and time.monotonic() < deadline:
-            if session.tasks[1].done():
-                break
-            await asyncio.sleep(0.01)
+        await self._wait_idle(session, grace, session.tasks[1])
         if session.meter.busy:
             log.warning(
                 "response still in progress after cancel grace; its usage is estimated",

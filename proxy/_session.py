@@ -21,9 +21,13 @@ from faregate.storage import LedgerRecord, SessionRecord, new_id
 from ._identity import Caller
 from ._meter import count_charge
 from ._session_meter import Metered, SessionMeter
+from ._session_quota import INPUT_CLASSES, Cut, SessionQuota
 from ._state import State
 
 log = logging.getLogger("faregate.session")
+
+_CUT_REASONS = {"budget_exceeded": "budget", "session_time_limit": "session_time",
+                "model_not_allowed": "model", "tool_call_limit": "tool_calls"}
 
 
 @dataclass(eq=False)
@@ -44,6 +48,9 @@ class Session:
     shutting_down: bool = False
     tasks: tuple[asyncio.Task, ...] = ()
     client_ws: Any = None  # the client's socket, closed by faregate on shutdown
+    squota: SessionQuota | None = None  # budget enforcement, set by the relay
+    cut: Cut | None = None  # why faregate is ending the session, once decided
+    cut_event: asyncio.Event = field(default_factory=asyncio.Event)
     _live_seq: int = 0
 
     @classmethod
@@ -112,6 +119,25 @@ class Session:
             self.breakdown[k] = self.breakdown.get(k, 0) + v
         self.charges += 1
         count_charge(state.metrics, self.caller.tenant, charge, self.endpoint)
+        if self.squota is not None:
+            inputs = sum(getattr(u, c) for c in INPUT_CLASSES)
+            input_nanos = sum(breakdown.get(c, 0) for c in INPUT_CLASSES)
+            cut = self.squota.settle(charge.cost_nanos, u.total_tokens,
+                                     inputs if metered.kind == "response" else None,
+                                     input_nanos)
+            if state.alerting is not None:
+                state.alerting.note_model(self.squota.policy, at, charge.family or model,
+                                          charge.cost_nanos)
+            if cut is not None:
+                self.request_cut(cut)
+
+    def request_cut(self, cut: Cut) -> None:
+        """Ask the relay to end the session (error event, then close 1008)."""
+        if self.cut is None:
+            self.cut = cut
+            self.state.metrics.quota_rejections.labels(
+                self.caller.tenant, _CUT_REASONS.get(cut.code, "budget")).inc()
+            self.cut_event.set()
 
     def _next_anon(self) -> int:
         self._live_seq += 1
@@ -134,6 +160,8 @@ class Session:
             return self.record(reason)
         if self.meter.busy:
             self.charge_unfinished()
+        if self.squota is not None:
+            self.squota.release_all()
         state.metrics.sessions_active.labels(self.caller.tenant).dec()
         state.metrics.session_duration.labels(self.model_label()).observe(self.elapsed_s())
         row = self.record(reason)
