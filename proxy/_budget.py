@@ -19,9 +19,26 @@ from datetime import datetime, timezone
 PERIODS = ("day", "month")
 
 
+_KEYS: dict[tuple[int, int, int], tuple[str, str]] = {}
+
+
+def period_keys(now: datetime) -> tuple[str, str]:
+    """("YYYY-MM-DD", "YYYY-MM") of a UTC instant, memoised per date (hot path)."""
+    if now.tzinfo is not timezone.utc:
+        now = now.astimezone(timezone.utc)
+    date = (now.year, now.month, now.day)
+    keys = _KEYS.get(date)
+    if keys is None:
+        if len(_KEYS) > 64:
+            _KEYS.clear()
+        keys = _KEYS[date] = (f"{date[0]:04d}-{date[1]:02d}-{date[2]:02d}",
+                              f"{date[0]:04d}-{date[1]:02d}")
+    return keys
+
+
 def period_key(period: str, now: datetime) -> str:
-    now = now.astimezone(timezone.utc)
-    return now.strftime("%Y-%m-%d") if period == "day" else now.strftime("%Y-%m")
+    day, month = period_keys(now)
+    return day if period == "day" else month
 
 
 @dataclass(slots=True)
@@ -103,7 +120,7 @@ class BudgetBook:
 
     def prune(self, now: datetime) -> None:
         """Forget counters of periods that are over."""
-        live = {period_key(p, now) for p in PERIODS}
+        live = set(period_keys(now))
         for key in [k for k in self._counters if k[2] not in live]:
             del self._counters[key]
 

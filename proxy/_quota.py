@@ -87,6 +87,7 @@ class Quota:
         self.rates = RateLimits()
         self.metrics = metrics
         self._on_spend = on_spend
+        self._ratio_gauges: dict[tuple[str, str], object] = {}
 
     def budget_counters(self, policy: Policy, now: datetime):
         return tuple((b, self.book.counter(b.scope, b.period, now)) for b in policy.budgets)
@@ -105,20 +106,21 @@ class Quota:
         self, policy: Policy, amount: int, now: datetime, *, model: str | None = None,
         images: int = 0, tpm_tokens: int = 0, count_request: bool = True,
     ) -> Admission | Refusal:
-        refusal = self._check(policy, amount, now, model, images, count_request)
+        budgets = self.budget_counters(policy, now)
+        refusal = self._check(policy, budgets, amount, now, model, images, count_request)
         if refusal is None:
             refusal, tpm = self._rates(policy, tpm_tokens, count_request)
         if refusal is not None:
             self.metrics.quota_rejections.labels(policy.tenant, refusal.reason).inc()
             return refusal
-        budgets = self.budget_counters(policy, now)
         tallies = []
         if count_request:
             tallies = [self.book.counter(policy.tenant_scope, p, now) for p in ("day", "month")]
         hold = self.book.hold([c for _, c in budgets], tallies, amount, images)
         return Admission(policy, hold, tpm, tpm_tokens if tpm else 0, budgets)
 
-    def _check(self, policy, amount, now, model, images, count_request) -> Refusal | None:
+    def _check(self, policy, budgets, amount, now, model, images, count_request
+               ) -> Refusal | None:
         if not policy.allows(model):
             return model_refusal(model or "")
         if not policy.block:
@@ -143,7 +145,7 @@ class Quota:
                                    "exceeded "
                                    f"({c.images} used, {images} asked).",
                                    {"x-should-retry": "false"})
-        for b, c in self.budget_counters(policy, now):
+        for b, c in budgets:
             if c.used() + amount > b.limit_nanos:
                 return budget_refusal(b, c.used())
         return None
@@ -186,8 +188,11 @@ class Quota:
     def _after_spend(self, policy: Policy, budgets, now: datetime) -> None:
         for b, c in budgets:
             if b.scope == policy.tenant_scope and b.limit_nanos:
-                self.metrics.budget_used_ratio.labels(policy.tenant, b.period).set(
-                    c.spent / b.limit_nanos)
+                gauge = self._ratio_gauges.get((policy.tenant, b.period))
+                if gauge is None:
+                    gauge = self.metrics.budget_used_ratio.labels(policy.tenant, b.period)
+                    self._ratio_gauges[(policy.tenant, b.period)] = gauge
+                gauge.set(c.spent / b.limit_nanos)
         if budgets:
             self._on_spend(policy, budgets, now)
 
