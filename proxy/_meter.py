@@ -26,6 +26,7 @@ from faregate.pricing import (
 from faregate.storage import LedgerRecord
 
 from ._flow import Flow
+from ._identity import Caller
 from ._metrics import Metrics
 
 log = logging.getLogger("faregate.meter")
@@ -68,20 +69,23 @@ def charge_flow(flow: Flow, table: PriceTable, at: datetime) -> tuple[Charge, st
     return price(usage, model, at, table), problem
 
 
-def ledger_record(flow: Flow, charge: Charge, at: datetime) -> LedgerRecord:
-    caller = flow.caller
+def charge_record(
+    charge: Charge, caller: Caller | None, *, model: str, endpoint: str, status: int,
+    at: datetime, request_id: str, latency_ms: float = 0.0,
+    session_id: str | None = None, response_id: str | None = None,
+) -> LedgerRecord:
+    """The ledger row for one priced charge (REST call or session response)."""
     u = charge.usage
-    assert flow.endpoint is not None
     return LedgerRecord(
         tenant=caller.tenant if caller else "default",
         user=caller.user if caller else None,
         key_id=caller.key_id if caller else None,
-        model=(flow.model or "unknown")[:128],
-        endpoint=flow.endpoint.path,
-        status=flow.status,
+        model=model[:128],
+        endpoint=endpoint,
+        status=status,
         cost_nanos=charge.cost_nanos,
         ts=at,
-        request_id=flow.request_id,
+        request_id=request_id,
         tokens=u.tokens(),
         reasoning_tokens=u.reasoning,
         seconds=u.seconds,
@@ -91,8 +95,19 @@ def ledger_record(flow: Flow, charge: Charge, at: datetime) -> LedgerRecord:
         price_version=charge.price_version,
         priced=charge.priced,
         estimated=u.estimated,
-        latency_ms=round(flow.elapsed_ms(), 3),
+        latency_ms=latency_ms,
         flags=u.flags,
+        session_id=session_id,
+        response_id=response_id,
+    )
+
+
+def ledger_record(flow: Flow, charge: Charge, at: datetime) -> LedgerRecord:
+    assert flow.endpoint is not None
+    return charge_record(
+        charge, flow.caller, model=flow.model or "unknown", endpoint=flow.endpoint.path,
+        status=flow.status, at=at, request_id=flow.request_id,
+        latency_ms=round(flow.elapsed_ms(), 3),
     )
 
 

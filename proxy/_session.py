@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from faregate.pricing import TOKEN_CLASSES, Usage, price, to_nanos
-from faregate.storage import LedgerRecord, SessionRecord, new_id
+from faregate.pricing import TOKEN_CLASSES, Usage, price
+from faregate.storage import SessionRecord, new_id
 
 from ._identity import Caller
-from ._meter import count_charge
+from ._meter import charge_record, count_charge
 from ._session_meter import Metered, SessionMeter
 from ._session_quota import INPUT_CLASSES, Cut, SessionQuota
 from ._state import State
@@ -87,32 +87,12 @@ class Session:
         elif response_id is None:
             response_id = f"response:{self._next_anon()}"
         u = charge.usage
-        breakdown = {k: to_nanos(v) for k, v in charge.breakdown.items()}
-        state.record(
-            LedgerRecord(
-                tenant=self.caller.tenant,
-                user=self.caller.user,
-                key_id=self.caller.key_id,
-                model=model[:128],
-                endpoint=self.endpoint,
-                status=200,
-                cost_nanos=charge.cost_nanos,
-                ts=at,
-                request_id=self.id,
-                tokens=u.tokens(),
-                reasoning_tokens=u.reasoning,
-                seconds=u.seconds,
-                characters=u.characters,
-                images=u.images,
-                breakdown=breakdown,
-                price_version=charge.price_version,
-                priced=charge.priced,
-                estimated=u.estimated,
-                flags=u.flags,
-                session_id=self.id,
-                response_id=response_id,
-            )
+        row = charge_record(
+            charge, self.caller, model=model, endpoint=self.endpoint, status=200, at=at,
+            request_id=self.id, session_id=self.id, response_id=response_id,
         )
+        state.record(row)
+        breakdown = row.breakdown
         self.usage = self.usage + u
         self.cost_nanos += charge.cost_nanos
         for k, v in breakdown.items():

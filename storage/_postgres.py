@@ -10,7 +10,7 @@ conflict clause makes journal replay idempotent.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import asyncpg
 
