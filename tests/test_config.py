@@ -9,7 +9,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-import openai
 import pytest
 
 from faregate.proxy import ConfigError, load_settings, parse_settings
@@ -94,8 +93,6 @@ def test_check_config_ok_and_errors(tmp_path):
 async def test_hot_reload_applies_valid_and_keeps_running_config_on_invalid(
     make_gateway, upstream, tmp_path
 ):
-    from conftest import gateway_config, start_gateway  # noqa: F401
-
     key = "fg-reload-key"
     path = tmp_path / "faregate.toml"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import pytest
 
 from test_serve import start_serve, stop
 

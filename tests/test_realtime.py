@@ -13,7 +13,6 @@ import hashlib
 from decimal import Decimal
 
 import aiohttp
-import openai
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus

@@ -10,7 +10,6 @@ import asyncio
 from decimal import Decimal
 
 import openai
-import orjson
 import pytest
 
 from fake_upstream import IMAGE_OUTPUT_TOKENS, SPEECH_BYTES_PER_CHAR, openai_error

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import aiohttp
 import openai
-import pytest
 
 
 def free_port() -> int:
