@@ -12,6 +12,7 @@ from pathlib import Path
 from ._config import ConfigError, Settings, find_config, load_settings, parse_listen, summary
 
 EXIT_CONFIG = 2
+EXIT_SECOND_SIGNAL = 130
 
 
 def _settings(explicit: str | None) -> tuple[Settings, Path | None]:
@@ -36,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"faregate: --listen must be HOST:PORT, got {listen!r}", file=sys.stderr)
         return EXIT_CONFIG
     app = build_app(settings, path)
+    app.on_shutdown.insert(0, _second_signal_exits)
     print(
         f"faregate listening on http://{listen} -> {settings.server.upstream} "
         f"(config: {path or 'built-in defaults'})",
@@ -51,6 +53,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutdown_timeout=settings.server.shutdown_grace_s,
     )
     return 0
+
+
+async def _second_signal_exits(app) -> None:
+    """After the first SIGTERM/SIGINT starts the drain, a second one exits at once.
+
+    Nothing is lost by that: every charge was written to the journal when it
+    was recorded, and the next start replays what the database lacks.
+    """
+    import asyncio
+    import signal
+
+    def now() -> None:
+        print("faregate: second signal, exiting now (the journal keeps unwritten charges)",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_SECOND_SIGNAL)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, now)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

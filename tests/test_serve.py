@@ -76,3 +76,51 @@ async def test_sigterm_flushes_the_ledger(tmp_path, upstream):
     rows = sqlite3.connect(tmp_path / "ledger.db").execute(
         "SELECT COUNT(*), SUM(input_tokens) FROM charges").fetchone()
     assert rows == (5, 10)
+
+
+async def test_second_signal_exits_at_once_and_the_journal_keeps_every_charge(
+    tmp_path, upstream
+):
+    def write_config(flush_ms: int) -> Path:
+        config = tmp_path / "faregate.toml"
+        config.write_text(
+            f'[server]\nupstream = "{upstream.url}"\nshutdown_grace_s = 30\n'
+            f'[storage]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\n'
+            f'flush_interval_ms = {flush_ms}\njournal_dir = "{tmp_path / "journal"}"\n'
+        )
+        return config
+
+    # The database only hears of charges at shutdown; until then they are journaled.
+    proc, url = await start_serve(tmp_path, "--config", str(write_config(600000)))
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-x", max_retries=0)
+    for _ in range(5):
+        await client.embeddings.create(model="text-embedding-3-small", input="a b")
+    upstream.delay_s = 4  # one call hangs in flight, so the graceful drain waits for it
+    hanging = asyncio.ensure_future(
+        client.embeddings.create(model="text-embedding-3-small", input="slow"))
+    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    assert proc.returncode is None  # still draining
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(proc.wait(), 10)
+    assert code == 130 and loop.time() - started < 2.5
+    hanging.cancel()
+    await asyncio.gather(hanging, return_exceptions=True)
+    await client.close()
+    upstream.delay_s = 0
+
+    proc, url = await start_serve(tmp_path, "--config", str(write_config(20)))
+    try:
+        for _ in range(100):  # the journal is replayed in the background at start
+            rows = sqlite3.connect(tmp_path / "ledger.db").execute(
+                "SELECT COUNT(*) FROM charges").fetchone()[0]
+            if rows >= 5:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        assert await stop(proc) == 0
+    assert sqlite3.connect(tmp_path / "ledger.db").execute(
+        "SELECT COUNT(*) FROM charges").fetchone()[0] == 5
