@@ -10,6 +10,7 @@ table (so a restart does not repeat it) and the alert goes to the notifier
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import logging
 from collections import defaultdict
@@ -54,11 +55,15 @@ class Alerting:
         self._thresholds = thresholds
         self._record: Callable = lambda record: None  # ledger.record
         self._send: Callable = lambda alert: None  # notifier.send
+        self._claim: Callable | None = None
+        self._tasks: set[asyncio.Task] = set()
         self.fired: set[str] = set()
         self._models: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
 
-    def attach(self, record: Callable, send: Callable) -> None:
-        self._record, self._send = record, send
+    def attach(self, record: Callable, send: Callable, claim: Callable | None = None) -> None:
+        """`claim` (shared databases): an async insert that says whether *this*
+        replica is the one to send the alert."""
+        self._record, self._send, self._claim = record, send, claim
 
     def seed(self, ids) -> None:
         self.fired.update(ids)
@@ -105,15 +110,31 @@ class Alerting:
             top_models=tuple((m, Decimal(n).scaleb(-9)) for m, n in top[:TOP_MODELS]),
             at=now,
         )
-        self._record(AlertRecord(
+        record = AlertRecord(
             id=aid, scope=limit.scope, period=limit.period, period_start=key,
             threshold=str(threshold.normalize()), level=alert.level,
             limit_nanos=limit.limit_nanos, spent_nanos=counter.spent, projected_nanos=proj,
             at=now,
-        ))
+        )
         log.warning(
             "budget threshold reached",
             extra={"alert_id": aid, "level": alert.level, "spent_usd": str(alert.spent_usd),
                    "limit_usd": str(alert.limit_usd)},
         )
+        if self._claim is not None:
+            task = asyncio.ensure_future(self._claim_then_send(record, alert))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._record(record)
         self._send(alert)
+
+    async def _claim_then_send(self, record: AlertRecord, alert: Alert) -> None:
+        """Several replicas may cross the threshold: the one whose insert wins sends."""
+        try:
+            claimed = await self._claim(record)
+        except Exception as exc:
+            log.error("alert claim failed; sending anyway", extra={"error": str(exc)})
+            claimed = True
+        if claimed:
+            self._send(alert)

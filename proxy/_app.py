@@ -25,6 +25,7 @@ from ._config import Settings
 from ._forward import Forwarder
 from ._alerting import Alerting
 from ._errors import openai_error
+from ._leases import Leases
 from ._metrics import CONTENT_TYPE
 from ._notify import Notifier
 from ._relay import Relay, is_websocket
@@ -128,6 +129,9 @@ async def _startup(app: web.Application) -> None:
     if rebuilt:
         log.warning("rebuilt sessions cut off by an earlier crash", extra={"sessions": rebuilt})
     await _seed_budgets(state)
+    if state.ledger.shared:
+        state.quota.leases = Leases(state.ledger, state.quota,
+                                    max_fraction=float(settings.storage.lease_max_fraction))
     state.client = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
         timeout=aiohttp.ClientTimeout(
@@ -143,7 +147,8 @@ async def _startup(app: web.Application) -> None:
         if ok else None,
     )
     await state.notifier.start()
-    state.alerting.attach(state.ledger.record, state.notifier.send)
+    state.alerting.attach(state.ledger.record, state.notifier.send,
+                          state.ledger.claim_alert if state.ledger.shared else None)
     reloader = app[RELOADER_KEY]
     reloader.start()
     try:
@@ -203,6 +208,10 @@ async def _shutdown(app: web.Application) -> None:
 
 async def _cleanup(app: web.Application) -> None:
     state = app[STATE_KEY]
+    if state.quota.leases is not None:
+        returned = await state.quota.leases.release()
+        if returned:
+            log.info("returned unspent budget leases", extra={"nanos": returned})
     if state.notifier is not None:
         await state.notifier.close()
     if state.client is not None:

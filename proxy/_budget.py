@@ -47,6 +47,8 @@ class Counter:
     reserved: int = 0  # nano-USD held for calls in flight
     requests: int = 0
     images: int = 0
+    base: int = 0  # spend already in the ledger at start (shared budgets)
+    granted: int = 0  # leased to this replica (shared budgets)
 
     def used(self) -> int:
         return self.spent + self.reserved
@@ -77,6 +79,7 @@ class BudgetBook:
     def seed(self, scope: str, period: str, key: str, spent: int, requests: int, images: int):
         c = self._counters.setdefault((scope, period, key), Counter())
         c.spent += spent
+        c.base += spent
         c.requests += requests
         c.images += images
 

@@ -69,6 +69,7 @@ class ServerSettings(_Strict):
 
 class StorageSettings(_Strict):
     url: str = "sqlite:///faregate.db"
+    lease_max_fraction: Decimal = Field(Decimal("0.05"), gt=0, le=1)  # shared budgets
     journal_dir: str = "faregate-journal"
     flush_interval_ms: int = Field(250, gt=0)
     batch_size: int = Field(1000, gt=0)

@@ -202,7 +202,7 @@ class Forwarder:
             )
 
         if endpoint is not None:
-            refusal = self._admit(flow, rt, parsed)
+            refusal = await self._admit(flow, rt, parsed)
             if refusal is not None:
                 flow.status = refusal.status
                 return refusal.response(rid)
@@ -210,7 +210,7 @@ class Forwarder:
             request, flow, rt, body, body_changed, strip_usage, settle_once
         )
 
-    def _admit(self, flow: Flow, rt: Runtime, parsed: Any) -> Refusal | None:
+    async def _admit(self, flow: Flow, rt: Runtime, parsed: Any) -> Refusal | None:
         """Hold the call's worst-case cost against its budgets, or refuse it."""
         assert flow.endpoint is not None and flow.caller is not None
         policy = rt.policy(flow.caller)
@@ -219,6 +219,8 @@ class Forwarder:
                                        policy.default_max_output_tokens, rt.prices, now)
         amount = cost_nanos(usage, flow.facts.model, rt.prices, now)
         images = flow.facts.images if flow.endpoint.kind == "images" else 0
+        if self.state.quota.leasing:
+            await self.state.quota.ensure(policy, amount, now)
         result = self.state.quota.admit(policy, amount, now, model=flow.facts.model,
                                         images=images, tpm_tokens=tpm_tokens)
         if isinstance(result, Refusal):

@@ -88,13 +88,29 @@ class Quota:
         self.metrics = metrics
         self._on_spend = on_spend
         self._ratio_gauges: dict[tuple[str, str], object] = {}
+        self.leases = None  # _leases.Leases when replicas share budgets (PostgreSQL)
+
+    @property
+    def leasing(self) -> bool:
+        return self.leases is not None
+
+    async def ensure(self, policy: Policy, amount: int, now: datetime) -> None:
+        """Shared budgets: lease enough headroom first (a rare database call)."""
+        if self.leases is not None and policy.budgets and policy.block:
+            await self.leases.ensure(policy, amount, now)
+
+    def _headroom(self, limit: BudgetLimit, counter: Counter) -> int:
+        own = limit.limit_nanos - counter.used()
+        if self.leases is None:
+            return own
+        return min(own, self.leases.headroom(counter))
 
     def budget_counters(self, policy: Policy, now: datetime):
         return tuple((b, self.book.counter(b.scope, b.period, now)) for b in policy.budgets)
 
     def remaining(self, policy: Policy, now: datetime) -> int | None:
         """Smallest headroom (nano-USD) across the caller's budgets, None if unlimited."""
-        heads = [b.limit_nanos - c.used() for b, c in self.budget_counters(policy, now)]
+        heads = [self._headroom(b, c) for b, c in self.budget_counters(policy, now)]
         return min(heads) if heads else None
 
     def used_ratio(self, policy: Policy, now: datetime) -> Decimal:
@@ -146,7 +162,7 @@ class Quota:
                                    f"({c.images} used, {images} asked).",
                                    {"x-should-retry": "false"})
         for b, c in budgets:
-            if c.used() + amount > b.limit_nanos:
+            if amount > self._headroom(b, c):
                 return budget_refusal(b, c.used())
         return None
 

@@ -327,7 +327,10 @@ class Relay:
                 session.meter.client_frame(msg.data)
                 if session.cut is not None:
                     continue  # the session is ending: nothing new goes upstream
-                frame, cut = session.squota.client_frame(msg.data, session.meter.audio_in_bytes)
+                squota = session.squota
+                if squota.quota.leasing and '"response.create"' in msg.data[:256]:
+                    await squota.quota.ensure(squota.policy, 0, datetime.now(timezone.utc))
+                frame, cut = squota.client_frame(msg.data, session.meter.audio_in_bytes)
                 if cut is not None:
                     session.request_cut(cut)
                     continue

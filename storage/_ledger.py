@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
 from ._kinds import ALERTS, SESSIONS, kind_of
-from ._lookups import alerts_sql, session_sql, sessions_sql, spend_since_sql
+from ._lookups import alerts_sql, claim_alert_sql, session_sql, sessions_sql, spend_since_sql
 from ._record import AlertRecord, LedgerRecord, SessionRecord
 from ._sessions import REBUILD_SELECT, rebuilt_session
 from ._report import UsageReport
@@ -406,6 +406,28 @@ class Ledger:
         """Spend, requests and images per (tenant, user) this month and today."""
         sql, args = spend_since_sql(self._store.placeholder, month_start, day_start)
         return await self._store.fetch(sql, args)
+
+    # -- shared budgets (several replicas on one database) -------------------
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes may spend the same budgets (PostgreSQL)."""
+        return self._store.dialect == "postgresql"
+
+    async def lease(self, scope: str, period: str, key: str, want: int, limit: int,
+                    seed: int) -> int:
+        """Take up to `want` nano-USD of a limit shared by all replicas."""
+        return await self._store.lease(scope, period, key, int(want), int(limit), int(seed),
+                                       _now_ms())
+
+    async def unlease(self, scope: str, period: str, key: str, amount: int) -> None:
+        """Give back a lease's unspent part (at shutdown)."""
+        await self._store.unlease(scope, period, key, int(amount), _now_ms())
+
+    async def claim_alert(self, alert: AlertRecord) -> bool:
+        """Write an alert now; False if another process already sent it."""
+        rows = await self._store.fetch(*claim_alert_sql(self._store.placeholder, alert))
+        return bool(rows)
 
     async def alerts(self, since: datetime | None = None, limit: int = 500) -> list[AlertRecord]:
         sql, args = alerts_sql(self._store.placeholder, since, limit)

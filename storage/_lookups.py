@@ -61,3 +61,11 @@ def alerts_sql(p: Placeholder, since: datetime | None, limit: int) -> tuple[str,
     sql = (f"SELECT {', '.join(ALERTS.columns)} FROM alerts {_where(clauses)} "
            f"ORDER BY at_ms DESC LIMIT {p(len(args))}")
     return sql, args
+
+
+def claim_alert_sql(p: Placeholder, alert) -> tuple[str, list[Any]]:
+    """Insert an alert unless present; returns its id only if this call inserted it."""
+    row = list(ALERTS.to_row(alert))
+    marks = ", ".join(p(i + 1) for i in range(len(row)))
+    return (f"INSERT INTO alerts ({', '.join(ALERTS.columns)}) VALUES ({marks}) "
+            "ON CONFLICT DO NOTHING RETURNING id", row)

@@ -114,6 +114,32 @@ class PostgresStore:
         sql, args = logs_sql(_p, CHARGES.columns, tenant, user, model, limit, before)
         return [CHARGES.from_row(tuple(r)) for r in await self._pool.fetch(sql, *args)]
 
+    async def lease(self, scope: str, period: str, key: str, want: int, limit: int, seed: int,
+                    now_ms: int) -> int:
+        """Take up to `want` of a shared limit under a row lock; returns the grant."""
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO budget_leases VALUES ($1, $2, $3, $4, $5, $6) "
+                    "ON CONFLICT DO NOTHING", scope, period, key, limit, seed, now_ms)
+                leased = await conn.fetchval(
+                    "SELECT leased_nanos FROM budget_leases WHERE scope = $1 AND period = $2 "
+                    "AND period_key = $3 FOR UPDATE", scope, period, key)
+                granted = max(0, min(want, limit - int(leased)))
+                await conn.execute(
+                    "UPDATE budget_leases SET leased_nanos = leased_nanos + $1, "
+                    "limit_nanos = $2, updated_ms = $3 "
+                    "WHERE scope = $4 AND period = $5 AND period_key = $6",
+                    granted, limit, now_ms, scope, period, key)
+        return granted
+
+    async def unlease(self, scope: str, period: str, key: str, amount: int,
+                      now_ms: int) -> None:
+        await self._pool.execute(
+            "UPDATE budget_leases SET leased_nanos = GREATEST(0, leased_nanos - $1), "
+            "updated_ms = $2 WHERE scope = $3 AND period = $4 AND period_key = $5",
+            amount, now_ms, scope, period, key)
+
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await self._pool.fetch(sql, *args)]
 

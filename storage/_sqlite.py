@@ -108,6 +108,35 @@ class SqliteDatabase:
         sql, args = logs_sql(_q, CHARGES.columns, tenant, user, model, limit, before)
         return [CHARGES.from_row(r) for r in self.conn.execute(sql, args)]
 
+    def lease(self, scope: str, period: str, key: str, want: int, limit: int, seed: int,
+              now_ms: int) -> int:
+        """Take up to `want` of a shared limit; returns what was granted."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(
+                "INSERT OR IGNORE INTO budget_leases VALUES (?, ?, ?, ?, ?, ?)",
+                (scope, period, key, limit, seed, now_ms))
+            (leased,) = c.execute(
+                "SELECT leased_nanos FROM budget_leases WHERE scope = ? AND period = ? "
+                "AND period_key = ?", (scope, period, key)).fetchone()
+            granted = max(0, min(want, limit - leased))
+            c.execute(
+                "UPDATE budget_leases SET leased_nanos = leased_nanos + ?, limit_nanos = ?, "
+                "updated_ms = ? WHERE scope = ? AND period = ? AND period_key = ?",
+                (granted, limit, now_ms, scope, period, key))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return granted
+
+    def unlease(self, scope: str, period: str, key: str, amount: int, now_ms: int) -> None:
+        self.conn.execute(
+            "UPDATE budget_leases SET leased_nanos = MAX(0, leased_nanos - ?), updated_ms = ? "
+            "WHERE scope = ? AND period = ? AND period_key = ?",
+            (amount, now_ms, scope, period, key))
+
     def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.conn.execute(sql, list(args))]
 
@@ -151,6 +180,12 @@ class SqliteStore:
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await self._run(self._db.fetch, sql, args)
+
+    async def lease(self, *args: Any) -> int:
+        return await self._run(self._db.lease, *args)
+
+    async def unlease(self, *args: Any) -> None:
+        await self._run(self._db.unlease, *args)
 
     async def close(self) -> None:
         await self._run(self._db.close)
