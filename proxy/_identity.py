@@ -104,8 +104,9 @@ class Directory:
     ) -> Caller:
         """Resolve the caller or raise `UnknownKey` / `MissingUpstreamKey`."""
         ident = self.settings.identity
-        entry = self._by_digest.get(digest(token)) if token else None
-        key_id = fingerprint(token) if token else None
+        hexdigest = digest(token) if token else None
+        entry = self._by_digest.get(hexdigest) if hexdigest else None
+        key_id = "k_" + hexdigest[:12] if hexdigest else None  # == fingerprint(token)
         header_tenant = header_user = None
         if ident.allow_header_identity:
             header_tenant = clean_name(headers.get(ident.tenant_header))

@@ -50,8 +50,7 @@ class State:
 
     def record(self, record: LedgerRecord) -> None:
         if self.ledger is not None:
-            self.ledger.record(record)
-            self.metrics.ledger_queue_depth.set(self.ledger.queue_depth)
+            self.ledger.record(record)  # queue depth is read when /metrics is scraped
 
     def log_flow(self, flow: Flow) -> None:
         if not access_log.isEnabledFor(logging.INFO):
