@@ -125,7 +125,7 @@ async def main(args: argparse.Namespace) -> None:
         via = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
         direct = upstream.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
 
-        print(f"idle sessions through faregate (RSS of the faregate process)")
+        print("idle sessions through faregate (RSS of the faregate process)")
         base = rss_kib(fg.pid)
         held: list = []
         step = 100
