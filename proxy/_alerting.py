@@ -21,7 +21,7 @@ from typing import Callable
 from faregate.storage import AlertRecord
 
 from ._budget import Counter, period_key
-from ._notify import Alert, level_for
+from ._alert import Alert, level_for
 from ._policy import BudgetLimit, Policy
 
 log = logging.getLogger("faregate.alerts")

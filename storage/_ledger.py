@@ -23,16 +23,13 @@ import logging
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
-from ._kinds import ALERTS, SESSIONS, kind_of
-from ._lookups import alerts_sql, claim_alert_sql, session_sql, sessions_sql, spend_since_sql
+from ._kinds import kind_of
+from ._ledger_queries import LedgerQueries
 from ._record import AlertRecord, LedgerRecord, SessionRecord
-from ._sessions import REBUILD_SELECT, rebuilt_session
-from ._report import UsageReport
 from ._store import Store, open_store
 
 log = logging.getLogger("faregate.ledger")
@@ -40,15 +37,13 @@ log = logging.getLogger("faregate.ledger")
 MAX_BACKOFF_S = 30.0
 CLOSE_RETRY_S = 10.0
 QUEUE_LIMIT = 10_000
-#: A session with no row whose last charge is older than this was cut off by a crash.
-REBUILD_AFTER_S = 2 * 3600
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Ledger:
+class Ledger(LedgerQueries):
     """Async facade over one store. Create with `await Ledger.open(url)`."""
 
     def __init__(
@@ -350,85 +345,6 @@ class Ledger:
             self._executor.shutdown(wait=True)
         await self._store.close()
 
-    # -- queries ----------------------------------------------------------
-
-    async def usage(
-        self,
-        start: datetime | None,
-        end: datetime | None,
-        group_by: str,
-        tenant: str | None = None,
-    ) -> UsageReport:
-        return await self._store.usage(start, end, group_by, tenant)
-
-    async def logs(
-        self,
-        tenant: str | None = None,
-        user: str | None = None,
-        model: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
-    ) -> list[LedgerRecord]:
-        return await self._store.logs(tenant, user, model, limit, before)
-
     def record_session(self, session: SessionRecord) -> None:
         """Queue a session's totals (journaled and written like a charge)."""
         self.record(session)  # type: ignore[arg-type]
-
-    async def sessions(
-        self, tenant: str | None = None, limit: int = 100, before: str | None = None
-    ) -> list[SessionRecord]:
-        sql, args = sessions_sql(self._store.placeholder, tenant, limit, before)
-        return [SESSIONS.from_row(r) for r in await self._store.fetch(sql, args)]
-
-    async def session(self, session_id: str) -> SessionRecord | None:
-        sql, args = session_sql(self._store.placeholder, session_id)
-        rows = await self._store.fetch(sql, args)
-        return SESSIONS.from_row(rows[0]) if rows else None
-
-    async def rebuild_sessions(self) -> int:
-        """Session rows for sessions a crash cut off (from their charges); call at start.
-
-        On PostgreSQL only sessions whose last charge is older than
-        `REBUILD_AFTER_S`, so a session still open on another replica is never
-        mistaken for a dead one.
-        """
-        # One process owns a SQLite ledger (its journal is locked): all orphans are dead.
-        wait_s = 0 if self._store.dialect == "sqlite" else REBUILD_AFTER_S
-        cutoff = _now_ms() - wait_s * 1000
-        rows = [r for r in await self._store.fetch(REBUILD_SELECT) if int(r[9]) <= cutoff]
-        rebuilt = [rebuilt_session(r) for r in rows]
-        if rebuilt:
-            await self._store.insert({"session": [SESSIONS.to_row(s) for s in rebuilt]})
-        return len(rebuilt)
-
-    async def spend_since(self, month_start: datetime, day_start: datetime) -> list[tuple]:
-        """Spend, requests and images per (tenant, user) this month and today."""
-        sql, args = spend_since_sql(self._store.placeholder, month_start, day_start)
-        return await self._store.fetch(sql, args)
-
-    # -- shared budgets (several replicas on one database) -------------------
-
-    @property
-    def shared(self) -> bool:
-        """True when other processes may spend the same budgets (PostgreSQL)."""
-        return self._store.dialect == "postgresql"
-
-    async def lease(self, scope: str, period: str, key: str, want: int, limit: int,
-                    seed: int) -> int:
-        """Take up to `want` nano-USD of a limit shared by all replicas."""
-        return await self._store.lease(scope, period, key, int(want), int(limit), int(seed),
-                                       _now_ms())
-
-    async def unlease(self, scope: str, period: str, key: str, amount: int) -> None:
-        """Give back a lease's unspent part (at shutdown)."""
-        await self._store.unlease(scope, period, key, int(amount), _now_ms())
-
-    async def claim_alert(self, alert: AlertRecord) -> bool:
-        """Write an alert now; False if another process already sent it."""
-        rows = await self._store.fetch(*claim_alert_sql(self._store.placeholder, alert))
-        return bool(rows)
-
-    async def alerts(self, since: datetime | None = None, limit: int = 500) -> list[AlertRecord]:
-        sql, args = alerts_sql(self._store.placeholder, since, limit)
-        return [ALERTS.from_row(r) for r in await self._store.fetch(sql, args)]

@@ -23,14 +23,8 @@ import pytest
 from aiohttp import web
 
 from faregate.proxy._config import AlertSettings
-from faregate.proxy._notify import (
-    Alert,
-    Notifier,
-    email_subject,
-    headline,
-    level_for,
-    parse_smtp_url,
-)
+from faregate.proxy._alert import Alert, email_subject, headline, level_for
+from faregate.proxy._notify import Notifier, parse_smtp_url
 
 SECRET_PATH = "/services/T000/B000/s3cr3t-token"
 FAST = {"attempt_timeout": 0.5, "retry_delays": (0.01, 0.02, 0.04)}
