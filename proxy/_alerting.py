@@ -20,7 +20,7 @@ from typing import Callable
 
 from faregate.storage import AlertRecord
 
-from ._budget import Counter, period_key
+from ._budget import Counter, period_key, period_keys
 from ._alert import Alert, level_for
 from ._policy import BudgetLimit, Policy
 
@@ -59,6 +59,7 @@ class Alerting:
         self._tasks: set[asyncio.Task] = set()
         self.fired: set[str] = set()
         self._models: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        self._live: tuple[str, str] = ("", "")
 
     def attach(self, record: Callable, send: Callable, claim: Callable | None = None) -> None:
         """`claim` (shared databases): an async insert that says whether *this*
@@ -72,6 +73,11 @@ class Alerting:
         """Per-scope model spend this period, for the alert's `top_models`."""
         if nanos <= 0:
             return
+        live = period_keys(now)
+        if self._live != live:  # a new period: drop the model spend of periods that are over
+            self._live = live
+            for key in [k for k in self._models if k[1] not in live]:
+                del self._models[key]
         for b in policy.budgets:
             spend = self._models[(b.scope, period_key(b.period, now))]
             spend[model] = spend.get(model, 0) + nanos

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Callable
 
-from ._budget import BudgetBook, Counter, Hold
+from ._budget import BudgetBook, Counter, Hold, period_keys
 from ._errors import openai_error
 from ._metrics import Metrics
 from ._policy import BudgetLimit, Policy
@@ -88,6 +88,7 @@ class Quota:
         self.metrics = metrics
         self._on_spend = on_spend
         self._ratio_gauges: dict[tuple[str, str], object] = {}
+        self._day = ""
         self.leases = None  # _leases.Leases when replicas share budgets (PostgreSQL)
 
     @property
@@ -122,6 +123,10 @@ class Quota:
         self, policy: Policy, amount: int, now: datetime, *, model: str | None = None,
         images: int = 0, tpm_tokens: int = 0, count_request: bool = True,
     ) -> Admission | Refusal:
+        day = period_keys(now)[0]
+        if day != self._day:  # a new UTC day: forget counters of periods that are over
+            self._day = day
+            self.book.prune(now)
         budgets = self.budget_counters(policy, now)
         refusal = self._check(policy, budgets, amount, now, model, images, count_request)
         if refusal is None:
