@@ -23,7 +23,8 @@ class Charge:
     rounding). `breakdown` maps each billed class (`input`, `output`,
     `seconds`, `characters`, `images`, ...) to its exact part of `cost`.
     `priced` is false when the model has no price: the call is still
-    recorded, at zero, and flagged.
+    recorded, at zero, and flagged. `savings` is what the cached tokens
+    saved: their count times (the uncached rate − the cached rate).
     """
 
     model: str  # the model as the caller/upstream named it
@@ -33,7 +34,12 @@ class Charge:
     breakdown: dict[str, Decimal] = field(default_factory=dict)
     price_version: str = ""
     priced: bool = True
+    savings: Decimal = Decimal(0)
 
     @property
     def cost_nanos(self) -> int:
         return to_nanos(self.cost)
+
+    @property
+    def savings_nanos(self) -> int:
+        return to_nanos(self.savings)

@@ -12,7 +12,8 @@ so usage is never silently free: cached_input → input,
 cached_audio_input → audio_input → input, cached_image_input → image_input →
 input, audio_input/image_input → input, audio_output/image_output → output.
 If even that is missing the part is unbilled and the charge's usage carries
-the flag `rate_missing`. Seconds, characters and images without a rate are
+the flag `rate_missing`. A cached class's *savings* are its tokens times the
+difference between its uncached class's rate and its own. Seconds, characters and images without a rate are
 informational (not flagged) when the call also billed tokens: a token-billed
 image or speech model reports its image count / characters too.
 
@@ -79,6 +80,7 @@ def price(
         usage = dataclasses.replace(usage, flags=usage.flags + (RATE_MISSING,))
     with decimal.localcontext(_CONTEXT):
         cost = sum(breakdown.values(), _ZERO)
+        savings = _savings(usage, entry)
     return Charge(
         model=model,
         family=entry.family,
@@ -87,6 +89,7 @@ def price(
         breakdown=breakdown,
         price_version=table.version,
         priced=True,
+        savings=savings,
     )
 
 
@@ -100,6 +103,27 @@ def rate_for(entry: Price, token_class: str) -> Decimal | None:
         if rate is not None:
             return rate
     return None
+
+
+#: Cached classes and the class they would have been billed as without the cache.
+UNCACHED: dict[str, str] = {
+    "cached_input": "input",
+    "cached_audio_input": "audio_input",
+    "cached_image_input": "image_input",
+}
+
+
+def _savings(usage: Usage, entry: Price) -> Decimal:
+    """What the cached tokens saved against the uncached price (never negative)."""
+    total = _ZERO
+    for cached, full in UNCACHED.items():
+        n = getattr(usage, cached)
+        if n <= 0:
+            continue
+        full_rate, cached_rate = rate_for(entry, full), rate_for(entry, cached)
+        if full_rate is not None and cached_rate is not None and full_rate > cached_rate:
+            total += Decimal(n) * (full_rate - cached_rate) / _MILLION
+    return total
 
 
 def _breakdown(usage: Usage, entry: Price) -> tuple[dict[str, Decimal], bool]:

@@ -110,7 +110,8 @@ class Forwarder:
             nonlocal settled
             if not settled:
                 settled = True
-                charge = settle(flow, rt.prices, state.metrics, state.record)
+                markup = rt.markup(flow.caller.tenant) if flow.caller is not None else None
+                charge = settle(flow, rt.prices, state.metrics, state.record, markup)
                 if flow.admission is not None:
                     self._settle_quota(flow, charge)
 

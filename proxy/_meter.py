@@ -73,8 +73,13 @@ def charge_record(
     charge: Charge, caller: Caller | None, *, model: str, endpoint: str, status: int,
     at: datetime, request_id: str, latency_ms: float = 0.0,
     session_id: str | None = None, response_id: str | None = None,
+    markup: Decimal | None = None,
 ) -> LedgerRecord:
-    """The ledger row for one priced charge (REST call or session response)."""
+    """The ledger row for one priced charge (REST call or session response).
+
+    With a tenant `markup`, the row also keeps what the tenant is billed,
+    cost × (1 + markup), so later markup changes never rewrite history.
+    """
     u = charge.usage
     return LedgerRecord(
         tenant=caller.tenant if caller else "default",
@@ -99,15 +104,18 @@ def charge_record(
         flags=u.flags,
         session_id=session_id,
         response_id=response_id,
+        savings_nanos=charge.savings_nanos,
+        billed_nanos=None if markup is None else to_nanos(charge.cost * (1 + markup)),
     )
 
 
-def ledger_record(flow: Flow, charge: Charge, at: datetime) -> LedgerRecord:
+def ledger_record(flow: Flow, charge: Charge, at: datetime,
+                  markup: Decimal | None = None) -> LedgerRecord:
     assert flow.endpoint is not None
     return charge_record(
         charge, flow.caller, model=flow.model or "unknown", endpoint=flow.endpoint.path,
         status=flow.status, at=at, request_id=flow.request_id,
-        latency_ms=round(flow.elapsed_ms(), 3),
+        latency_ms=round(flow.elapsed_ms(), 3), markup=markup,
     )
 
 
@@ -149,7 +157,8 @@ def observe(metrics: Metrics, flow: Flow, charge: Charge | None, problem: str | 
         count_charge(metrics, tenant, charge, endpoint, problem)
 
 
-def settle(flow: Flow, table: PriceTable, metrics: Metrics, record) -> Charge | None:
+def settle(flow: Flow, table: PriceTable, metrics: Metrics, record,
+           markup: Decimal | None = None) -> Charge | None:
     """Price a finished flow, hand it to the ledger, count it. Never raises.
 
     Calls faregate refused itself (unknown key, too large, model refused)
@@ -169,6 +178,6 @@ def settle(flow: Flow, table: PriceTable, metrics: Metrics, record) -> Charge | 
             flags=("pricing_error",)), cost=Decimal(0), priced=False,
         )
         problem = "pricing_error"
-    record(ledger_record(flow, charge, at))
+    record(ledger_record(flow, charge, at, markup))
     observe(metrics, flow, charge, problem)
     return charge

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from faregate.pricing import PriceTable, load_price_table
@@ -41,6 +42,11 @@ class Runtime:
                 self._policies.clear()
             policy = self._policies[key] = policy_for(self.settings, caller)
         return policy
+
+    def markup(self, tenant: str) -> Decimal | None:
+        """The tenant's markup (billed = cost × (1 + markup)), None if billed at cost."""
+        t = self.settings.tenants.get(tenant)
+        return t.markup if t is not None else None
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":

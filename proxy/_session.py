@@ -90,6 +90,7 @@ class Session:
         row = charge_record(
             charge, self.caller, model=model, endpoint=self.endpoint, status=200, at=at,
             request_id=self.id, session_id=self.id, response_id=response_id,
+            markup=state.runtime.markup(self.caller.tenant),
         )
         state.record(row)
         breakdown = row.breakdown

@@ -33,13 +33,26 @@ class Kind:
     record_type: type
     to_row: Callable[[Any], Row]
     from_row: Callable[[Sequence[Any]], Any]
+    #: Values of columns added after the kind first shipped, in column order:
+    #: a journal written by an older faregate has shorter rows, padded on replay.
+    added: tuple[Any, ...] = ()
+
+    def fit(self, row: Row) -> Row:
+        """A row as the current columns expect it (old journal rows padded)."""
+        missing = len(self.columns) - len(row)
+        if missing <= 0:
+            return row
+        if missing > len(self.added):
+            raise ValueError(f"a {self.name} row of {len(row)} values cannot be completed")
+        return (*row, *self.added[len(self.added) - missing:])
 
 
 CHARGE_COLUMNS: tuple[str, ...] = (
     "id", "ts", "ts_ms", "tenant", "user_id", "key_id", "model", "endpoint", "request_id",
     "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
     "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
-    "estimated", "latency_ms", "flags", "session_id", "response_id",
+    "estimated", "latency_ms", "flags", "session_id", "response_id", "savings_nanos",
+    "billed_nanos",
 )
 
 
@@ -52,7 +65,8 @@ def charge_to_row(r: LedgerRecord) -> Row:
         int((Decimal(r.seconds) * 1000).to_integral_value()), int(r.characters),
         int(r.images), int(r.cost_nanos), orjson.dumps(r.breakdown).decode(), r.price_version,
         int(r.priced), int(r.estimated), float(r.latency_ms), ",".join(r.flags),
-        r.session_id, r.response_id,
+        r.session_id, r.response_id, int(r.savings_nanos),
+        None if r.billed_nanos is None else int(r.billed_nanos),
     )
 
 
@@ -82,6 +96,8 @@ def charge_from_row(row: Sequence[Any]) -> LedgerRecord:
         flags=tuple(f for f in (v["flags"] or "").split(",") if f),
         session_id=v["session_id"],
         response_id=v["response_id"],
+        savings_nanos=int(v["savings_nanos"] or 0),
+        billed_nanos=None if v["billed_nanos"] is None else int(v["billed_nanos"]),
     )
 
 
@@ -105,7 +121,8 @@ def alert_from_row(row: Sequence[Any]) -> AlertRecord:
     return AlertRecord(**v)
 
 
-CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row, charge_from_row)
+CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
+               charge_from_row, added=(0, None))  # savings_nanos, billed_nanos (0006)
 
 SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_session_row,
                 from_session_row)

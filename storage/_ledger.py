@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
-from ._kinds import kind_of
+from ._kinds import KINDS, kind_of
 from ._ledger_queries import LedgerQueries
 from ._record import AlertRecord, LedgerRecord, SessionRecord
 from ._store import Store, open_store
@@ -230,7 +230,7 @@ class Ledger(LedgerQueries):
             entries, source = batch
             rows: dict[str, list[tuple[Any, ...]]] = {}
             for kind, _, row, _ in entries:
-                rows.setdefault(kind, []).append(row)
+                rows.setdefault(kind, []).append(KINDS[kind].fit(row))
             try:
                 await self._store.insert(rows)
             except Exception as exc:  # keep the batch, retry later

@@ -62,6 +62,12 @@ class LedgerRecord:
     flags: tuple[str, ...] = ()
     session_id: str | None = None  # Realtime/Live session this charge belongs to
     response_id: str | None = None  # unique within the session
+    savings_nanos: int = 0  # what cached tokens saved against the uncached price
+    billed_nanos: int | None = None  # cost x (1 + tenant markup); None: billed at cost
+
+    @property
+    def billed(self) -> int:
+        return self.cost_nanos if self.billed_nanos is None else self.billed_nanos
 
 
 #: Why a session ended.

@@ -181,3 +181,23 @@ async def test_migrations_from_two_processes_at_once(ledger_url, tmp_path):
         versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
         await conn.close()
     assert sorted(versions) == sorted(set(versions)) and 1 in versions
+
+
+async def test_journal_rows_of_an_older_faregate_replay_with_defaults(ledger_url, tmp_path):
+    """A journal written before the savings/billed columns existed (an upgrade
+    after a crash) still replays: the missing trailing columns get defaults."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    old_width = len(CHARGES.columns) - len(CHARGES.added)
+    records = [rec(i) for i in range(3)]
+    lines = [encode_entry("charge", 0, CHARGES.to_row(r)[:old_width]) for r in records]
+    (journal / "segment-000000000001.journal").write_bytes(b"".join(lines))
+    lg = await Ledger.open(ledger_url, journal_dir=journal, flush_interval_ms=10)
+    await lg.flush()
+    rows = await lg.logs(limit=10)
+    await lg.close()
+    assert sorted(r.id for r in rows) == sorted(r.id for r in records)
+    assert all(r.savings_nanos == 0 and r.billed_nanos is None for r in rows)
+    assert all(r.billed == r.cost_nanos for r in rows)
+    with pytest.raises(ValueError):
+        CHARGES.fit(CHARGES.to_row(records[0])[: old_width - 1])
