@@ -19,12 +19,22 @@ from ._record import (
     SessionRecord,
     new_id,
 )
-from ._report import GROUPS, UsageReport, UsageRow, render_report
+from ._report import (
+    GROUPS,
+    INPUT_CLASSES,
+    OUTPUT_CLASSES,
+    UsageReport,
+    UsageRow,
+    render_report,
+    report_dict,
+)
 
 __all__ = [
     "AlertRecord",
     "END_REASONS",
     "GROUPS",
+    "INPUT_CLASSES",
+    "OUTPUT_CLASSES",
     "JournalBusy",
     "PERIODS",
     "TOKEN_COLUMNS",
@@ -39,4 +49,5 @@ __all__ = [
     "parse_date_range",
     "period_bounds",
     "render_report",
+    "report_dict",
 ]

@@ -107,7 +107,7 @@ class PostgresStore:
 
     async def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
         sql, args = usage_sql(_p, start, end, group_by, tenant)
-        rows = [UsageRow.from_sums(r[0], tuple(r)[1:]) for r in await self._pool.fetch(sql, *args)]
+        rows = [UsageRow.from_row(tuple(r)) for r in await self._pool.fetch(sql, *args)]
         return UsageReport.of(rows, group_by)
 
     async def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:

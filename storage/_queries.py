@@ -16,13 +16,25 @@ from ._report import GROUPS
 
 Placeholder = Callable[[int], str]  # 1-based argument number -> "?" or "$1"
 
+#: (key expression, second key expression) per grouping: a user is only
+#: unique within its tenant, so `user` groups by both.
 GROUP_SQL = {
-    "tenant": "tenant",
-    "user": "user_id",
-    "model": "model",
-    "endpoint": "endpoint",
-    "day": "substr(ts, 1, 10)",
+    "tenant": ("tenant", "NULL"),
+    "user": ("user_id", "tenant"),
+    "model": ("model", "NULL"),
+    "endpoint": ("endpoint", "NULL"),
+    "day": ("substr(ts, 1, 10)", "NULL"),
 }
+
+#: The sums every usage row carries, in `UsageRow.from_row` order (after the keys).
+USAGE_SUMS = ", ".join((
+    "COUNT(*)",
+    *(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS),
+    "SUM(reasoning_tokens)", "SUM(seconds_ms)", "SUM(characters)", "SUM(images)",
+    "SUM(cost_nanos)", "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END)", "SUM(estimated)",
+    "SUM(CASE WHEN estimated = 1 THEN cost_nanos ELSE 0 END)", "SUM(savings_nanos)",
+    "SUM(COALESCE(billed_nanos, cost_nanos))",
+))
 
 
 def _where(clauses: list[str]) -> str:
@@ -48,13 +60,10 @@ def usage_sql(
         if value is not None:
             args.append(value)
             clauses.append(cond.format(p(len(args))))
-    sums = ", ".join(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS)
-    sql = (
-        f"SELECT {GROUP_SQL[group_by]} AS k, COUNT(*), {sums}, SUM(reasoning_tokens), "
-        "SUM(seconds_ms), SUM(characters), SUM(images), SUM(cost_nanos), "
-        "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END), SUM(estimated) "
-        f"FROM charges {_where(clauses)} GROUP BY k"
-    )
+    key, key2 = GROUP_SQL[group_by]
+    group = "k" if key2 == "NULL" else f"k, {key2}"
+    sql = (f"SELECT {key} AS k, {key2} AS k2, {USAGE_SUMS} "
+           f"FROM charges {_where(clauses)} GROUP BY {group}")
     return sql, args
 
 

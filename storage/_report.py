@@ -38,14 +38,22 @@ class UsageRow:
     cost_nanos: int
     unpriced: int
     estimated: int
+    estimated_cost_nanos: int = 0
+    savings_nanos: int = 0
+    billed_nanos: int = 0
+    tenant: str | None = None  # set when grouped by user (a user is unique per tenant)
 
     @classmethod
-    def from_sums(cls, key: Any, sums: Sequence[Any]) -> "UsageRow":
-        """From (count, *token sums, reasoning, seconds_ms, chars, images, cost, unpriced, est)."""
+    def from_row(cls, row: Sequence[Any]) -> "UsageRow":
+        """From a `USAGE_SUMS` row: (key, key2, count, *token sums, reasoning,
+        seconds_ms, chars, images, cost, unpriced, estimated, estimated cost,
+        savings, billed)."""
+        key, key2, *sums = row
         n = len(TOKEN_COLUMNS)
         vals = [int(v or 0) for v in sums]
         tokens = dict(zip(TOKEN_COLUMNS, vals[1 : 1 + n]))
-        reasoning, seconds_ms, chars, images, cost, unpriced, estimated = vals[1 + n :]
+        (reasoning, seconds_ms, chars, images, cost, unpriced, estimated, est_cost, savings,
+         billed) = vals[1 + n :]
         return cls(
             key=None if key is None else str(key),
             requests=vals[0],
@@ -57,7 +65,15 @@ class UsageRow:
             cost_nanos=cost,
             unpriced=unpriced,
             estimated=estimated,
+            estimated_cost_nanos=est_cost,
+            savings_nanos=savings,
+            billed_nanos=billed,
+            tenant=None if key2 is None else str(key2),
         )
+
+    @property
+    def margin_nanos(self) -> int:
+        return self.billed_nanos - self.cost_nanos
 
     @property
     def input_tokens(self) -> int:
@@ -72,21 +88,27 @@ class UsageRow:
         return sum(self.tokens[c] for c in CACHED_CLASSES)
 
     def as_dict(self, group_by: str) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            group_by: self.key,
+        out: dict[str, Any] = {group_by: self.key}
+        if self.tenant is not None:
+            out["tenant"] = self.tenant
+        out.update({
             "requests": self.requests,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "cost_usd": format_usd(self.cost_nanos),
+            "savings_usd": format_usd(self.savings_nanos),
+            "billed_usd": format_usd(self.billed_nanos),
+            "margin_usd": format_usd(self.margin_nanos),
             "unpriced": self.unpriced,
             "estimated": self.estimated,
+            "estimated_cost_usd": format_usd(self.estimated_cost_nanos),
             "seconds": str(self.seconds.normalize()) if self.seconds else "0",
             "characters": self.characters,
             "images": self.images,
-        }
-        out["tokens"] = dict(self.tokens)
+            "tokens": dict(self.tokens),
+        })
         return out
 
 
@@ -100,7 +122,8 @@ class UsageReport:
         if group_by == "day":
             rows = sorted(rows, key=lambda r: r.key or "")
         else:
-            rows = sorted(rows, key=lambda r: (-r.cost_nanos, -r.requests, r.key or ""))
+            rows = sorted(rows, key=lambda r: (-r.cost_nanos, -r.requests, r.tenant or "",
+                                               r.key or ""))
         return cls(group_by, rows)
 
     @property
@@ -111,60 +134,98 @@ class UsageReport:
     def total_requests(self) -> int:
         return sum(r.requests for r in self.rows)
 
+    def total(self, attr: str) -> int:
+        return sum(getattr(r, attr) for r in self.rows)
+
+    @property
+    def has_margin(self) -> bool:
+        """True when some tenant is billed with a markup (show billed and margin)."""
+        return any(r.margin_nanos for r in self.rows)
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "total_requests": self.total_requests,
+            "total_cost_usd": format_usd(self.total_cost_nanos),
+            "total_savings_usd": format_usd(self.total("savings_nanos")),
+            "total_billed_usd": format_usd(self.total("billed_nanos")),
+            "total_margin_usd": format_usd(self.total("margin_nanos")),
+            "total_estimated_cost_usd": format_usd(self.total("estimated_cost_nanos")),
+        }
+
 
 def _top(report: UsageReport, top: int | None) -> list[UsageRow]:
     return report.rows[:top] if top else report.rows
 
 
+def report_dict(report: UsageReport, top: int | None = None) -> dict[str, Any]:
+    """The JSON shape of a report (admin API and `faregate report --format json`)."""
+    return {
+        "group_by": report.group_by,
+        "rows": [r.as_dict(report.group_by) for r in _top(report, top)],
+        **report.totals(),
+    }
+
+
 def render_json(report: UsageReport, top: int | None = None) -> str:
-    return orjson.dumps(
-        {
-            "group_by": report.group_by,
-            "rows": [r.as_dict(report.group_by) for r in _top(report, top)],
-            "total_requests": report.total_requests,
-            "total_cost_usd": format_usd(report.total_cost_nanos),
-        },
-        option=orjson.OPT_INDENT_2,
-    ).decode()
+    return orjson.dumps(report_dict(report, top), option=orjson.OPT_INDENT_2).decode()
 
 
 CSV_FIELDS = (
     "requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
-    "seconds", "characters", "images", "cost_usd", "unpriced", "estimated",
+    "seconds", "characters", "images", "cost_usd", "savings_usd", "billed_usd", "margin_usd",
+    "unpriced", "estimated", "estimated_cost_usd",
 )
 
 
 def render_csv(report: UsageReport, top: int | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([report.group_by, *CSV_FIELDS])
+    keys = [report.group_by] + (["tenant"] if report.group_by == "user" else [])
+    w.writerow([*keys, *CSV_FIELDS])
     for row in _top(report, top):
         d = row.as_dict(report.group_by)
-        w.writerow([d[report.group_by] or "", *(d[f] for f in CSV_FIELDS)])
+        w.writerow([*(_csv_safe(d.get(k) or "") for k in keys), *(d[f] for f in CSV_FIELDS)])
     return buf.getvalue().rstrip("\n")
 
 
+def _csv_safe(value: str) -> str:
+    """Keys are caller-chosen text: keep spreadsheets from running them as formulas."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+#: (attribute or as_dict field, title, total) of the table's columns after the key.
 TABLE_FIELDS = (
     ("requests", "REQUESTS"), ("input_tokens", "INPUT"), ("output_tokens", "OUTPUT"),
-    ("cached_tokens", "CACHED"), ("cost_usd", "COST USD"), ("unpriced", "UNPRICED"),
+    ("cached_tokens", "CACHED"), ("cost_usd", "COST USD"), ("savings_usd", "SAVED USD"),
 )
+MARGIN_FIELDS = (("billed_usd", "BILLED USD"), ("margin_usd", "MARGIN USD"))
+_TOTAL_OF = {
+    "requests": lambda rep: str(rep.total_requests),
+    "input_tokens": lambda rep: str(sum(r.input_tokens for r in rep.rows)),
+    "output_tokens": lambda rep: str(sum(r.output_tokens for r in rep.rows)),
+    "cached_tokens": lambda rep: str(sum(r.cached_tokens for r in rep.rows)),
+    "cost_usd": lambda rep: format_usd(rep.total_cost_nanos),
+    "savings_usd": lambda rep: format_usd(rep.total("savings_nanos")),
+    "billed_usd": lambda rep: format_usd(rep.total("billed_nanos")),
+    "margin_usd": lambda rep: format_usd(rep.total("margin_nanos")),
+}
+
+
+def _key_cell(row: UsageRow, group_by: str) -> str:
+    key = row.key if row.key is not None else "-"
+    return f"{row.tenant}/{key}" if group_by == "user" and row.tenant is not None else key
 
 
 def render_table(report: UsageReport, top: int | None = None) -> str:
     rows = _top(report, top)
-    header = [report.group_by.upper(), *(title for _, title in TABLE_FIELDS)]
+    fields = TABLE_FIELDS + (MARGIN_FIELDS if report.has_margin else ())
+    title = "TENANT/USER" if report.group_by == "user" else report.group_by.upper()
+    header = [title, *(t for _, t in fields)]
     body = []
     for row in rows:
         d = row.as_dict(report.group_by)
-        body.append([d[report.group_by] or "-", *(str(d[f]) for f, _ in TABLE_FIELDS)])
-    total = [
-        "TOTAL", str(report.total_requests),
-        str(sum(r.input_tokens for r in report.rows)),
-        str(sum(r.output_tokens for r in report.rows)),
-        str(sum(r.cached_tokens for r in report.rows)),
-        format_usd(report.total_cost_nanos),
-        str(sum(r.unpriced for r in report.rows)),
-    ]
+        body.append([_key_cell(row, report.group_by), *(str(d[f]) for f, _ in fields)])
+    total = ["TOTAL", *(_TOTAL_OF[f](report) for f, _ in fields)]
     widths = [max(len(r[i]) for r in [header, *body, total]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -172,14 +233,21 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
         rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
         return "  ".join([first, *rest]).rstrip()
 
-    out = [line(header), "  ".join("-" * w for w in widths)]
+    rule = "  ".join("-" * w for w in widths)
+    out = [line(header), rule]
     out += [line(r) for r in body] or ["(no usage in this period)"]
-    out += ["  ".join("-" * w for w in widths), line(total)]
-    if any(r.unpriced for r in report.rows):
-        out.append("UNPRICED: calls to models without a price, recorded at $0; "
-                   "add [pricing.models.\"NAME\"] to price them.")
+    out += [rule, line(total)]
     if top and len(report.rows) > top:
         out.append(f"(top {top} of {len(report.rows)}; TOTAL covers all)")
+    if any(r.unpriced for r in report.rows):
+        out.append(f"UNPRICED: {report.total('unpriced')} calls to models without a price, "
+                   "recorded at $0; add [pricing.models.\"NAME\"] to price them.")
+    if any(r.estimated for r in report.rows):
+        out.append(f"ESTIMATED: {report.total('estimated')} calls "
+                   f"(${format_usd(report.total('estimated_cost_nanos'))}) were priced from "
+                   "an estimate because the upstream reported no usage.")
+    if report.has_margin:
+        out.append("BILLED = cost × (1 + the tenant's markup) at the time of each call.")
     return "\n".join(out)
 
 

@@ -101,7 +101,7 @@ class SqliteDatabase:
 
     def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
         sql, args = usage_sql(_q, start, end, group_by, tenant)
-        rows = [UsageRow.from_sums(r[0], r[1:]) for r in self.conn.execute(sql, args)]
+        rows = [UsageRow.from_row(r) for r in self.conn.execute(sql, args)]
         return UsageReport.of(rows, group_by)
 
     def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:

@@ -66,3 +66,40 @@ def test_migrate_creates_the_ledger(tmp_path):
     out = faregate("migrate", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "faregate.db").exists()
+
+
+async def test_report_top_users_with_savings_and_margin(make_gateway, tmp_path):
+    gw = await make_gateway({"identity": {"allow_header_identity": True},
+                             "tenants": {"acme": {"markup": "0.5"}}})
+    client = gw.client()
+    for tenant, user, cache in (("acme", "alice", True), ("acme", "alice", False),
+                                ("globex", "alice", False)):
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO, user="cache-hit" if cache else "x",
+            extra_headers={"x-faregate-tenant": tenant, "x-faregate-user": user})
+    rows = await gw.ledger_rows(3)
+    await gw.state.ledger.flush()
+    config = tmp_path / "faregate.toml"
+    config.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\n')
+
+    out = faregate("report", "--config", str(config), "--by", "user", "--top", "1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["TENANT/USER", "REQUESTS", "INPUT", "OUTPUT", "CACHED",
+                                "COST", "USD", "SAVED", "USD", "BILLED", "USD", "MARGIN", "USD"]
+    assert len(lines[1]) == len(lines[0])  # the rule is as wide as the aligned header
+    assert lines[2].split()[0] == "acme/alice" and "(top 1 of 2; TOTAL covers all)" in out.stdout
+    acme = [r for r in rows if r.tenant == "acme"]
+    assert lines[3] == lines[1]
+    total = lines[4].split()  # the TOTAL line follows the second rule
+    assert total[0] == "TOTAL" and total[1] == "3"
+    margin = sum(r.billed_nanos - r.cost_nanos for r in acme)
+    assert Decimal(total[-1]) == Decimal(margin).scaleb(-9)
+    saved = sum(r.savings_nanos for r in rows)
+    assert saved > 0 and Decimal(total[-3]) == Decimal(saved).scaleb(-9)
+
+    as_json = json.loads(faregate("report", "--config", str(config), "--by", "user",
+                                  "--format", "json").stdout)
+    assert {(r["tenant"], r["user"]) for r in as_json["rows"]} == {
+        ("acme", "alice"), ("globex", "alice")}
+    assert Decimal(as_json["total_margin_usd"]) == Decimal(margin).scaleb(-9)
