@@ -8,9 +8,7 @@ the metrics registry and the config watcher.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import os
 import signal
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +20,9 @@ from aiohttp import web
 from faregate.storage import Ledger
 
 from ._config import Settings
+from ._admin import Admin
 from ._forward import Forwarder
 from ._alerting import Alerting
-from ._errors import openai_error
 from ._leases import Leases
 from ._metrics import CONTENT_TYPE
 from ._notify import Notifier
@@ -83,14 +81,7 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
             body["reasons"] = {"ledger": state.ledger.last_error}
         return _json(body, 200 if ok else 503)
 
-    async def admin_reload(request: web.Request) -> web.Response:
-        refused = admin_refusal(request, state)
-        if refused is not None:
-            return refused
-        applied, message = await app[RELOADER_KEY].reload()
-        return _json({"applied": applied, "message": message}, 200 if applied else 400)
-
-    app.router.add_post("/admin/reload", admin_reload)
+    Admin(state, lambda: app[RELOADER_KEY].reload()).add_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -178,21 +169,6 @@ async def _seed_budgets(state: State) -> None:
                       int(d_req or 0) if counts else 0, int(d_img or 0) if counts else 0)
     state.alerting = Alerting(lambda: state.runtime.settings.alerts.thresholds)
     state.alerting.seed(a.id for a in await state.ledger.alerts(since=month, limit=100_000))
-
-
-def admin_refusal(request: web.Request, state: State) -> web.Response | None:
-    """None if the request carries the admin token; else the refusal to send."""
-    env = state.runtime.settings.server.admin_token_env
-    token = os.environ.get(env)
-    if not token:
-        return openai_error(404, "invalid_request_error", "admin_disabled",
-                            f"The admin API is off: set ${env} to enable it.")
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        return openai_error(401, "invalid_request_error", "invalid_admin_token",
-                            "A valid admin bearer token is required.")
-    return None
 
 
 async def _shutdown(app: web.Application) -> None:

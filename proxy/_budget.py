@@ -76,6 +76,10 @@ class BudgetBook:
             c = self._counters[key] = Counter()
         return c
 
+    def peek(self, scope: str, period: str, now: datetime) -> Counter | None:
+        """The counter if it exists (read-only views must not create counters)."""
+        return self._counters.get((scope, period, period_key(period, now)))
+
     def seed(self, scope: str, period: str, key: str, spent: int, requests: int, images: int):
         c = self._counters.setdefault((scope, period, key), Counter())
         c.spent += spent

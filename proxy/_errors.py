@@ -26,6 +26,7 @@ def openai_error(
     *,
     headers: Mapping[str, str] | None = None,
     request_id: str | None = None,
+    param: str | None = None,
 ) -> web.Response:
     """A JSON error response faregate produced (not the upstream)."""
     h = {"content-type": "application/json"}
@@ -33,7 +34,7 @@ def openai_error(
         h.update(headers)
     if request_id:
         h["x-faregate-request-id"] = request_id
-    return web.Response(status=status, body=error_body(message, type_, code), headers=h)
+    return web.Response(status=status, body=error_body(message, type_, code, param), headers=h)
 
 
 def invalid_api_key(request_id: str) -> web.Response:
