@@ -22,7 +22,6 @@ import orjson
 from aiohttp import web
 
 from faregate.storage import (
-    GROUPS,
     INPUT_CLASSES,
     OUTPUT_CLASSES,
     PERIODS,
@@ -30,6 +29,7 @@ from faregate.storage import (
     LedgerRecord,
     SessionRecord,
     format_usd,
+    group_tag,
     period_bounds,
     render_report,
     report_dict,
@@ -162,6 +162,7 @@ def charge_dict(r: LedgerRecord) -> dict[str, Any]:
         "billed_usd": format_usd(r.billed), "price_version": r.price_version,
         "priced": r.priced, "estimated": r.estimated, "latency_ms": r.latency_ms,
         "flags": list(r.flags), "session_id": r.session_id, "response_id": r.response_id,
+        "tags": dict(r.tags),
     }
 
 
@@ -176,7 +177,8 @@ def session_dict(s: SessionRecord, active: bool = False) -> dict[str, Any]:
         "tokens": dict(s.tokens), "seconds": str(s.seconds.normalize()) if s.seconds else "0",
         "cost_usd": format_usd(s.cost_nanos), "breakdown": _usd_map(s.breakdown),
         "end_reason": None if active else s.end_reason, "active": active,
-        "estimated": s.estimated, "flags": list(s.flags),
+        "estimated": s.estimated, "flags": list(s.flags), "tags": dict(s.tags),
+        "tool_calls": s.tool_calls,
     }
 
 
@@ -229,7 +231,11 @@ class Admin:
     async def usage(self, request: web.Request) -> web.Response:
         now = self.clock()
         period, start, end = _range(request, now)
-        group_by = _choice(request, "group_by", GROUPS, "tenant")
+        group_by = _text(request, "group_by", 64) or "tenant"
+        try:
+            group_tag(group_by)
+        except ValueError as exc:
+            raise BadParam("group_by", str(exc)) from None
         fmt = _choice(request, "format", ("json", "csv"), "json")
         tenant = _text(request, "tenant")
         top_raw = _text(request, "top")

@@ -38,6 +38,7 @@ class Flow:
     cut_short: bool = False  # client left or upstream broke mid-body
     response_bytes: int = 0
     admission: Any = None  # _quota.Admission held while the call is in flight
+    tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
 
     @property
     def model(self) -> str | None:

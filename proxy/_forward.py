@@ -40,6 +40,7 @@ from ._runtime import Runtime
 from ._secrets import minted_secret
 from ._sse import SseMeter
 from ._state import State
+from ._tags import BadTags, request_tags, strip_query
 
 log = logging.getLogger("faregate.forward")
 
@@ -188,6 +189,14 @@ class Forwarder:
                 "is not set.", request_id=rid,
             )
 
+        try:
+            flow.tags = request_tags(
+                request.headers, request.query,
+                parsed.get("metadata") if isinstance(parsed, dict) else None)
+        except BadTags as exc:
+            flow.status = 400
+            return errors.invalid_request(f"Bad x-faregate-tags: {exc}", "invalid_tags", rid)
+
         if (
             endpoint is not None
             and rt.settings.pricing.unknown_model == "reject"
@@ -241,7 +250,7 @@ class Forwarder:
     ) -> web.StreamResponse:
         server = rt.settings.server
         rid = flow.request_id
-        url = server.upstream + request.rel_url.raw_path_qs
+        url = server.upstream + strip_query(request.rel_url.raw_path_qs)
         headers = upstream_headers(request, flow, rt, body_changed)
         sent = time.perf_counter()
         flow.forwarded = True

@@ -73,7 +73,7 @@ def charge_record(
     charge: Charge, caller: Caller | None, *, model: str, endpoint: str, status: int,
     at: datetime, request_id: str, latency_ms: float = 0.0,
     session_id: str | None = None, response_id: str | None = None,
-    markup: Decimal | None = None,
+    markup: Decimal | None = None, tags: dict[str, str] | None = None,
 ) -> LedgerRecord:
     """The ledger row for one priced charge (REST call or session response).
 
@@ -106,6 +106,7 @@ def charge_record(
         response_id=response_id,
         savings_nanos=charge.savings_nanos,
         billed_nanos=None if markup is None else to_nanos(charge.cost * (1 + markup)),
+        tags=tags or {},
     )
 
 
@@ -115,7 +116,7 @@ def ledger_record(flow: Flow, charge: Charge, at: datetime,
     return charge_record(
         charge, flow.caller, model=flow.model or "unknown", endpoint=flow.endpoint.path,
         status=flow.status, at=at, request_id=flow.request_id,
-        latency_ms=round(flow.elapsed_ms(), 3), markup=markup,
+        latency_ms=round(flow.elapsed_ms(), 3), markup=markup, tags=flow.tags,
     )
 
 

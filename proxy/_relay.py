@@ -41,6 +41,7 @@ from ._runtime import Runtime
 from ._session import Session
 from ._session_quota import SessionQuota, time_cut
 from ._state import State
+from ._tags import QUERY as TAGS_QUERY, BadTags, request_tags
 
 log = logging.getLogger("faregate.relay")
 
@@ -88,7 +89,7 @@ def credential(request: web.Request, protocols: list[str]) -> tuple[str | None, 
 
 def _ws_url(upstream: str, request: web.Request) -> str:
     base = "ws" + upstream[4:] if upstream.startswith("http") else upstream
-    query = [(k, v) for k, v in request.query.items() if k != "faregate_tags"]
+    query = [(k, v) for k, v in request.query.items() if k != TAGS_QUERY]
     qs = "&".join(f"{k}={v}" for k, v in ((k, _q(v)) for k, v in query))
     return base + request.path + (f"?{qs}" if qs else "")
 
@@ -124,6 +125,10 @@ class Relay:
                 500, "api_error", "upstream_key_missing",
                 "faregate has no upstream key configured.", request_id=rid,
             )
+        try:
+            tags = request_tags(request.headers, request.query)
+        except BadTags as exc:
+            return errors.invalid_request(f"Bad attribution tags: {exc}", "invalid_tags", rid)
         policy = rt.policy(caller)
         refusal = self._admit_session(policy, caller, request.query.get("model"))
         if refusal is not None:
@@ -177,7 +182,7 @@ class Relay:
             compress=False,
         )
         session = Session.start(
-            state, caller, session_endpoint(request.path), request.query.get("model")
+            state, caller, session_endpoint(request.path), request.query.get("model"), tags
         )
         session.client_ws = client
         session.squota = SessionQuota(state.quota, policy, rt.prices, session.meter.model)

@@ -51,12 +51,15 @@ class Session:
     squota: SessionQuota | None = None  # budget enforcement, set by the relay
     cut: Cut | None = None  # why faregate is ending the session, once decided
     cut_event: asyncio.Event = field(default_factory=asyncio.Event)
+    tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     _live_seq: int = 0
 
     @classmethod
-    def start(cls, state: State, caller: Caller, endpoint: str, model: str | None) -> "Session":
+    def start(cls, state: State, caller: Caller, endpoint: str, model: str | None,
+              tags: dict[str, str] | None = None) -> "Session":
         kind = "live" if endpoint.startswith("/v1/live") else "realtime"
-        session = cls(state, caller, endpoint, SessionMeter(kind, model=model))
+        session = cls(state, caller, endpoint, SessionMeter(kind, model=model),
+                      tags=dict(tags or {}))
         state.sessions[session.id] = session
         state.metrics.sessions_active.labels(caller.tenant).inc()
         return session
@@ -90,7 +93,7 @@ class Session:
         row = charge_record(
             charge, self.caller, model=model, endpoint=self.endpoint, status=200, at=at,
             request_id=self.id, session_id=self.id, response_id=response_id,
-            markup=state.runtime.markup(self.caller.tenant),
+            markup=state.runtime.markup(self.caller.tenant), tags=self.tags,
         )
         state.record(row)
         breakdown = row.breakdown
@@ -184,6 +187,7 @@ class Session:
             breakdown=dict(self.breakdown),
             estimated=self.usage.estimated,
             flags=self.usage.flags,
+            tags=dict(self.tags),
         )
 
     def snapshot(self) -> dict:

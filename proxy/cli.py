@@ -140,6 +140,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grouping(value: str) -> str:
+    from faregate.storage import group_tag
+
+    try:
+        group_tag(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faregate", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -158,9 +168,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--period", choices=["today", "week", "month", "all"], default="month")
     r.add_argument("--from", dest="date_from", metavar="DATE")
     r.add_argument("--to", dest="date_to", metavar="DATE")
-    r.add_argument(
-        "--by", choices=["tenant", "user", "model", "endpoint", "day"], default="tenant"
-    )
+    r.add_argument("--by", type=_grouping, default="tenant",
+                   help="tenant, user, model, endpoint, day or tag:<key>")
     r.add_argument("--tenant")
     r.add_argument("--top", type=int)
     r.add_argument("--format", choices=["table", "json", "csv"], default="table")

@@ -10,6 +10,7 @@ never imports `faregate.proxy` or `faregate.pricing`.
 from ._ledger import Ledger
 from ._money import format_usd, nanos_to_usd
 from ._periods import PERIODS, parse_date_range, period_bounds
+from ._queries import group_tag
 from ._journal import JournalBusy
 from ._record import (
     END_REASONS,
@@ -44,6 +45,7 @@ __all__ = [
     "UsageReport",
     "UsageRow",
     "format_usd",
+    "group_tag",
     "nanos_to_usd",
     "new_id",
     "parse_date_range",

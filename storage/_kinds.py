@@ -18,7 +18,13 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from ._record import TOKEN_COLUMNS, AlertRecord, LedgerRecord, SessionRecord
-from ._sessions import SESSION_COLUMNS, from_session_row, to_session_row
+from ._sessions import (
+    SESSION_COLUMNS,
+    decode_tags,
+    encode_tags,
+    from_session_row,
+    to_session_row,
+)
 
 Row = tuple[Any, ...]
 
@@ -52,7 +58,7 @@ CHARGE_COLUMNS: tuple[str, ...] = (
     "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
     "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
     "estimated", "latency_ms", "flags", "session_id", "response_id", "savings_nanos",
-    "billed_nanos",
+    "billed_nanos", "tags",
 )
 
 
@@ -66,7 +72,7 @@ def charge_to_row(r: LedgerRecord) -> Row:
         int(r.images), int(r.cost_nanos), orjson.dumps(r.breakdown).decode(), r.price_version,
         int(r.priced), int(r.estimated), float(r.latency_ms), ",".join(r.flags),
         r.session_id, r.response_id, int(r.savings_nanos),
-        None if r.billed_nanos is None else int(r.billed_nanos),
+        None if r.billed_nanos is None else int(r.billed_nanos), encode_tags(r.tags),
     )
 
 
@@ -98,6 +104,7 @@ def charge_from_row(row: Sequence[Any]) -> LedgerRecord:
         response_id=v["response_id"],
         savings_nanos=int(v["savings_nanos"] or 0),
         billed_nanos=None if v["billed_nanos"] is None else int(v["billed_nanos"]),
+        tags=decode_tags(v["tags"]),
     )
 
 
@@ -122,10 +129,10 @@ def alert_from_row(row: Sequence[Any]) -> AlertRecord:
 
 
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
-               charge_from_row, added=(0, None))  # savings_nanos, billed_nanos (0006)
+               charge_from_row, added=(0, None, "{}"))  # 0006 savings, billed; 0008 tags
 
 SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_session_row,
-                from_session_row)
+                from_session_row, added=("{}", 0))  # 0008 tags, tool_calls
 ALERTS = Kind("alert", "alerts", ALERT_COLUMNS, AlertRecord, alert_to_row, alert_from_row)
 
 #: Every kind by journal tag. Add new kinds here (and a migration for their table).

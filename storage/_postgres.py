@@ -106,7 +106,7 @@ class PostgresStore:
         return sum(len(r) for r in rows_by_kind.values())
 
     async def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
-        sql, args = usage_sql(_p, start, end, group_by, tenant)
+        sql, args = usage_sql(_p, start, end, group_by, tenant, "postgresql")
         rows = [UsageRow.from_row(tuple(r)) for r in await self._pool.fetch(sql, *args)]
         return UsageReport.of(rows, group_by)
 

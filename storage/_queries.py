@@ -8,6 +8,7 @@ collations, so `ORDER BY id` pages identically too.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Callable
 
@@ -41,17 +42,46 @@ def _where(clauses: list[str]) -> str:
     return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
+TAG_GROUP = re.compile(r"tag:([A-Za-z0-9_.-]{1,40})")
+
+
+def group_tag(group_by: str) -> str | None:
+    """The tag key of a `tag:<key>` grouping, None for a named grouping.
+
+    Raises ValueError for anything else, so only known SQL is ever built.
+    """
+    if group_by in GROUPS:
+        return None
+    m = TAG_GROUP.fullmatch(group_by)
+    if m is None:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)} or tag:<key>")
+    return m.group(1)
+
+
+def _tag_expr(p: Placeholder, dialect: str, key: str) -> tuple[str, Any]:
+    """A tag's value from the JSON `tags` column (argument 1 of the query)."""
+    if dialect == "postgresql":
+        return f"(tags::jsonb ->> {p(1)})", key
+    return f"json_extract(tags, {p(1)})", f'$."{key}"'
+
+
 def usage_sql(
     p: Placeholder,
     start: datetime | None,
     end: datetime | None,
     group_by: str,
     tenant: str | None,
+    dialect: str = "sqlite",
 ) -> tuple[str, list[Any]]:
-    if group_by not in GROUPS:
-        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+    tag = group_tag(group_by)
     clauses: list[str] = []
     args: list[Any] = []
+    if tag is not None:  # first: SQLite numbers `?` by position, and the key comes first
+        key, arg = _tag_expr(p, dialect, tag)
+        key2 = "NULL"
+        args.append(arg)
+    else:
+        key, key2 = GROUP_SQL[group_by]
     for cond, value in (
         ("ts_ms >= {}", None if start is None else int(start.timestamp() * 1000)),
         ("ts_ms < {}", None if end is None else int(end.timestamp() * 1000)),
@@ -60,7 +90,6 @@ def usage_sql(
         if value is not None:
             args.append(value)
             clauses.append(cond.format(p(len(args))))
-    key, key2 = GROUP_SQL[group_by]
     group = "k" if key2 == "NULL" else f"k, {key2}"
     sql = (f"SELECT {key} AS k, {key2} AS k2, {USAGE_SUMS} "
            f"FROM charges {_where(clauses)} GROUP BY {group}")

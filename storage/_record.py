@@ -64,6 +64,7 @@ class LedgerRecord:
     response_id: str | None = None  # unique within the session
     savings_nanos: int = 0  # what cached tokens saved against the uncached price
     billed_nanos: int | None = None  # cost x (1 + tenant markup); None: billed at cost
+    tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
 
     @property
     def billed(self) -> int:
@@ -103,6 +104,8 @@ class SessionRecord:
     breakdown: dict[str, int] = field(default_factory=dict)
     estimated: bool = False
     flags: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    tool_calls: int = 0  # function calls the model made in this session
 
     @property
     def duration_s(self) -> Decimal:

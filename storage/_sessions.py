@@ -20,8 +20,21 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "id", "upstream_session_id", "tenant", "user_id", "key_id", "model", "endpoint",
     "started_at", "started_ms", "ended_at", "ended_ms", "duration_ms", "responses",
     *(f"{c}_tokens" for c in TOKEN_COLUMNS), "seconds_ms", "cost_nanos", "breakdown",
-    "end_reason", "estimated", "flags",
+    "end_reason", "estimated", "flags", "tags", "tool_calls",
 )
+
+
+def encode_tags(tags: dict[str, str]) -> str:
+    """Tags as the ledger stores them: a JSON object with sorted keys."""
+    return orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}"
+
+
+def decode_tags(text: str | None) -> dict[str, str]:
+    try:
+        tags = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return tags if isinstance(tags, dict) else {}
 
 
 def _iso(ts: datetime) -> str:
@@ -41,6 +54,7 @@ def to_session_row(s: SessionRecord) -> tuple[Any, ...]:
         s.responses, *(int(s.tokens.get(c, 0)) for c in TOKEN_COLUMNS),
         int((Decimal(s.seconds) * 1000).to_integral_value()), s.cost_nanos,
         orjson.dumps(s.breakdown).decode(), s.end_reason, int(s.estimated), ",".join(s.flags),
+        encode_tags(s.tags), int(s.tool_calls),
     )
 
 
@@ -64,6 +78,8 @@ def from_session_row(row: Sequence[Any]) -> SessionRecord:
         end_reason=v["end_reason"],
         estimated=bool(v["estimated"]),
         flags=tuple(f for f in (v["flags"] or "").split(",") if f),
+        tags=decode_tags(v["tags"]),
+        tool_calls=int(v["tool_calls"] or 0),
     )
 
 
@@ -74,7 +90,7 @@ REBUILD_SELECT = (
     "SELECT session_id, MIN(tenant), MIN(user_id), MIN(key_id), MIN(model), MIN(endpoint), "
     "MIN(ts), MIN(ts_ms), MAX(ts), MAX(ts_ms), "
     "SUM(CASE WHEN response_id IS NOT NULL THEN 1 ELSE 0 END), "
-    f"{_TOKEN_SUMS}, SUM(seconds_ms), SUM(cost_nanos), MAX(estimated) "
+    f"{_TOKEN_SUMS}, SUM(seconds_ms), SUM(cost_nanos), MAX(estimated), MIN(tags) "
     "FROM charges c WHERE session_id IS NOT NULL "
     "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = c.session_id) "
     "GROUP BY session_id"
@@ -86,11 +102,12 @@ def rebuilt_session(row: Sequence[Any]) -> SessionRecord:
      responses, *rest) = row
     n = len(TOKEN_COLUMNS)
     tokens = dict(zip(TOKEN_COLUMNS, (int(x or 0) for x in rest[:n])))
-    seconds_ms, cost, estimated = rest[n:]
+    seconds_ms, cost, estimated, tags = rest[n:]
     return SessionRecord(
         id=sid, tenant=tenant, user=user, key_id=key_id, model=model, endpoint=endpoint,
         started_at=datetime.fromisoformat(first), ended_at=datetime.fromisoformat(last),
         responses=int(responses or 0), tokens=tokens,
         seconds=Decimal(int(seconds_ms or 0)).scaleb(-3), cost_nanos=int(cost or 0),
         end_reason="interrupted", estimated=bool(estimated), flags=("rebuilt",),
+        tags=decode_tags(tags),
     )

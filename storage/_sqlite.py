@@ -100,7 +100,7 @@ class SqliteDatabase:
         return sum(len(r) for r in rows_by_kind.values())
 
     def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
-        sql, args = usage_sql(_q, start, end, group_by, tenant)
+        sql, args = usage_sql(_q, start, end, group_by, tenant, "sqlite")
         rows = [UsageRow.from_row(r) for r in self.conn.execute(sql, args)]
         return UsageReport.of(rows, group_by)
 

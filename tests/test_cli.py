@@ -103,3 +103,12 @@ async def test_report_top_users_with_savings_and_margin(make_gateway, tmp_path):
     assert {(r["tenant"], r["user"]) for r in as_json["rows"]} == {
         ("acme", "alice"), ("globex", "alice")}
     assert Decimal(as_json["total_margin_usd"]) == Decimal(margin).scaleb(-9)
+
+
+def test_report_groups_by_a_tag_and_refuses_unknown_groupings(tmp_path):
+    config = tmp_path / "faregate.toml"
+    config.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "l.db"}"\n')
+    ok = faregate("report", "--config", str(config), "--by", "tag:feature")
+    assert ok.returncode == 0 and ok.stdout.startswith("TAG:FEATURE"), ok.stderr
+    bad = faregate("report", "--config", str(config), "--by", "colour")
+    assert bad.returncode == 2 and "tag:<key>" in bad.stderr

@@ -211,3 +211,26 @@ async def test_crash_cut_sessions_rebuilt_once(ledger_url):
     [s] = await lg.sessions()
     await lg.close()
     assert (s.id, s.end_reason, s.responses, s.cost_nanos) == ("fgs_dead", "interrupted", 3, 3003)
+
+
+async def test_usage_by_tag_savings_and_billed_on_both_backends(ledger):
+    for i in range(12):
+        tags = {"feature": ("voice", "search", "it's \"odd\"")[i % 3]} if i % 4 else {}
+        ledger.record(rec(i, tags=tags, savings_nanos=10, billed_nanos=2 * (1000 + i)
+                          if i % 2 else None))
+    await ledger.flush()
+    report = await ledger.usage(None, None, "tag:feature", tenant=None)
+    got = {r.key: r.requests for r in report.rows}
+    want: dict = {}
+    for i in range(12):
+        key = ("voice", "search", "it's \"odd\"")[i % 3] if i % 4 else None
+        want[key] = want.get(key, 0) + 1
+    assert got == want
+    assert report.total("savings_nanos") == 120
+    assert report.total("billed_nanos") == sum(
+        (2 if i % 2 else 1) * (1000 + i) for i in range(12))
+    by_t = await ledger.usage(T0, None, "tag:feature", tenant="acme")  # with range + filter
+    assert sum(r.requests for r in by_t.rows) == 6
+    for bad in ("tag:", "tag:a b", "tag:x'--", "tag:" + "k" * 41):
+        with pytest.raises(ValueError):
+            await ledger.usage(None, None, bad)
