@@ -56,6 +56,10 @@ class Metrics:
             "faregate_realtime_session_duration_seconds", "Realtime/Live session length.",
             ["model"], buckets=_SESSION_BUCKETS, registry=r,
         )
+        self.tool_calls = Counter(
+            "faregate_tool_calls", "Function calls models made in Realtime/Live sessions.",
+            ["tenant"], registry=r,
+        )
         self.quota_rejections = Counter(
             "faregate_quota_rejections", "Requests refused by a faregate limit.",
             ["tenant", "reason"], registry=r,

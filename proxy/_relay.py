@@ -335,7 +335,8 @@ class Relay:
                 squota = session.squota
                 if squota.quota.leasing and '"response.create"' in msg.data[:256]:
                     await squota.quota.ensure(squota.policy, 0, datetime.now(timezone.utc))
-                frame, cut = squota.client_frame(msg.data, session.meter.audio_in_bytes)
+                frame, cut = squota.client_frame(msg.data, session.meter.audio_in_bytes,
+                                                 session.meter.tool_calls)
                 if cut is not None:
                     session.request_cut(cut)
                     continue

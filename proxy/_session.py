@@ -72,8 +72,12 @@ class Session:
         return time.monotonic() - self.started_mono
 
     def server_frame(self, frame: str | bytes) -> None:
+        calls = self.meter.tool_calls
         for metered in self.meter.server_frame(frame):
             self.charge(metered)
+        if self.meter.tool_calls != calls:
+            self.state.metrics.tool_calls.labels(self.caller.tenant).inc(
+                self.meter.tool_calls - calls)
 
     def charge(self, metered: Metered) -> None:
         """Price one metered usage, record it, add it to the session totals."""
@@ -188,6 +192,7 @@ class Session:
             estimated=self.usage.estimated,
             flags=self.usage.flags,
             tags=dict(self.tags),
+            tool_calls=self.meter.tool_calls,
         )
 
     def snapshot(self) -> dict:

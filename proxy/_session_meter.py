@@ -54,9 +54,12 @@ SERVER_PARSED = frozenset(
         "session.usage.updated",
         "session.closed",  # Live: carries the final cumulative usage
         "session.started",
+        "session.tool_call",  # Live: the model calls the caller's functions
         "error",
     }
 )
+#: Output items that are the model calling a tool the caller (or a server) runs.
+TOOL_CALL_ITEMS = frozenset({"function_call", "mcp_call"})
 #: Live wraps delegated Responses events; only their terminal ones carry usage.
 _DELEGATED_TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 CLIENT_PARSED = frozenset({"session.update", "response.create", "session.start"})
@@ -124,6 +127,7 @@ class SessionMeter:
     responses: int = 0
     in_progress: set[str] = field(default_factory=set)
     errors: int = 0
+    tool_calls: int = 0  # function calls the model made (tool-call caps)
     audio_in_bytes: int = 0  # decoded-size estimate of appended input audio
     audio_out_bytes: int = 0  # since the last response.done
     _charged: set[str] = field(default_factory=set)
@@ -177,6 +181,10 @@ class SessionMeter:
             if isinstance(obj.get("session"), dict):
                 self._session_facts(obj["session"])
             return self._live_usage(obj) if isinstance(obj.get("usage"), dict) else []
+        if t == "session.tool_call":
+            calls = obj.get("calls") if isinstance(obj.get("calls"), list) else [obj]
+            self.tool_calls += len(calls)
+            return []
         if t == "error":
             self.errors += 1
         return []
@@ -199,6 +207,10 @@ class SessionMeter:
                 return []  # a repeated response.done is charged once
             self._charged.add(rid)
         self.responses += 1
+        output = response.get("output")
+        if isinstance(output, list):
+            self.tool_calls += sum(1 for item in output if isinstance(item, dict)
+                                   and item.get("type") in TOOL_CALL_ITEMS)
         usage = response.get("usage")
         if isinstance(usage, dict):
             metered = usage_from_realtime(usage)

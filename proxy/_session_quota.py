@@ -63,6 +63,11 @@ def model_cut(model: str) -> Cut:
     return Cut("model_not_allowed", "error", f"The model {model!r} is not allowed here.")
 
 
+def tool_cut(cap: int) -> Cut:
+    return Cut("tool_call_limit", "tool_call_limit",
+               f"This session reached its limit of {cap} tool calls.")
+
+
 def _max_output(event: dict, default: int) -> int:
     response = event.get("response") if isinstance(event.get("response"), dict) else {}
     for value in (response.get("max_output_tokens"), response.get("max_response_output_tokens")):
@@ -92,7 +97,8 @@ class SessionQuota:
         rout = max(per_token_nanos(self.prices, model, c, now) for c in OUTPUT_CLASSES)
         return text, audio, rout
 
-    def client_frame(self, frame: str, audio_in_bytes: int) -> tuple[str | None, Cut | None]:
+    def client_frame(self, frame: str, audio_in_bytes: int, tool_calls: int = 0
+                     ) -> tuple[str | None, Cut | None]:
         """(frame to forward or None, cut) for one client text frame."""
         t = frame_type(frame)
         if t == "session.update" or t == "session.start":
@@ -108,6 +114,9 @@ class SessionQuota:
                 self.session_max_output = cap
             return frame, None
         if t == "response.create":
+            cap = self.policy.max_tool_calls_per_session
+            if cap is not None and tool_calls >= cap:
+                return None, tool_cut(cap)
             return self._response_create(frame, audio_in_bytes)
         return frame, None
 

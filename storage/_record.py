@@ -77,6 +77,7 @@ END_REASONS: tuple[str, ...] = (
     "upstream_closed",
     "budget_exceeded",
     "time_limit",
+    "tool_call_limit",
     "error",
     "shutdown",
     "interrupted",  # rebuilt from its charges after a crash

@@ -69,6 +69,7 @@ class FakeSessions:
         self.close_after_response: tuple[int, str] | None = None
         self.omit_usage = False
         self.delta_delay_s = 0.0
+        self.tool_calls_per_response = 0  # function_call items in each response's output
         self.minted: list[str] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -225,9 +226,12 @@ class FakeSessions:
             },
             "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
         }
+        calls = [{"type": "function_call", "id": self._id("item"), "call_id": self._id("call"),
+                  "name": "get_weather", "arguments": "{}", "status": "completed"}
+                 for _ in range(self.tool_calls_per_response)]
         response = {"object": "realtime.response", "id": rid,
                     "status": "cancelled" if current.get("cancel") else "completed",
-                    "output": [], "conversation_id": "conv_1"}
+                    "output": calls, "conversation_id": "conv_1"}
         if not self.omit_usage:
             response["usage"] = usage
         await send({"type": "response.done", "response": response})

@@ -160,3 +160,48 @@ async def test_degrade_to_text_once_most_of_the_budget_is_used(limited, fake):
     sent = [e for e in fake.sessions[0].events if e["type"] == "response.create"][0]
     assert sent["response"]["output_modalities"] == ["text"]
     assert REPLY
+
+
+async def test_tool_call_cap_refuses_the_next_response(limited, fake):
+    fake.tool_calls_per_response = 1
+    gw = await limited({"max_tool_calls_per_session": 2})
+    async with websockets.connect(url(gw), additional_headers=AUTH) as ws:
+        await ws.recv()  # session.created
+        for _ in range(2):  # each answer calls one function: 2 calls, the cap
+            await ws.send(json.dumps({"type": "response.create"}))
+            while json.loads(await ws.recv())["type"] != "response.done":
+                pass
+        await ws.send(json.dumps({"type": "response.create"}))
+        events = await asyncio.wait_for(events_until_close(ws), 5)
+        assert events[-1]["type"] == "error"
+        assert events[-1]["error"]["code"] == "tool_call_limit"
+        assert ws.close_code == 1008
+    assert fake.sessions[-1].types().count("response.create") == 2  # the third never left
+    for _ in range(100):
+        await gw.state.ledger.flush()
+        rows = await gw.state.ledger.sessions()
+        if rows:
+            break
+        await asyncio.sleep(0.02)
+    assert rows[0].end_reason == "tool_call_limit" and rows[0].tool_calls == 2
+    text = gw.state.metrics.render().decode()
+    assert 'faregate_tool_calls_total{tenant="acme"} 2.0' in text
+    assert 'faregate_quota_rejections_total{reason="tool_calls",tenant="acme"} 1.0' in text
+
+
+async def test_tool_calls_are_counted_without_a_cap(limited, fake):
+    fake.tool_calls_per_response = 3
+    gw = await limited({})
+    async with websockets.connect(url(gw), additional_headers=AUTH) as ws:
+        await ws.recv()
+        for _ in range(2):
+            await ws.send(json.dumps({"type": "response.create"}))
+            while json.loads(await ws.recv())["type"] != "response.done":
+                pass
+    for _ in range(100):
+        await gw.state.ledger.flush()
+        rows = await gw.state.ledger.sessions()
+        if rows:
+            break
+        await asyncio.sleep(0.02)
+    assert rows[0].tool_calls == 6 and rows[0].end_reason == "client_closed"

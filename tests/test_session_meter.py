@@ -123,3 +123,18 @@ def test_hostile_frames_never_raise_or_charge_negative(frame):
     for metered in m.server_frame(frame):
         assert all(v >= 0 for v in metered.usage.tokens().values())
         assert metered.usage.seconds >= 0
+
+
+def test_tool_calls_counted_from_response_done_and_live_events_once():
+    m = SessionMeter("realtime", model="gpt-realtime")
+    done = {"type": "response.done", "response": {"id": "resp_1", "output": [
+        {"type": "function_call", "name": "a"}, {"type": "message"}, {"type": "mcp_call"},
+        "junk", {"type": "function_call_output"}]}}
+    m.server_frame(orjson.dumps(done).decode())
+    m.server_frame(orjson.dumps(done).decode())  # a repeated response.done counts once
+    assert m.tool_calls == 2
+    live = SessionMeter("live", model="gpt-live-1")
+    live.server_frame(orjson.dumps({"type": "session.tool_call",
+                                    "calls": [{"name": "a"}, {"name": "b"}]}).decode())
+    live.server_frame(orjson.dumps({"type": "session.tool_call", "name": "c"}).decode())
+    assert live.tool_calls == 3
