@@ -1,0 +1,113 @@
+"""deploy/: every file parses, configs validate, metrics exist, rules pass promtool."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faregate.proxy import parse_settings
+from faregate.proxy._metrics import Metrics
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def yaml_docs(path: Path) -> list:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def k8s(kind: str) -> dict:
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml_docs(path):
+            if doc.get("kind") == kind:
+                return doc
+    raise AssertionError(f"no {kind} in deploy/k8s")
+
+
+def test_every_yaml_and_json_file_parses():
+    files = sorted(DEPLOY.rglob("*.yml")) + sorted(DEPLOY.rglob("*.yaml"))
+    assert len(files) >= 10
+    for path in files:
+        assert yaml_docs(path), path
+    for path in DEPLOY.rglob("*.json"):
+        json.loads(path.read_text())
+
+
+def test_compose_runs_the_four_services_with_health_checks():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"faregate", "postgres", "prometheus", "grafana"}
+    assert services["faregate"]["healthcheck"]["test"]
+    assert services["faregate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["postgres"]["healthcheck"]["test"]
+    for service in services.values():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), port  # never published on every interface
+    stack_config = tomllib.loads((DEPLOY / "faregate.toml").read_text())
+    assert stack_config["storage"]["url"].startswith("postgresql://")
+
+
+def test_both_faregate_configs_are_valid():
+    parse_settings(tomllib.loads((DEPLOY / "faregate.toml").read_text()))
+    configmap = k8s("ConfigMap")
+    parse_settings(tomllib.loads(configmap["data"]["faregate.toml"]))
+
+
+def test_deployment_probes_security_and_graceful_stop():
+    spec = k8s("Deployment")["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    grace = tomllib.loads(k8s("ConfigMap")["data"]["faregate.toml"])["server"]["shutdown_grace_s"]
+    assert spec["terminationGracePeriodSeconds"] > grace
+    assert k8s("PodDisruptionBudget")["spec"]["minAvailable"] >= 1
+    assert k8s("ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert k8s("Secret")["stringData"]  # a template: values are placeholders
+
+
+def test_dockerfile_runs_as_non_root_with_a_healthcheck():
+    text = (DEPLOY / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*healthz", text, flags=re.M | re.S)
+
+
+def _known_metrics() -> set[str]:
+    names = set()
+    for family in Metrics().registry.collect():
+        names.add(family.name)
+        for suffix in ("_total", "_bucket", "_sum", "_count", "_created"):
+            names.add(family.name + suffix)
+    return names
+
+
+def test_dashboard_and_rules_use_only_real_metrics():
+    known = _known_metrics()
+    exprs = []
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "faregate.json").read_text())
+    for panel in dashboard["panels"]:
+        exprs += [t["expr"] for t in panel["targets"]]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "faregate-rules.yml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in re.findall(r"\bfaregate_[a-z_]+", e)}
+    assert used and used <= known, used - known
+    assert {"faregate_budget_used_ratio", "faregate_ledger_queue_depth",
+            "faregate_requests_total"} <= used
+
+
+def test_rules_and_config_pass_promtool(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    for args in (["check", "rules", str(DEPLOY / "prometheus" / "faregate-rules.yml")],
+                 ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")]):
+        out = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
