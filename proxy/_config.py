@@ -197,6 +197,14 @@ class PricingSettings(_Strict):
     models: dict[str, ModelPrice] = Field(default_factory=dict)
 
 
+class UpstreamLimitSettings(_Strict):
+    """The operator's own upstream account limits, shared by all tenants."""
+
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    max_concurrent_sessions: int | None = Field(None, gt=0)
+
+
 class Settings(_Strict):
     """The whole file. Built-in defaults make a working metering proxy."""
 
@@ -208,6 +216,7 @@ class Settings(_Strict):
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
+    upstream_limits: UpstreamLimitSettings = Field(default_factory=UpstreamLimitSettings)
 
     @model_validator(mode="after")
     def _references(self) -> "Settings":

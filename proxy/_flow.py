@@ -39,6 +39,7 @@ class Flow:
     response_bytes: int = 0
     admission: Any = None  # _quota.Admission held while the call is in flight
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
+    upstream_tokens: int = 0  # estimate taken from the shared [upstream_limits] tpm
 
     @property
     def model(self) -> str | None:

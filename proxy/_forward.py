@@ -128,7 +128,11 @@ class Forwarder:
         if charge is None or not flow.forwarded or flow.status in (502, 504):
             # Never reached the upstream (or it never answered): nothing was spent.
             quota.release(admission, uncount=True)
+            self.state.upstream.give_back(admission.policy.tenant, flow.upstream_tokens)
             return
+        if flow.upstream_tokens:
+            self.state.upstream.give_back(
+                admission.policy.tenant, flow.upstream_tokens - charge.usage.total_tokens)
         quota.settle(admission, charge.cost_nanos, now, charge.usage.total_tokens)
         if self.state.alerting is not None and flow.caller is not None:
             self.state.alerting.note_model(admission.policy, now, charge.family or charge.model,
@@ -235,6 +239,16 @@ class Forwarder:
                                         images=images, tpm_tokens=tpm_tokens)
         if isinstance(result, Refusal):
             return result
+        shared = rt.settings.upstream_limits
+        if shared.rpm or shared.tpm:
+            refused = self.state.upstream.admit(flow.caller.tenant, shared.rpm, shared.tpm,
+                                                tpm_tokens)
+            if refused is not None:
+                self.state.quota.release(result, uncount=True)
+                self.state.metrics.quota_rejections.labels(flow.caller.tenant,
+                                                           refused.reason).inc()
+                return refused
+            flow.upstream_tokens = tpm_tokens if shared.tpm else 0
         flow.admission = result
         return None
 

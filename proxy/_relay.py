@@ -211,6 +211,12 @@ class Relay:
                            "concurrency",
                            f"At most {limit} concurrent sessions are allowed for this tenant.",
                            {"retry-after": "1"})
+        shared = self.state.runtime.settings.upstream_limits.max_concurrent_sessions
+        refused = self.state.upstream.admit_session(caller.tenant, shared,
+                                                    self.state.sessions_by_tenant())
+        if refused is not None:
+            quota.metrics.quota_rejections.labels(caller.tenant, refused.reason).inc()
+            return refused
         # One nano-dollar must still fit: a spent budget refuses the session itself.
         result = quota.admit(policy, 1, datetime.now(timezone.utc), model=model)
         if isinstance(result, Refusal):

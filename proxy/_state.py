@@ -18,6 +18,7 @@ from ._metrics import Metrics
 from ._runtime import Runtime
 from ._quota import Quota
 from ._secrets import SecretBook
+from ._upstream_limits import UpstreamLimits
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -37,6 +38,7 @@ class State:
     quota: Quota = field(init=False)
     alerting: Any = None  # _alerting.Alerting, set on startup
     notifier: Any = None  # _notify.Notifier, set on startup
+    upstream: UpstreamLimits = field(default_factory=UpstreamLimits)  # [upstream_limits]
 
     def __post_init__(self) -> None:
         self.quota = Quota(self.metrics, self._on_spend)
@@ -47,6 +49,12 @@ class State:
 
     def active_sessions(self, tenant: str) -> int:
         return sum(1 for s in self.sessions.values() if s.caller.tenant == tenant)
+
+    def sessions_by_tenant(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.sessions.values():
+            out[s.caller.tenant] = out.get(s.caller.tenant, 0) + 1
+        return out
 
     def record(self, record: LedgerRecord) -> None:
         if self.ledger is not None:
