@@ -11,6 +11,7 @@ naming it, in the OpenAI error shape.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import re
@@ -209,6 +210,7 @@ class Admin:
         app.router.add_get("/admin/usage/logs", g(self.logs))
         app.router.add_get("/admin/sessions", g(self.sessions))
         app.router.add_get("/admin/sessions/{id}", g(self.session))
+        app.router.add_get("/admin/sessions/{id}/transcript", g(self.transcript))
         app.router.add_get("/admin/budgets", g(self.budgets))
         app.router.add_get("/admin/alerts", g(self.alerts))
         app.router.add_post("/admin/reload", g(self.reload))
@@ -311,6 +313,19 @@ class Admin:
             return openai_error(404, "invalid_request_error", "session_not_found",
                                 f"No session {sid!r} in the ledger.", param="id")
         return _json(session_dict(found))
+
+    async def transcript(self, request: web.Request) -> web.Response:
+        """A captured session's text, decrypted (capture is opt-in per tenant)."""
+        sid = request.match_info["id"]
+        if not _SESSION_ID.match(sid):
+            raise BadParam("id", "not a session id")
+        capture = self.state.capture
+        events = await asyncio.to_thread(capture.read, sid) if capture is not None else []
+        if not events:
+            return openai_error(404, "invalid_request_error", "transcript_not_found",
+                                f"No captured transcript for session {sid!r} (capture is "
+                                "off unless the tenant opted in).", param="id")
+        return _json({"id": sid, "events": events})
 
     async def budgets(self, request: web.Request) -> web.Response:
         now = self.clock()

@@ -21,6 +21,7 @@ from faregate.storage import Ledger
 
 from ._config import Settings
 from ._admin import Admin
+from ._capture import Capture, Redactor, load_key
 from ._forward import Forwarder
 from ._alerting import Alerting
 from ._leases import Leases
@@ -35,6 +36,7 @@ log = logging.getLogger("faregate.app")
 STATE_KEY = web.AppKey("faregate_state", State)
 RELOADER_KEY = web.AppKey("faregate_reloader", Reloader)
 RELAY_KEY = web.AppKey("faregate_relay", Relay)
+PURGE_KEY = web.AppKey("faregate_capture_purge", asyncio.Task)
 
 
 def _json(payload: dict, status: int = 200) -> web.Response:
@@ -138,6 +140,7 @@ async def _startup(app: web.Application) -> None:
         if ok else None,
     )
     await state.notifier.start()
+    _start_capture(app, state)
     state.alerting.attach(state.ledger.record, state.notifier.send,
                           state.ledger.claim_alert if state.ledger.shared else None)
     reloader = app[RELOADER_KEY]
@@ -147,6 +150,30 @@ async def _startup(app: web.Application) -> None:
             signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload()))
     except (NotImplementedError, RuntimeError, ValueError):
         pass  # not the main thread (tests) or no SIGHUP on this platform
+
+
+def _start_capture(app: web.Application, state: State) -> None:
+    """Conversation capture runs only with its key; without one, nothing is written."""
+    settings = state.runtime.settings
+    cfg = settings.capture
+    key = load_key(cfg.key_env)
+    if key is None:
+        if any(t.capture for t in settings.tenants.values()):
+            log.error("capture is on for some tenants but $%s holds no 32-byte key: "
+                      "nothing will be captured", cfg.key_env)
+        return
+    state.capture = Capture(
+        cfg.directory, key, Redactor(cfg.redact, cfg.redact_builtin), cfg.retention_days,
+        cfg.queue_limit, lambda result: state.metrics.capture_records.labels(result).inc())
+
+    async def purge_hourly() -> None:
+        while True:
+            removed = await asyncio.to_thread(state.capture.purge)
+            if removed:
+                log.info("capture retention purge", extra={"days_removed": removed})
+            await asyncio.sleep(3600)
+
+    app[PURGE_KEY] = asyncio.get_running_loop().create_task(purge_hourly())
 
 
 async def _seed_budgets(state: State) -> None:
@@ -190,6 +217,11 @@ async def _cleanup(app: web.Application) -> None:
             log.info("returned unspent budget leases", extra={"nanos": returned})
     if state.notifier is not None:
         await state.notifier.close()
+    purge = app.get(PURGE_KEY)
+    if purge is not None:
+        purge.cancel()
+    if state.capture is not None:
+        await asyncio.to_thread(state.capture.close)
     if state.client is not None:
         await state.client.close()
     if state.ledger is not None:

@@ -9,6 +9,7 @@ parsed as decimals, never through ``float``).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -143,6 +144,7 @@ class TenantSettings(Limits):
     tier: str | None = None
     on_exceed: Literal["block", "alert_only"] = "block"
     markup: Decimal | None = None
+    capture: bool = False  # opt-in conversation capture ([capture] needs its key)
 
     _markup = field_validator("markup")(_non_negative)
 
@@ -197,6 +199,27 @@ class PricingSettings(_Strict):
     models: dict[str, ModelPrice] = Field(default_factory=dict)
 
 
+class CaptureSettings(_Strict):
+    """Opt-in conversation capture (per tenant: `capture = true`)."""
+
+    directory: str = "faregate-capture"
+    key_env: str = "FAREGATE_CAPTURE_KEY"  # 32-byte AES key, base64 or hex
+    retention_days: int = Field(30, ge=1)
+    redact_builtin: bool = True  # e-mail addresses, phone and card numbers
+    redact: list[str] = Field(default_factory=list)  # operator regexes
+    queue_limit: int = Field(10_000, ge=1)
+
+    @field_validator("redact")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
+        return v
+
+
 class UpstreamLimitSettings(_Strict):
     """The operator's own upstream account limits, shared by all tenants."""
 
@@ -217,6 +240,7 @@ class Settings(_Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     upstream_limits: UpstreamLimitSettings = Field(default_factory=UpstreamLimitSettings)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
 
     @model_validator(mode="after")
     def _references(self) -> "Settings":

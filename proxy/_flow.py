@@ -40,6 +40,8 @@ class Flow:
     admission: Any = None  # _quota.Admission held while the call is in flight
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     upstream_tokens: int = 0  # estimate taken from the shared [upstream_limits] tpm
+    captured_request: bytes | None = None  # bodies kept for opt-in capture
+    captured_response: bytearray | None = None
 
     @property
     def model(self) -> str | None:

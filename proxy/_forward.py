@@ -25,6 +25,7 @@ from faregate.pricing import find_json_str, find_usage
 
 from . import _errors as errors
 from ._body import HEAD_BYTES, BodySample, BodyTooLarge, UploadCounter, read_bounded, read_head
+from ._capture import MAX_TEXT
 from ._endpoints import (
     classify,
     facts_from_json,
@@ -121,6 +122,10 @@ class Forwarder:
         finally:
             settle_once()
             state.log_flow(flow)
+            if flow.captured_response is not None and flow.forwarded and flow.caller:
+                state.capture.exchange(
+                    f"rest-{flow.caller.tenant}", flow.request_id, flow.path,
+                    flow.captured_request or b"", bytes(flow.captured_response), flow.status)
 
     def _settle_quota(self, flow: Flow, charge) -> None:
         quota, admission = self.state.quota, flow.admission
@@ -200,6 +205,10 @@ class Forwarder:
         except BadTags as exc:
             flow.status = 400
             return errors.invalid_request(f"Bad x-faregate-tags: {exc}", "invalid_tags", rid)
+        if self.state.capturing(flow.caller.tenant):
+            flow.captured_response = bytearray()
+            flow.captured_request = body if isinstance(body, bytes) else (
+                b"" if body is None else b"(binary upload, not captured)")
 
         if (
             endpoint is not None
@@ -326,8 +335,11 @@ class Forwarder:
             metrics.proxy_overhead.labels(endpoint_label).observe(flow.overhead)
             hold = flow.endpoint is not None and meter is None
             held = b""
+            captured = flow.captured_response
             async for chunk in upstream.content.iter_any():
                 flow.response_bytes += len(chunk)
+                if captured is not None and len(captured) < MAX_TEXT:
+                    captured += chunk[: MAX_TEXT - len(captured)]
                 if meter is not None:
                     chunk = meter.feed(chunk)
                 elif sample is not None:

@@ -96,6 +96,10 @@ class Metrics:
         self.alerts_sent = Counter(
             "faregate_alerts_sent", "Budget alerts sent.", ["level", "channel"], registry=r,
         )
+        self.capture_records = Counter(
+            "faregate_capture_records", "Captured conversation records by outcome.",
+            ["result"], registry=r,
+        )
         self.config_reloads = Counter(
             "faregate_config_reloads", "Config reload attempts.", ["result"], registry=r,
         )

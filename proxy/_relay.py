@@ -336,6 +336,8 @@ class Relay:
             msg = await client.receive()
             if msg.type == WSMsgType.TEXT:
                 session.meter.client_frame(msg.data)
+                if session.capturing:
+                    session.capture("client", msg.data)
                 if session.cut is not None:
                     continue  # the session is ending: nothing new goes upstream
                 squota = session.squota

@@ -20,7 +20,8 @@ from faregate.storage import SessionRecord, new_id
 
 from ._identity import Caller
 from ._meter import charge_record, count_charge
-from ._session_meter import Metered, SessionMeter
+from ._capture import CLIENT_TEXT, SERVER_TEXT
+from ._session_meter import Metered, SessionMeter, frame_type
 from ._session_quota import INPUT_CLASSES, Cut, SessionQuota
 from ._state import State
 
@@ -52,6 +53,7 @@ class Session:
     cut: Cut | None = None  # why faregate is ending the session, once decided
     cut_event: asyncio.Event = field(default_factory=asyncio.Event)
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
+    capturing: bool = False  # the tenant opted in to conversation capture
     _live_seq: int = 0
 
     @classmethod
@@ -59,7 +61,7 @@ class Session:
               tags: dict[str, str] | None = None) -> "Session":
         kind = "live" if endpoint.startswith("/v1/live") else "realtime"
         session = cls(state, caller, endpoint, SessionMeter(kind, model=model),
-                      tags=dict(tags or {}))
+                      tags=dict(tags or {}), capturing=state.capturing(caller.tenant))
         state.sessions[session.id] = session
         state.metrics.sessions_active.labels(caller.tenant).inc()
         return session
@@ -71,7 +73,17 @@ class Session:
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_mono
 
+    def capture(self, direction: str, frame: str | bytes) -> None:
+        """Hand a text frame to conversation capture if this tenant opted in."""
+        if not self.capturing or not isinstance(frame, str):
+            return
+        t = frame_type(frame)
+        if t in (SERVER_TEXT if direction == "server" else CLIENT_TEXT):
+            self.state.capture.frame(self.id, direction, t, frame)
+
     def server_frame(self, frame: str | bytes) -> None:
+        if self.capturing:
+            self.capture("server", frame)
         calls = self.meter.tool_calls
         for metered in self.meter.server_frame(frame):
             self.charge(metered)

@@ -39,6 +39,14 @@ class State:
     alerting: Any = None  # _alerting.Alerting, set on startup
     notifier: Any = None  # _notify.Notifier, set on startup
     upstream: UpstreamLimits = field(default_factory=UpstreamLimits)  # [upstream_limits]
+    capture: Any = None  # _capture.Capture when [capture] has its key
+
+    def capturing(self, tenant: str) -> bool:
+        """Capture is on for this tenant (opt-in, and only with a key)."""
+        if self.capture is None:
+            return False
+        t = self.runtime.settings.tenants.get(tenant)
+        return t is not None and t.capture
 
     def __post_init__(self) -> None:
         self.quota = Quota(self.metrics, self._on_spend)

@@ -207,6 +207,9 @@ class FakeSessions:
             await send({"type": "response.output_text.delta", "response_id": rid,
                         "item_id": "item", "output_index": 0, "content_index": 0,
                         "delta": REPLY})
+            await send({"type": "response.output_text.done", "response_id": rid,
+                        "item_id": "item", "output_index": 0, "content_index": 0,
+                        "text": REPLY})
         text_in = 10 + state["words"]
         audio_in = state["audio"] // 4800
         prev_text, prev_audio = state["prev"]
