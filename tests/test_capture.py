@@ -13,7 +13,7 @@ from conftest import gateway_config, start_gateway
 from fake_sessions import REPLY, FakeSessions
 from faregate.proxy import parse_settings
 from faregate.proxy._capture import Capture, Redactor
-from test_realtime import RT_PRICES, text_turn
+from test_realtime import RT_PRICES, sessions_of, text_turn
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 ADMIN = {"Authorization": "Bearer admin-token"}
@@ -97,12 +97,8 @@ async def test_realtime_transcript_through_the_admin_api(capture_env, tmp_path):
                 await conn.session.update(session={"type": "realtime",
                                                    "output_modalities": ["text"]})
                 await text_turn(conn, "my email is eve@example.org thanks")
-            for _ in range(100):
-                await gw.state.ledger.flush()
-                rows = await gw.state.ledger.sessions()
-                if rows:
-                    break
-            sid = rows[0].id
+            [session] = await sessions_of(gw)
+            sid = session.id
             gw.state.capture.flush()
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"{gw.url}/admin/sessions/{sid}/transcript",

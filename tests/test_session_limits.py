@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from conftest import gateway_config, start_gateway
 from fake_sessions import REPLY, FakeSessions
+from test_realtime import sessions_of
 from faregate.proxy import parse_settings
 
 RT = {"input": "4", "cached_input": "0.4", "output": "16", "audio_input": "32",
@@ -96,13 +97,7 @@ async def test_session_time_limit(limited):
         events = await asyncio.wait_for(events_until_close(ws), 5)
         assert events[-1]["error"]["code"] == "session_time_limit"
         assert ws.close_code == 1008
-    [session] = await gw.state.ledger.sessions() or [None]
-    for _ in range(50):
-        await gw.state.ledger.flush()
-        rows = await gw.state.ledger.sessions()
-        if rows:
-            break
-        await asyncio.sleep(0.02)
+    rows = await sessions_of(gw)
     assert rows[0].end_reason == "time_limit"
 
 
@@ -177,12 +172,7 @@ async def test_tool_call_cap_refuses_the_next_response(limited, fake):
         assert events[-1]["error"]["code"] == "tool_call_limit"
         assert ws.close_code == 1008
     assert fake.sessions[-1].types().count("response.create") == 2  # the third never left
-    for _ in range(100):
-        await gw.state.ledger.flush()
-        rows = await gw.state.ledger.sessions()
-        if rows:
-            break
-        await asyncio.sleep(0.02)
+    rows = await sessions_of(gw)
     assert rows[0].end_reason == "tool_call_limit" and rows[0].tool_calls == 2
     text = gw.state.metrics.render().decode()
     assert 'faregate_tool_calls_total{tenant="acme"} 2.0' in text
@@ -198,10 +188,5 @@ async def test_tool_calls_are_counted_without_a_cap(limited, fake):
             await ws.send(json.dumps({"type": "response.create"}))
             while json.loads(await ws.recv())["type"] != "response.done":
                 pass
-    for _ in range(100):
-        await gw.state.ledger.flush()
-        rows = await gw.state.ledger.sessions()
-        if rows:
-            break
-        await asyncio.sleep(0.02)
+    rows = await sessions_of(gw)
     assert rows[0].tool_calls == 6 and rows[0].end_reason == "client_closed"
