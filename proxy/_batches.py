@@ -7,7 +7,8 @@ client makes anyway:
 1. `POST /v1/batches` — the answer names the batch; faregate records who
    created it (tenant, user, key, attribution tags) and for which endpoint.
 2. `GET /v1/batches/{id}` and `GET /v1/batches` — the answers name the
-   batch's `output_file_id` once it has one; faregate links file to batch.
+   batch's `output_file_id` (and `error_file_id`) once it has them; faregate
+   links file to batch.
 3. `GET /v1/files/{id}/content` of a linked output file — the body streams
    to the client untouched while faregate reads it line by line and charges
    every successful line (`response.status_code` 200) to the creator, at the
@@ -19,6 +20,11 @@ ledger (`charged:<file>` row, insert-if-absent) before its lines are charged,
 so a second download — here, on another replica or after a restart — adds
 nothing to budgets either. Output that is never fetched through faregate
 cannot be metered.
+
+Batch calls are asked of the upstream uncompressed (like metered calls), so
+the answers can be read as they pass. With several replicas on one
+PostgreSQL, a replica that did not see a batch created or linked looks the
+batch up in the ledger (one primary-key query, only on such a miss).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from faregate.pricing import price, usage_for_endpoint
-from faregate.storage import BatchEvent, LedgerRecord
+from faregate.storage import BatchEvent
 
 from ._identity import Caller
 from ._meter import charge_record, count_charge
@@ -57,10 +63,15 @@ KINDS = {
     "/v1/completions": "completions",
 }
 LEDGER_ENDPOINT = "/v1/batches"
-MAX_JSON = 1024 * 1024  # batch objects and lists are small
+MAX_JSON = 4 * 1024 * 1024  # batch objects and lists (100 batches with metadata)
 MAX_LINE = 8 * 1024 * 1024  # one output line (a long completion); longer lines are skipped
 MAX_TRACKED = 100_000  # batches and files remembered in memory
+MAX_PARTIAL = 1_000  # broken-off downloads whose charged lines are remembered
 REMEMBER = timedelta(days=35)  # output files are kept 30 days upstream
+LEDGER_TIMEOUT_S = 3.0  # a claim or lookup the database does not answer in time is skipped
+MAX_LOOKUP = 100  # batch ids looked up in the ledger per list answer
+MAX_NAME = 128  # model and endpoint names kept from upstream answers
+FILE_FIELDS = ("output_file_id", "error_file_id")
 
 
 def batch_route(method: str, path: str) -> tuple[str, str | None] | None:
@@ -94,6 +105,8 @@ class BatchBook:
         self.created: OrderedDict[str, BatchEvent] = OrderedDict()
         self.files: OrderedDict[str, str] = OrderedDict()  # output file -> batch
         self.charged: set[str] = set()
+        #: file -> line ids a broken-off download already added to budgets here
+        self.partial: OrderedDict[str, frozenset[str]] = OrderedDict()
 
     def load(self, events: list[BatchEvent]) -> None:
         for e in events:
@@ -114,6 +127,18 @@ class BatchBook:
         batch = self.files.get(file_id)
         return self.created.get(batch) if batch is not None else None
 
+    async def resolve(self, state: "State", file_id: str) -> BatchEvent | None:
+        """`origin`, asking the ledger on a miss when other replicas share it."""
+        origin = self.origin(file_id)
+        if origin is not None or not _shared(state):
+            return origin
+        found = await _lookup(state, ["file:" + file_id, "charged:" + file_id])
+        links = [e for e in found if e.event == "output"]
+        if links:
+            found += await _lookup(state, [links[0].batch_id])
+        self.load(found)
+        return self.origin(file_id)
+
     # -- what the answers say ----------------------------------------------
 
     def after_create(self, state: "State", flow: "Flow", body: Any) -> None:
@@ -126,22 +151,18 @@ class BatchBook:
         event = BatchEvent(
             id=batch_id, batch_id=batch_id, event="created", tenant=c.tenant, user=c.user,
             key_id=c.key_id, tier=c.tier, tags=dict(flow.tags),
-            endpoint=endpoint if isinstance(endpoint, str) else "")
+            endpoint=endpoint[:MAX_NAME] if isinstance(endpoint, str) else "")
         self._note(event)
         state.record(event)
 
-    def after_read(self, state: "State", body: Any) -> None:
-        """A batch object or a list of them: link known batches to their output files."""
-        if not isinstance(body, dict):
-            return
-        items = body.get("data") if body.get("object") == "list" else [body]
-        for item in items if isinstance(items, list) else []:
-            if not isinstance(item, dict):
-                continue
-            batch_id, file_id = item.get("id"), item.get("output_file_id")
-            if (batch_id in self.created and isinstance(file_id, str)
-                    and _CONTENT.fullmatch(f"/v1/files/{file_id}/content")
-                    and self.files.get(file_id) != batch_id):
+    async def after_read(self, state: "State", body: Any) -> None:
+        """A batch object or a list of them: link known batches to their files."""
+        links = _file_links(body)
+        unknown = list({b for b, _ in links if b not in self.created})[:MAX_LOOKUP]
+        if unknown and _shared(state):  # created through another replica?
+            self.load([e for e in await _lookup(state, unknown) if e.event == "created"])
+        for batch_id, file_id in links:
+            if batch_id in self.created and self.files.get(file_id) != batch_id:
                 event = BatchEvent(id="file:" + file_id, batch_id=batch_id, event="output",
                                    tenant=self.created[batch_id].tenant, file_id=file_id)
                 self._note(event)
@@ -157,21 +178,23 @@ class BatchBook:
         if state.ledger is None:
             return True
         try:
-            return await state.ledger.claim_batch(event)
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):
+                return await state.ledger.claim_batch(event)
         except Exception as exc:  # database away: charge anyway, line ids keep rows unique
             log.warning("batch claim not confirmed; charging", extra={
                 "file_id": file_id, "error": type(exc).__name__})
             state.record(event)
             return True
 
-
-    def unclaim(self, state: "State", origin: BatchEvent, file_id: str) -> None:
+    def unclaim(self, state: "State", file_id: str, spent: frozenset[str]) -> None:
         """Give up a claim whose download broke off: the next download charges the file.
 
-        Lines already charged keep their rows (their ids cannot repeat); their
-        cost may count twice in this process's budget counters until restart.
+        Lines already charged keep their rows (their ids cannot repeat), and
+        `spent` — their ids — keeps a later download here from adding them to
+        the budget counters again.
         """
         self.charged.discard(file_id)
+        _put(self.partial, file_id, spent, MAX_PARTIAL)
         if state.ledger is not None:
             task = asyncio.get_running_loop().create_task(
                 _unclaim(state, "charged:" + file_id))
@@ -184,16 +207,50 @@ _pending: set[asyncio.Task] = set()
 
 async def _unclaim(state: "State", event_id: str) -> None:
     try:
-        await state.ledger.unclaim_batch(event_id)
+        async with asyncio.timeout(LEDGER_TIMEOUT_S):
+            await state.ledger.unclaim_batch(event_id)
     except Exception as exc:
         log.warning("batch claim not released", extra={"id": event_id,
                                                         "error": type(exc).__name__})
 
 
-def _put(d: OrderedDict, key: str, value: Any) -> None:
+def _shared(state: "State") -> bool:
+    return state.ledger is not None and state.ledger.shared
+
+
+async def _lookup(state: "State", ids: list[str]) -> list[BatchEvent]:
+    """Batch events by id from the ledger; none if the database does not answer in time."""
+    try:
+        async with asyncio.timeout(LEDGER_TIMEOUT_S):
+            return await state.ledger.batch_events_by_id(ids)
+    except Exception as exc:
+        log.warning("batch lookup failed", extra={"error": type(exc).__name__})
+        return []
+
+
+def _file_links(body: Any) -> list[tuple[str, str]]:
+    """(batch id, file id) of every output and error file a batch answer names."""
+    if not isinstance(body, dict):
+        return []
+    items = body.get("data") if body.get("object") == "list" else [body]
+    links = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        batch_id = item.get("id")
+        if not (isinstance(batch_id, str) and _BATCH.fullmatch("/v1/batches/" + batch_id)):
+            continue
+        for name in FILE_FIELDS:
+            file_id = item.get(name)
+            if isinstance(file_id, str) and _CONTENT.fullmatch(f"/v1/files/{file_id}/content"):
+                links.append((batch_id, file_id))
+    return links
+
+
+def _put(d: OrderedDict, key: str, value: Any, limit: int = MAX_TRACKED) -> None:
     d[key] = value
     d.move_to_end(key)
-    while len(d) > MAX_TRACKED:
+    while len(d) > limit:
         d.popitem(last=False)
 
 
@@ -221,9 +278,11 @@ class JsonTap:
 class LineMeter:
     """Charges the lines of a batch output file as the file streams by."""
 
-    def __init__(self, state: "State", origin: BatchEvent) -> None:
+    def __init__(self, state: "State", origin: BatchEvent, spent: frozenset[str]) -> None:
         self.state = state
         self.origin = origin
+        self.spent = spent  # line ids already in this process's budget counters
+        self.charged: set[str] = set()  # line ids this download charged
         self.caller = Caller(tenant=origin.tenant, user=origin.user, tier=origin.tier,
                              key_id=origin.key_id, upstream_authorization=None)
         self.kind = KINDS.get(origin.endpoint)
@@ -245,8 +304,9 @@ class LineMeter:
             self.skipping = False
             start = end + 1
 
-    def close(self) -> None:
-        if self.buf and not self.skipping:
+    def close(self, complete: bool = True) -> None:
+        """The file ended (`complete`) or broke off (its last partial line is dropped)."""
+        if complete and self.buf and not self.skipping:
             self._line(bytes(self.buf))
         self.buf.clear()
         metrics = self.state.metrics
@@ -281,22 +341,21 @@ class LineMeter:
             self.counts["malformed"] += 1
             return
         try:
-            record = self._charge(line, body)
+            self._charge(line, body)
         except Exception:  # a pricing bug must not break the download
             log.exception("batch line not charged", extra={"batch_id": self.origin.batch_id})
             self.counts["malformed"] += 1
-            return
-        self.state.record(record)
-        self.counts["charged"] += 1
 
-    def _charge(self, line: dict, body: dict) -> LedgerRecord:
+    def _charge(self, line: dict, body: dict) -> None:
+        """Record one successful line, and add it to budgets unless already added here."""
         state, origin = self.state, self.origin
         rt = state.runtime
         now = datetime.now(timezone.utc)
         usage = dataclasses.replace(usage_for_endpoint(self.kind, body.get("usage")),
                                     service_tier="batch")
-        model = body.get("model") if isinstance(body.get("model"), str) else "unknown"
-        charge = price(usage, model[:128], now, rt.prices)
+        model = body.get("model")
+        model = model[:MAX_NAME] if isinstance(model, str) and model else "unknown"
+        charge = price(usage, model, now, rt.prices)
         custom = line.get("custom_id")
         request_id = line.get("id") if isinstance(line.get("id"), str) else ""
         key = custom if isinstance(custom, str) and custom else request_id
@@ -305,9 +364,14 @@ class LineMeter:
             request_id=request_id[:128], markup=rt.markup(origin.tenant),
             tags={**origin.tags, "batch": origin.batch_id})
         record = dataclasses.replace(record, id=line_id(origin.batch_id, key[:256], origin.at))
+        state.record(record)  # a repeated id is ignored by the ledger
+        if record.id in self.spent or record.id in self.charged:
+            return
+        if len(self.charged) < MAX_TRACKED:
+            self.charged.add(record.id)
         state.quota.spend(rt.policy(self.caller), record.cost_nanos, now)
         count_charge(state.metrics, origin.tenant, charge, LEDGER_ENDPOINT)
-        return record
+        self.counts["charged"] += 1
 
 
 class BatchTap:
@@ -327,34 +391,51 @@ class BatchTap:
 
     def abort(self) -> None:
         """The answer was cut short: a partly read output file stays chargeable."""
-        if self.meter is not None:
-            self.meter.close()
-            self.book.unclaim(self.state, self.meter.origin, self.flow.batch[1] or "")
+        if self.meter is not None and self.flow.batch is not None:
+            meter = self.meter
+            meter.close(complete=False)
+            self.book.unclaim(self.state, self.flow.batch[1] or "",
+                              meter.spent | frozenset(meter.charged))
 
-    def finish(self) -> None:
-        """The whole answer was relayed."""
+    async def finish(self) -> None:
+        """The whole answer was relayed (all but its last bytes)."""
         if self.json is not None:
             body = self.json.value()
             if self.route == "create":
                 self.book.after_create(self.state, self.flow, body)
             else:
-                self.book.after_read(self.state, body)
+                await self.book.after_read(self.state, body)
         elif self.meter is not None:
             self.meter.close()
 
 
+async def prepare(state: "State", flow: "Flow") -> None:
+    """Before forwarding: a file faregate cannot attribute is not a batch call at all.
+
+    Such a download is forwarded as any other call (unmetered, and with the
+    client's own Accept-Encoding); every other batch call is read on its way.
+    """
+    if flow.batch is None or flow.batch[0] != "content":
+        return
+    file_id = flow.batch[1]
+    if state.batches is None or not file_id or await state.batches.resolve(
+            state, file_id) is None:
+        flow.batch = None
+
+
 async def open_tap(state: "State", flow: "Flow", status: int) -> BatchTap | None:
     """A tap for a successful Batch API answer, or None when there is nothing to meter."""
-    if flow.batch is None or not 200 <= status < 300:
+    if flow.batch is None or state.batches is None or not 200 <= status < 300:
         return None
     route, ident = flow.batch
     book = state.batches
     if route != "content":
         return BatchTap(book, state, flow, route, None)
     origin = book.origin(ident) if ident else None
-    if origin is None or not await book.claim(state, ident, origin):
+    if origin is None or ident is None or not await book.claim(state, ident, origin):
         return None
-    return BatchTap(book, state, flow, route, LineMeter(state, origin))
+    spent = book.partial.pop(ident, frozenset())
+    return BatchTap(book, state, flow, route, LineMeter(state, origin, spent))
 
 
 async def load_batches(state: "State") -> None:

@@ -25,6 +25,7 @@ from faregate.pricing import ToolScan, find_json_str, find_service_tier, find_us
 
 from . import _errors as errors
 from ._batches import batch_route, open_tap
+from ._batches import prepare as prepare_batch
 from ._body import HEAD_BYTES, BodySample, BodyTooLarge, UploadCounter, read_bounded, read_head
 from ._capture import MAX_TEXT
 from ._endpoints import (
@@ -279,6 +280,8 @@ class Forwarder:
         server = rt.settings.server
         rid = flow.request_id
         url = server.upstream + strip_query(request.rel_url.raw_path_qs)
+        if flow.batch is not None:
+            await prepare_batch(self.state, flow)
         headers = upstream_headers(request, flow, rt, body_changed)
         sent = time.perf_counter()
         flow.forwarded = True
@@ -341,7 +344,8 @@ class Forwarder:
             metrics = self.state.metrics
             metrics.upstream_latency.labels(endpoint_label).observe(flow.upstream_wait)
             metrics.proxy_overhead.labels(endpoint_label).observe(flow.overhead)
-            hold = flow.endpoint is not None and meter is None
+            # Recorded flows keep their last chunk until the charge is journalled.
+            hold = (flow.endpoint is not None and meter is None) or tap is not None
             held = b""
             captured = flow.captured_response
             async for chunk in upstream.content.iter_any():
@@ -365,7 +369,7 @@ class Forwarder:
             self._take_usage(flow, meter, sample)
             settle_once()
             if tap is not None:
-                tap.finish()
+                await tap.finish()
                 tap = None
             if held:
                 await response.write(held)

@@ -13,6 +13,7 @@ from datetime import datetime
 from ._kinds import ALERTS, BATCHES, SESSIONS
 from ._lookups import (
     alerts_sql,
+    batch_events_by_id_sql,
     batch_events_sql,
     claim_alert_sql,
     claim_sql,
@@ -114,6 +115,13 @@ class LedgerQueries:
     async def batch_events(self, since: datetime) -> list[BatchEvent]:
         """Batch API facts recorded since `since`, oldest first."""
         sql, args = batch_events_sql(self._store.placeholder, since)
+        return [BATCHES.from_row(r) for r in await self._store.fetch(sql, args)]
+
+    async def batch_events_by_id(self, ids: list[str]) -> list[BatchEvent]:
+        """The batch events with these ids (what another replica recorded), oldest first."""
+        if not ids:
+            return []
+        sql, args = batch_events_by_id_sql(self._store.placeholder, ids)
         return [BATCHES.from_row(r) for r in await self._store.fetch(sql, args)]
 
     async def claim_batch(self, event: BatchEvent) -> bool:

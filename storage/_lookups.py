@@ -68,6 +68,13 @@ def batch_events_sql(p: Placeholder, since: datetime) -> tuple[str, list[Any]]:
             "ORDER BY at_ms", [_ms(since)])
 
 
+def batch_events_by_id_sql(p: Placeholder, ids: list[str]) -> tuple[str, list[Any]]:
+    """Batch events with these ids (primary-key lookups; the caller bounds the list)."""
+    marks = ", ".join(p(i + 1) for i in range(len(ids)))
+    return (f"SELECT {', '.join(BATCHES.columns)} FROM batches WHERE id IN ({marks}) "
+            "ORDER BY at_ms", list(ids))
+
+
 def claim_sql(p: Placeholder, kind, record) -> tuple[str, list[Any]]:
     """Insert a record unless its id exists; returns the id only if this call inserted it."""
     row = list(kind.to_row(record))

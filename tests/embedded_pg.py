@@ -113,6 +113,7 @@ async def reset_database(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "DROP TABLE IF EXISTS charges, sessions, alerts, schema_migrations CASCADE")
+            "DROP TABLE IF EXISTS charges, sessions, alerts, budget_leases, batches, "
+            "schema_migrations CASCADE")
     finally:
         await conn.close()

