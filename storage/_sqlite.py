@@ -1,7 +1,11 @@
 """SQLite backend: a synchronous database confined to one dedicated thread.
 
-WAL mode, one connection, each batch inserted with `executemany` inside one
-transaction, `INSERT OR IGNORE` so replaying a record id is a no-op.
+WAL mode, one connection, each batch inserted inside one transaction as a
+few multi-row `INSERT OR IGNORE` statements (so replaying a record id is a
+no-op). Multi-row statements matter for the proxy, not for SQLite: the
+sqlite3 module lets go of the GIL around every statement step, and with one
+step per row the writer thread and the event loop traded the GIL once per
+row, which cost the loop more than the insert itself.
 `SqliteStore` is the async face the ledger uses: every call hops onto the
 store's single worker thread, so the event loop never blocks on SQLite and
 the connection is never shared between threads.
@@ -37,6 +41,30 @@ def _q(_: int) -> str:
     return "?"
 
 
+#: Rows per INSERT statement at most: the chunks are powers of two, so a
+#: table has at most nine statement shapes (all in the statement cache), and
+#: 256 rows of the widest kind stay far below SQLite's 32766 bound variables.
+MAX_ROWS_PER_STATEMENT = 256
+
+
+def _chunks(n: int) -> list[int]:
+    """Split `n` rows into statement sizes: full chunks, then descending powers of two."""
+    sizes = [MAX_ROWS_PER_STATEMENT] * (n // MAX_ROWS_PER_STATEMENT)
+    rest, size = n % MAX_ROWS_PER_STATEMENT, MAX_ROWS_PER_STATEMENT
+    while rest:
+        size //= 2
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+    return sizes
+
+
+def _insert_sql(table: str, columns: Sequence[str], rows: int) -> str:
+    one = "(" + ", ".join("?" for _ in columns) + ")"
+    return (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+            f"VALUES {', '.join(one for _ in range(rows))}")
+
+
 class SqliteDatabase:
     """The ledger's tables in one SQLite file. Not thread-safe: one thread only."""
 
@@ -48,6 +76,7 @@ class SqliteDatabase:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=5000")
+        self._statements: dict[tuple[str, int], str] = {}
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; returns the versions applied now.
@@ -81,6 +110,13 @@ class SqliteDatabase:
                 raise
         return applied
 
+    def _sql(self, table: str, columns: Sequence[str], rows: int) -> str:
+        key = (table, rows)
+        sql = self._statements.get(key)
+        if sql is None:
+            sql = self._statements[key] = _insert_sql(table, columns, rows)
+        return sql
+
     def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
         """All rows in one transaction; ids already present are skipped."""
         c = self.conn
@@ -88,11 +124,11 @@ class SqliteDatabase:
         try:
             for name, rows in rows_by_kind.items():
                 kind = KINDS[name]
-                c.executemany(
-                    f"INSERT OR IGNORE INTO {kind.table} ({', '.join(kind.columns)}) "
-                    f"VALUES ({', '.join('?' for _ in kind.columns)})",
-                    rows,
-                )
+                start = 0
+                for size in _chunks(len(rows)):
+                    args = [v for row in rows[start:start + size] for v in row]
+                    c.execute(self._sql(kind.table, kind.columns, size), args)
+                    start += size
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
