@@ -31,6 +31,7 @@ from ._normalise import (
 )
 from ._price import price
 from ._table import (
+    DEFAULT_TIERS,
     RATE_KEYS,
     Price,
     PriceTable,
@@ -44,6 +45,7 @@ from ._usage import TOKEN_CLASSES, Usage, merge_tool_calls
 
 __all__ = [
     "Charge",
+    "DEFAULT_TIERS",
     "Price",
     "PriceTable",
     "PriceTableError",

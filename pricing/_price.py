@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import operator
 from datetime import datetime
 from decimal import Decimal
 
@@ -264,11 +265,17 @@ def _sane_tool_calls(calls: object) -> tuple[tuple[str, int], ...]:
     return tuple(kept)
 
 
+_COUNTED = TOKEN_CLASSES + ("reasoning", "characters", "images")
+_counts = operator.attrgetter(*_COUNTED)
+
+
 def _sane(usage: Usage) -> Usage:
     """Clamp negative/absurd quantities; flag the usage if any was bad."""
+    if _plainly_sane(usage):
+        return usage
     changes: dict[str, object] = {}
     bad = False
-    for name in TOKEN_CLASSES + ("reasoning", "characters", "images"):
+    for name in _COUNTED:
         n = getattr(usage, name)
         if isinstance(n, bool) or not isinstance(n, int):
             bad = True
@@ -310,3 +317,15 @@ def _sane(usage: Usage) -> Usage:
     if bad and MALFORMED not in flags:
         flags = flags + (MALFORMED,)
     return dataclasses.replace(usage, flags=flags, **changes)
+
+
+def _plainly_sane(usage: Usage) -> bool:
+    """The common case, checked in C where possible: `_sane` would change nothing."""
+    counts = _counts(usage)
+    if set(map(type, counts)) != {int} or min(counts) < 0 or max(counts) > MAX_COUNT:
+        return False
+    s, tier = usage.seconds, usage.service_tier
+    return (type(s) is Decimal and s.is_finite() and 0 <= s <= MAX_SECONDS
+            and not usage.tool_calls
+            and (tier is None or (type(tier) is str and 0 < len(tier) <= MAX_TIER_NAME
+                                  and tier == tier.strip().lower())))

@@ -7,7 +7,7 @@ it into a priced `Charge` and a ledger record. Nothing here does I/O.
 from __future__ import annotations
 
 import time
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from ._identity import Caller
 
 
 def new_request_id() -> str:
-    return "fg_" + uuid.uuid4().hex[:24]
+    return "fg_" + os.urandom(12).hex()
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from faregate.pricing import (
+    DEFAULT_TIERS,
     TOKEN_CLASSES,
     Charge,
     PriceTable,
@@ -67,7 +68,8 @@ def usage_of(flow: Flow) -> tuple[Usage, str | None]:
 
 def charge_flow(flow: Flow, table: PriceTable, at: datetime) -> tuple[Charge, str | None]:
     usage, problem = usage_of(flow)
-    if flow.service_tier or flow.tool_calls:
+    # A standard-tier answer ("default", "auto") prices as no tier: skip the copy.
+    if (flow.service_tier and flow.service_tier not in DEFAULT_TIERS) or flow.tool_calls:
         usage = dataclasses.replace(usage, service_tier=flow.service_tier,
                                     tool_calls=merge_tool_calls(usage.tool_calls, flow.tool_calls))
     model = flow.model or "unknown"

@@ -21,6 +21,27 @@ _SESSION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+def _cache_children(metric):
+    """Make `metric.labels(...)` a dict lookup after the first call per label values.
+
+    prometheus_client validates and converts the values on every `labels()`
+    call (a few µs, several times per request); the children never change,
+    because faregate never removes a labelled child. The cache holds only
+    what the metric itself already holds.
+    """
+    children: dict[tuple, object] = {}
+    make = metric.labels
+
+    def labels(*values):
+        child = children.get(values)
+        if child is None:
+            child = children[values] = make(*values)
+        return child
+
+    metric.labels = labels
+    return metric
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -107,6 +128,10 @@ class Metrics:
         self.config_reloads = Counter(
             "faregate_config_reloads", "Config reload attempts.", ["result"], registry=r,
         )
+
+        for metric in vars(self).values():
+            if getattr(metric, "_labelnames", None):
+                _cache_children(metric)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
