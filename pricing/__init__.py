@@ -29,7 +29,7 @@ from ._normalise import (
     usage_from_speech,
     usage_from_transcription,
 )
-from ._price import price
+from ._price import cost_of, price
 from ._table import (
     DEFAULT_TIERS,
     RATE_KEYS,
@@ -54,6 +54,7 @@ __all__ = [
     "ToolScan",
     "Usage",
     "check_price_table",
+    "cost_of",
     "describe_price_table",
     "find_service_tier",
     "merge_tool_calls",

@@ -15,7 +15,7 @@ def to_nanos(amount: Decimal) -> int:
     return int((amount / NANO).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built twice per call; treat as immutable
 class Charge:
     """The cost of one call.
 

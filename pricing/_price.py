@@ -132,6 +132,24 @@ def price(
     )
 
 
+def cost_of(usage: Usage, model: str, at: datetime | None, table: PriceTable) -> Decimal:
+    """`price(usage, model, at, table).cost`, without the charge around it.
+
+    For reservations, which need only the amount: no flags, version, savings
+    or `Charge`. Usage with a service tier or tool calls takes `price()`.
+    """
+    entry = table.entry(model, at)
+    if entry is None:
+        return _ZERO
+    usage = _sane(usage)
+    if usage.service_tier is not None or usage.tool_calls:
+        return price(usage, model, at, table).cost
+    rates, _ = _long_context(usage, entry)
+    breakdown, _ = _breakdown(usage, rates)
+    with decimal.localcontext(_CONTEXT):
+        return sum(breakdown.values(), _ZERO)
+
+
 def prompt_tokens(usage: Usage) -> int:
     """All input classes together: what a long-context threshold compares."""
     return (usage.input + usage.cached_input + usage.audio_input + usage.cached_audio_input

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,16 +47,19 @@ def _json(payload: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
-_UNSAFE = ("/..", "/.%2e", "%2e%2e", "%2e.", "%2f", "%5c", "\\")
+#: In the raw path (lowercased): dot segments, plain or encoded, encoded slashes, backslashes.
+_UNSAFE = re.compile(r"/\.\.|/\.%2e|%2e%2e|%2e\.|%2f|%5c|\\")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def safe_path(request: web.Request) -> bool:
     """Only plain `/v1/...` paths go upstream: no `..` (plain or encoded), no encoded
     slash or backslash that could make the upstream see a path outside /v1/, and no
     control characters (a decoded `%0A` must not reach a request line)."""
+    path = request.path
     raw = request.raw_path.split("?", 1)[0].lower()
-    return (request.path.startswith("/v1/") and not any(bad in raw for bad in _UNSAFE)
-            and not any(ord(c) < 0x20 or c == "\x7f" for c in request.path))
+    return (path.startswith("/v1/") and _UNSAFE.search(raw) is None
+            and _CONTROL.search(path) is None)
 
 
 def build_app(settings: Settings, config_path: Path | None = None) -> web.Application:

@@ -12,6 +12,7 @@ in the ledger journal.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from datetime import datetime, timezone
@@ -71,31 +72,43 @@ def _connection_listed(headers) -> set[str]:
     return listed
 
 
+@functools.lru_cache(maxsize=64)
+def _request_drop(tenant_header: str, user_header: str, readable: bool) -> frozenset[str]:
+    """Request headers never forwarded: hop-by-hop, faregate's own, and (for calls
+    faregate reads) the client's Accept-Encoding, replaced by identity."""
+    own = {tenant_header.lower(), user_header.lower(), "x-faregate-tags"}
+    return _NOT_FORWARDED | own | ({"accept-encoding"} if readable else set())
+
+
+_RESPONSE_DROP = {False: HOP_BY_HOP, True: HOP_BY_HOP | {"content-length"}}
+
+
 def upstream_headers(request: web.Request, flow: Flow, rt: Runtime, body_changed: bool):
     """The client's headers minus hop-by-hop and faregate's own, plus auth."""
     ident = rt.settings.identity
-    drop = _NOT_FORWARDED | _connection_listed(request.headers)
-    drop |= {ident.tenant_header.lower(), ident.user_header.lower(), "x-faregate-tags"}
-    out = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+    headers = request.headers
+    # Metered responses (and Batch API answers) must be readable: ask for identity.
+    readable = flow.endpoint is not None or flow.batch is not None
+    drop = _request_drop(ident.tenant_header, ident.user_header, readable)
+    encoded = "content-encoding" in headers
+    if encoded or "connection" in headers:
+        # aiohttp hands faregate a decompressed body: it is sent as what it now is.
+        drop = drop | _connection_listed(headers) | ({"content-encoding"} if encoded else set())
+    out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
     if flow.caller and flow.caller.upstream_authorization:
         out.append(("Authorization", flow.caller.upstream_authorization))
-    length = request.headers.get("content-length")
-    if "content-encoding" in request.headers:
-        # aiohttp hands faregate the decompressed body: send it as what it now is.
-        out = [(k, v) for k, v in out if k.lower() != "content-encoding"]
-    elif length is not None and not body_changed:
+    length = headers.get("content-length")
+    if length is not None and not body_changed and not encoded:
         out.append(("Content-Length", length))
-    if flow.endpoint is not None or flow.batch is not None:
-        # Metered responses (and Batch API answers) must be readable: ask for identity.
-        out = [(k, v) for k, v in out if k.lower() != "accept-encoding"]
+    if readable:
         out.append(("Accept-Encoding", "identity"))
     return out
 
 
 def response_headers(upstream: aiohttp.ClientResponse, flow: Flow, length_changes: bool):
-    drop = HOP_BY_HOP | _connection_listed(upstream.headers)
-    if length_changes:
-        drop = drop | {"content-length"}
+    drop = _RESPONSE_DROP[length_changes]
+    if "connection" in upstream.headers:
+        drop = drop | _connection_listed(upstream.headers)
     out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in drop]
     out.append(("x-faregate-request-id", flow.request_id))
     return out

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from faregate.pricing import PriceTable, Usage, price
+from faregate.pricing import PriceTable, Usage, cost_of, to_nanos
 
 from ._endpoints import Endpoint, RequestFacts
 
@@ -79,7 +79,7 @@ def worst_case(
 def cost_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime) -> int:
     if not model:
         return 0
-    return price(usage, model, at, table).cost_nanos
+    return to_nanos(cost_of(usage, model, at, table))
 
 
 def per_token_nanos(table: PriceTable, model: str, cls: str, at: datetime) -> Decimal:

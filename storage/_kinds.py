@@ -63,12 +63,14 @@ CHARGE_COLUMNS: tuple[str, ...] = (
 
 
 def charge_to_row(r: LedgerRecord) -> Row:
-    ts = r.ts.astimezone(timezone.utc)
+    ts = r.ts if r.ts.tzinfo is timezone.utc else r.ts.astimezone(timezone.utc)
+    tokens = r.tokens
     return (
         r.id, ts.isoformat(timespec="microseconds"), int(ts.timestamp() * 1000), r.tenant,
         r.user, r.key_id, r.model, r.endpoint, r.request_id, int(r.status),
-        *(int(r.tokens.get(c, 0)) for c in TOKEN_COLUMNS), int(r.reasoning_tokens),
-        int((Decimal(r.seconds) * 1000).to_integral_value()), int(r.characters),
+        *[int(tokens.get(c, 0)) for c in TOKEN_COLUMNS], int(r.reasoning_tokens),
+        int((Decimal(r.seconds) * 1000).to_integral_value()) if r.seconds else 0,
+        int(r.characters),
         int(r.images), int(r.cost_nanos), orjson.dumps(r.breakdown).decode(), r.price_version,
         int(r.priced), int(r.estimated), float(r.latency_ms), ",".join(r.flags),
         r.session_id, r.response_id, int(r.savings_nanos),

@@ -21,6 +21,7 @@ from faregate.pricing import (
     Charge,
     PriceTableError,
     Usage,
+    cost_of,
     find_json_str,
     find_usage,
     format_price_table,
@@ -420,6 +421,28 @@ def test_shipped_table_is_complete_and_sourced():
     ]:
         assert required in table.periods, required
     assert load_price_table() is table  # read once
+
+
+def test_cost_of_is_the_cost_price_gives_for_every_period():
+    """Reservations use `cost_of`, a shortcut of `price()`: they must never disagree."""
+    table = load_price_table()
+    rng = random.Random(11)
+    classes = list(TOKEN_CLASSES)
+    checked = 0
+    for family, periods in table.periods.items():
+        for p in periods:
+            at = datetime.combine(p.effective, datetime.min.time(), timezone.utc)
+            for _ in range(6):
+                counts = {c: rng.choice([0, 0, 1, 37, 4096, 300_000]) for c in classes}
+                usage = Usage(**counts, seconds=Decimal(rng.choice([0, 0, 7, "2.5"])),
+                              characters=rng.choice([0, 120]), images=rng.choice([0, 0, 2]))
+                assert cost_of(usage, family, at, table) == price(usage, family, at, table).cost
+                checked += 1
+    for odd in (Usage(input=-5, output=10**15), Usage(output=3, service_tier="flex"),
+                Usage(input=9, tool_calls=(("web_search", 2),))):
+        assert cost_of(odd, "gpt-5.4", None, table) == price(odd, "gpt-5.4", None, table).cost
+    assert cost_of(Usage(input=5), "no-such-model", None, table) == 0
+    assert checked > 300
 
 
 def test_public_surface():
