@@ -21,6 +21,7 @@ import orjson
 
 FULL_PARSE_LIMIT = 1 << 20
 MAX_TRIES = 8
+QUICK_TRIES = 8  # closing braces tried before walking the object byte by byte
 MAX_USAGE_BYTES = 64 * 1024  # a usage object is tiny; anything bigger is not one
 
 _WS = b" \t\r\n"
@@ -85,14 +86,38 @@ def _object_after_key(view: bytes, at: int, key_len: int) -> dict[str, Any] | No
     i = _skip_ws(view, i + 1)
     if i >= len(view) or view[i] != ord("{"):
         return None
-    close = _object_end(view, i)
-    if close < 0:
-        return None
-    try:
-        value = orjson.loads(view[i : close + 1])
-    except orjson.JSONDecodeError:
-        return None
+    value = _first_object(view, i)
+    if value is None:
+        close = _object_end(view, i)
+        if close < 0:
+            return None
+        try:
+            value = orjson.loads(view[i : close + 1])
+        except orjson.JSONDecodeError:
+            return None
     return value if isinstance(value, dict) else None
+
+
+def _first_object(view: bytes, open_brace: int) -> Any:
+    """The object at `open_brace`, found by counting braces in C; None if unsure.
+
+    The first `}` after which the braces balance ends the object unless a
+    string holds a brace; then the slice does not parse and the caller walks
+    the object byte by byte. (A slice that parses is exactly the object: a JSON
+    value is never a prefix of a longer one.)
+    """
+    end = open_brace
+    stop = min(len(view), open_brace + MAX_USAGE_BYTES)
+    for _ in range(QUICK_TRIES):
+        end = view.find(b"}", end + 1, stop)
+        if end < 0:
+            return None
+        if view.count(b"{", open_brace, end) == view.count(b"}", open_brace, end + 1):
+            try:
+                return orjson.loads(view[open_brace : end + 1])
+            except orjson.JSONDecodeError:
+                return None
+    return None
 
 
 def _escaped(view: bytes, quote_at: int) -> bool:
