@@ -41,7 +41,7 @@ from ._table import (
     resolve_model,
 )
 from ._tools import ToolScan, find_service_tier, request_tool_options
-from ._usage import TOKEN_CLASSES, Usage, merge_tool_calls
+from ._usage import TOKEN_CLASSES, Usage, merge_tool_calls, token_counts
 
 __all__ = [
     "Charge",
@@ -67,6 +67,7 @@ __all__ = [
     "price",
     "resolve_model",
     "to_nanos",
+    "token_counts",
     "usage_for_endpoint",
     "usage_from_chat",
     "usage_from_embeddings",

@@ -121,8 +121,76 @@ def _details(r: _Reader, u: Mapping[str, Any], *names: str) -> Mapping[str, Any]
     return {}
 
 
+def _plain_counts(*values: Any) -> list[int] | None:
+    """The values as counts when every one is None or a believable int, else None.
+
+    The common, well-formed report: checked in C, so the `_Reader` path with
+    its per-field checks and flags runs only for reports that need it.
+    """
+    counts = [0 if v is None else v for v in values]
+    if set(map(type, counts)) != {int} or min(counts) < 0 or max(counts) > MAX_COUNT:
+        return None
+    return counts
+
+
+def _plain_details(u: Mapping[str, Any], *names: str) -> Mapping[str, Any] | None:
+    """`_details` for a well-formed report: the first present details dict, {} if
+    none, None (take the slow path) if it is not a dict."""
+    for name in names:
+        value = u.get(name)
+        if value is not None:
+            return value if type(value) is dict else None
+    return _NO_DETAILS
+
+
+_NO_DETAILS: Mapping[str, Any] = {}
+
+
+def _chat_quick(u: Any) -> Usage | None:
+    """`usage_from_chat` for a well-formed report (no flags), else None."""
+    if type(u) is not dict:
+        return None
+    pd = _plain_details(u, "prompt_tokens_details")
+    cd = _plain_details(u, "completion_tokens_details")
+    if pd is None or cd is None:
+        return None
+    counts = _plain_counts(u.get("prompt_tokens"), u.get("completion_tokens"),
+                           pd.get("cached_tokens"), pd.get("audio_tokens"),
+                           cd.get("audio_tokens"), cd.get("reasoning_tokens"))
+    if counts is None:
+        return None
+    prompt, completion, cached, audio_in, audio_out, reasoning = counts
+    if (cached > prompt or audio_in > prompt - cached or audio_out > completion
+            or reasoning > completion - audio_out):
+        return None
+    return Usage(input=prompt - cached - audio_in, cached_input=cached, audio_input=audio_in,
+                 output=completion - audio_out, audio_output=audio_out, reasoning=reasoning)
+
+
+def _responses_quick(u: Any) -> Usage | None:
+    """`usage_from_responses` for a well-formed report (no flags), else None."""
+    if type(u) is not dict:
+        return None
+    idt = _plain_details(u, "input_tokens_details", "input_token_details")
+    odt = _plain_details(u, "output_tokens_details", "output_token_details")
+    if idt is None or odt is None:
+        return None
+    counts = _plain_counts(u.get("input_tokens"), u.get("output_tokens"),
+                           idt.get("cached_tokens"), odt.get("reasoning_tokens"))
+    if counts is None:
+        return None
+    inp, out, cached, reasoning = counts
+    if cached > inp or reasoning > out:
+        return None
+    return Usage(input=inp - cached, cached_input=cached, output=out, reasoning=reasoning)
+
+
 def usage_from_chat(u: Any) -> Usage:
     """Chat Completions (and legacy Completions) `usage`."""
+    return _chat_quick(u) or _chat_read(u)
+
+
+def _chat_read(u: Any) -> Usage:
     r = _Reader()
     top = _top(r, u)
     if top is None:
@@ -148,6 +216,10 @@ def usage_from_chat(u: Any) -> Usage:
 
 def usage_from_responses(u: Any) -> Usage:
     """Responses API `usage` (also inside `response.completed` events)."""
+    return _responses_quick(u) or _responses_read(u)
+
+
+def _responses_read(u: Any) -> Usage:
     r = _Reader()
     top = _top(r, u)
     if top is None:

@@ -52,7 +52,7 @@ from decimal import Decimal
 from ._charge import Charge
 from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS
 from ._table import Price, PriceTable, load_price_table
-from ._usage import TOKEN_CLASSES, Usage
+from ._usage import TOKEN_CLASSES, Usage, token_counts
 
 RATE_MISSING = "rate_missing"
 TIER_UNPRICED = "tier_unpriced"
@@ -224,8 +224,7 @@ def _breakdown(usage: Usage, entry: Price) -> tuple[dict[str, Decimal], bool]:
     parts: dict[str, Decimal] = {}
     missing = False
     with decimal.localcontext(_CONTEXT):
-        for name in TOKEN_CLASSES:
-            n = getattr(usage, name)
+        for name, n in zip(TOKEN_CLASSES, token_counts(usage)):
             if n <= 0:
                 continue
             rate = rate_for(entry, name)

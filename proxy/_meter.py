@@ -20,8 +20,9 @@ from faregate.pricing import (
     PriceTable,
     Usage,
     price,
-    to_nanos,
     merge_tool_calls,
+    to_nanos,
+    token_counts,
     usage_for_endpoint,
     usage_from_images,
     usage_from_speech,
@@ -138,8 +139,7 @@ def count_charge(metrics: Metrics, tenant: str, charge: Charge, endpoint: str,
     """Token, cost, seconds and problem counters for one charge."""
     model = model_label(charge)
     u = charge.usage
-    for kind in TOKEN_CLASSES:
-        n = getattr(u, kind)
+    for kind, n in zip(TOKEN_CLASSES, token_counts(u)):
         if n > 0:
             metrics.tokens.labels(tenant, model, kind).inc(n)
     if charge.cost > 0:

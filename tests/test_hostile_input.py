@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import itertools
 import json
 import os
 import threading
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import gateway_config, start_gateway
 from faregate.pricing import Usage, price, usage_for_endpoint
+from faregate.pricing._normalise import _chat_quick, _chat_read, _responses_quick, _responses_read
 from faregate.proxy import parse_settings
 from faregate.proxy._config import ConfigError, load_settings
 
@@ -81,6 +83,60 @@ def check_charge(charge) -> None:
 def test_any_usage_report_prices_to_an_exact_non_negative_charge(kind, raw, model):
     usage = usage_for_endpoint(kind, raw)
     check_charge(price(usage, model))
+
+
+def _reports(draw_counts, spoil) -> list[dict]:
+    """A chat and a Responses report with consistent counts, one field maybe spoiled."""
+    a, b, c, d, e = draw_counts
+    chat = {"prompt_tokens": a + b + c, "completion_tokens": d + e,
+            "prompt_tokens_details": {"cached_tokens": b, "audio_tokens": c},
+            "completion_tokens_details": {"reasoning_tokens": d, "audio_tokens": e}}
+    resp = {"input_tokens": a + b, "output_tokens": d + e,
+            "input_tokens_details": {"cached_tokens": b},
+            "output_tokens_details": {"reasoning_tokens": d}}
+    if spoil is not None:
+        (where, key), value = spoil
+        for report in (chat, resp):
+            target = report.get(where, report) if where else report
+            if isinstance(target, dict):
+                target[key] = value
+    return [chat, resp]
+
+
+SPOILED_FIELDS = [(None, "prompt_tokens"), (None, "input_tokens"), (None, "output_tokens"),
+                  (None, "completion_tokens"), ("prompt_tokens_details", "cached_tokens"),
+                  ("prompt_tokens_details", "audio_tokens"),
+                  ("completion_tokens_details", "reasoning_tokens"),
+                  ("completion_tokens_details", "audio_tokens"),
+                  ("input_tokens_details", "cached_tokens"),
+                  ("output_tokens_details", "reasoning_tokens"),
+                  (None, "prompt_tokens_details"), (None, "output_tokens_details")]
+SPOILED_VALUES = [None, True, -1, 0, 2.0, 10**13, "7", [], {}, 999_999]
+
+
+@settings(settings.get_profile(PROFILE))
+@given(raw=shaped_usage, counts=st.lists(st.integers(0, 5000), min_size=5, max_size=5))
+def test_quick_usage_reading_agrees_with_the_careful_one(raw, counts):
+    """The fast path for well-formed chat/Responses reports must give what the
+    field-by-field reader gives, or step aside: on random shapes, and on
+    consistent reports with each field spoiled in each way."""
+    reports = [raw, *_reports(counts, None)]
+    for spoil in itertools.product(SPOILED_FIELDS, SPOILED_VALUES):
+        reports += _reports(counts, spoil)
+    for report in reports:
+        for quick, careful in ((_chat_quick, _chat_read), (_responses_quick, _responses_read)):
+            fast = quick(report)
+            if fast is not None:
+                assert fast == careful(report)
+
+
+def test_quick_usage_reading_takes_the_common_reports():
+    assert _chat_quick({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
+                        "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0},
+                        "completion_tokens_details": {"reasoning_tokens": 3}}) is not None
+    assert _responses_quick({"input_tokens": 9, "output_tokens": 4,
+                             "input_tokens_details": {"cached_tokens": 0},
+                             "output_tokens_details": {"reasoning_tokens": 1}}) is not None
 
 
 def test_blank_or_absurd_tiers_are_dropped_and_flagged():

@@ -1,0 +1,111 @@
+"""What metering costs per call, step by step, in one process (no network).
+
+    python -m bench.steps [--json FILE]
+
+Times each step faregate adds to a non-streaming chat call, on the bodies
+the bench's fake upstream sends: reading the request, the worst-case
+reservation, the usage scan, pricing, the ledger record and its journal
+line, and the Prometheus counters. Each figure is the best of five runs of
+20,000 calls, so it is the cost with warm caches: inside a loaded server the
+same work takes about 2–3× longer (bench/README.md, "Why some targets are
+missed"). Nothing here is timed in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import timeit
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from faregate.pricing import find_usage, load_price_table, price, usage_for_endpoint
+from faregate.proxy._endpoints import classify, facts_from_json
+from faregate.proxy._flow import Flow, new_request_id
+from faregate.proxy._identity import Caller
+from faregate.proxy._meter import ledger_record, observe
+from faregate.proxy._metrics import Metrics
+from faregate.proxy._reserve import cost_nanos, worst_case
+from faregate.storage._journal import encode_entry
+from faregate.storage._kinds import CHARGES
+from faregate.storage._record import new_id
+
+REQUEST = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
+RESPONSE = (
+    b'{"id":"chatcmpl-1","object":"chat.completion","created":1,'
+    b'"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant",'
+    b'"content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,'
+    b'"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":0,'
+    b'"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0}},'
+    b'"service_tier":"default","system_fingerprint":"fp_1"}'
+)
+CALLS = 20_000
+
+
+def steps(journal: Path) -> dict[str, Callable[[], object]]:
+    """The steps of one metered call, each a no-argument callable."""
+    table, metrics = load_price_table(), Metrics()
+    endpoint = classify("POST", "/v1/chat/completions")
+    assert endpoint is not None
+    now = datetime.now(timezone.utc)
+    body = orjson.loads(REQUEST)
+    facts = facts_from_json(endpoint, body, len(REQUEST))
+    reported = find_usage(RESPONSE)
+    usage = usage_for_endpoint("chat", reported)
+    served = "gpt-4o-mini-2024-07-18"
+    charge = price(usage, served, now, table)
+    flow = Flow("POST", endpoint.path, endpoint)
+    flow.caller = Caller("acme", "ana", None, "k_0123456789ab", None)
+    flow.status, flow.facts, flow.served_model = 200, facts, served
+    record = ledger_record(flow, charge, now)
+    row = CHARGES.to_row(record)
+    line = encode_entry("charge", 0, row)
+    worst = worst_case(endpoint, facts, body, 4096, table, now)[0]
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    return {
+        "request JSON parse": lambda: orjson.loads(REQUEST),
+        "request facts": lambda: facts_from_json(endpoint, body, len(REQUEST)),
+        "worst case usage": lambda: worst_case(endpoint, facts, body, 4096, table, now),
+        "reservation cost": lambda: cost_nanos(worst, "gpt-4o-mini", table, now),
+        "find usage in the body": lambda: find_usage(RESPONSE),
+        "normalise usage": lambda: usage_for_endpoint("chat", reported),
+        "price()": lambda: price(usage, served, now, table),
+        "ledger record": lambda: ledger_record(flow, charge, now),
+        "ledger row": lambda: CHARGES.to_row(record),
+        "journal line": lambda: encode_entry("charge", 0, row),
+        "journal write": lambda: os.write(fd, line),
+        "metrics": lambda: observe(metrics, flow, charge, None),
+        "request id + flow": lambda: Flow("POST", endpoint.path, endpoint),
+        "record id": new_id,
+        "request id": new_request_id,
+    }
+
+
+def measure() -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="faregate-steps-") as tmp:
+        out = {}
+        for name, fn in steps(Path(tmp) / "journal").items():
+            best = min(timeit.repeat(fn, number=CALLS, repeat=5))
+            out[name] = round(best / CALLS * 1e6, 2)
+        return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", help="also write the figures (µs per call) as JSON here")
+    args = p.parse_args()
+    figures = measure()
+    for name, us in figures.items():
+        print(f"{us:8.2f} µs  {name}")
+    print(f"{sum(figures.values()):8.2f} µs  total")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
