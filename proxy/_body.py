@@ -25,6 +25,11 @@ class BodyTooLarge(Exception):
 
 async def read_bounded(stream: StreamReader, limit: int) -> bytes:
     """The whole request body, or `BodyTooLarge` as soon as it passes `limit`."""
+    if stream.is_eof():  # a small body arrives whole with its headers: no iteration
+        data = stream.read_nowait()
+        if len(data) > limit:
+            raise BodyTooLarge()
+        return data
     buf = bytearray()
     async for chunk in stream.iter_any():
         buf += chunk

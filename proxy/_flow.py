@@ -7,16 +7,17 @@ it into a priced `Charge` and a ledger record. Nothing here does I/O.
 from __future__ import annotations
 
 import time
-import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from faregate.storage import random_hex
 
 from ._endpoints import Endpoint, RequestFacts
 from ._identity import Caller
 
 
 def new_request_id() -> str:
-    return "fg_" + os.urandom(12).hex()
+    return "fg_" + random_hex(96)
 
 
 @dataclass(slots=True)

@@ -347,6 +347,7 @@ class Forwarder:
         ) if metered and meter is None else None
         tap = await open_tap(self.state, flow, upstream.status) if flow.batch else None
 
+        taken = False
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for k, v in response_headers(upstream, flow, length_changes=meter is not None):
             response.headers.add(k, v)
@@ -380,6 +381,7 @@ class Forwarder:
                 if rest:
                     await response.write(rest)
             self._take_usage(flow, meter, sample)
+            taken = True
             settle_once()
             if tap is not None:
                 await tap.finish()
@@ -397,7 +399,8 @@ class Forwarder:
             if request.transport is not None:
                 request.transport.close()  # the client must see a broken body, not EOF
         finally:
-            self._take_usage(flow, meter, sample)
+            if not taken:  # cut short: what was seen so far is what gets charged
+                self._take_usage(flow, meter, sample)
             if tap is not None:
                 tap.abort()
         return response

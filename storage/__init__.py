@@ -20,6 +20,7 @@ from ._record import (
     LedgerRecord,
     SessionRecord,
     new_id,
+    random_hex,
 )
 from ._report import (
     GROUPS,
@@ -50,6 +51,7 @@ __all__ = [
     "group_tag",
     "nanos_to_usd",
     "new_id",
+    "random_hex",
     "parse_date_range",
     "period_bounds",
     "render_report",

@@ -8,6 +8,7 @@ SQL are exact integers on every backend.
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,12 +28,24 @@ TOKEN_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: Ids must be unique, not secret: a generator seeded from the OS once per
+#: process (again in a forked child) instead of a system call per id. The
+#: call matters beyond its own cost: os.urandom lets go of the GIL, and the
+#: ledger's writer thread may then hold it for a while.
+_rng = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+
+
+def random_hex(bits: int) -> str:
+    """`bits` random bits (a multiple of 4) as lowercase hex, zero-padded."""
+    return f"{_rng.getrandbits(bits):0{bits // 4}x}"
+
+
 def new_id() -> str:
     """A unique, roughly time-ordered record id (uuid7-style hex)."""
     # 48-bit millisecond timestamp + 80 random bits: ids sort by time, and
     # replaying the same record twice is idempotent on the primary key.
-    # time.time_ns and os.urandom: a quarter of what datetime + uuid4 cost per call.
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{_rng.getrandbits(80):020x}"
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from itertools import chain
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -126,7 +127,7 @@ class SqliteDatabase:
                 kind = KINDS[name]
                 start = 0
                 for size in _chunks(len(rows)):
-                    args = [v for row in rows[start:start + size] for v in row]
+                    args = list(chain.from_iterable(rows[start:start + size]))
                     c.execute(self._sql(kind.table, kind.columns, size), args)
                     start += size
             c.execute("COMMIT")
