@@ -141,6 +141,10 @@ def cost_of(usage: Usage, model: str, at: datetime | None, table: PriceTable) ->
     entry = table.entry(model, at)
     if entry is None:
         return _ZERO
+    if _tokens_only(usage, entry):  # the reservation's shape: per-token rates, memoised
+        rates = table.per_token(entry, TOKEN_CLASSES, rate_for)
+        with decimal.localcontext(_CONTEXT):
+            return sum((n * r for n, r in zip(token_counts(usage), rates) if n), _ZERO)
     usage = _sane(usage)
     if usage.service_tier is not None or usage.tool_calls:
         return price(usage, model, at, table).cost
@@ -148,6 +152,17 @@ def cost_of(usage: Usage, model: str, at: datetime | None, table: PriceTable) ->
     breakdown, _ = _breakdown(usage, rates)
     with decimal.localcontext(_CONTEXT):
         return sum(breakdown.values(), _ZERO)
+
+
+def _tokens_only(usage: Usage, entry: Price) -> bool:
+    """Plain token counts, sane, below any long-context threshold, nothing else."""
+    counts = token_counts(usage)
+    if (set(map(type, counts)) != {int} or min(counts) < 0 or max(counts) > MAX_COUNT
+            or usage.seconds or usage.characters or usage.images
+            or usage.service_tier is not None or usage.tool_calls):
+        return False
+    rule = entry.long_context
+    return rule is None or prompt_tokens(usage) <= rule.above
 
 
 def prompt_tokens(usage: Usage) -> int:

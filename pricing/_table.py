@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -215,6 +215,23 @@ class PriceTable:
     #: model name -> family, memoised (names are caller-chosen: bounded, reset when full)
     _resolved: dict[str, str | None] = field(
         default_factory=dict, init=False, compare=False, repr=False)
+
+    #: id of a period in `periods` -> its per-token rates (see `per_token`)
+    _per_token: dict[int, tuple[Decimal, ...]] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
+
+    def per_token(self, entry: Price, classes: tuple[str, ...],
+                  rate: Callable[[Price, str], Decimal | None]) -> tuple[Decimal, ...]:
+        """USD per token of each class for a period of this table, after `rate`'s
+        fallbacks (0 for a class with no rate). Memoised: the periods live as long
+        as the table, so their ids stay theirs."""
+        key = id(entry)
+        hit = self._per_token.get(key)
+        if hit is None:
+            million = Decimal(1_000_000)
+            hit = tuple((rate(entry, c) or Decimal(0)) / million for c in classes)
+            self._per_token[key] = hit
+        return hit
 
     def resolve(self, model: str) -> str | None:
         """The family `model` is priced as (see `_resolve`), or None."""
