@@ -86,20 +86,21 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     }
 
 
-def measure() -> dict[str, float]:
+def measure(calls: int = CALLS) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="faregate-steps-") as tmp:
         out = {}
         for name, fn in steps(Path(tmp) / "journal").items():
-            best = min(timeit.repeat(fn, number=CALLS, repeat=5))
-            out[name] = round(best / CALLS * 1e6, 2)
+            best = min(timeit.repeat(fn, number=calls, repeat=5))
+            out[name] = round(best / calls * 1e6, 2)
         return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", help="also write the figures (µs per call) as JSON here")
+    p.add_argument("--calls", type=int, default=CALLS, help="calls per timing (best of 5)")
     args = p.parse_args()
-    figures = measure()
+    figures = measure(max(1, args.calls))
     for name, us in figures.items():
         print(f"{us:8.2f} µs  {name}")
     print(f"{sum(figures.values()):8.2f} µs  total")

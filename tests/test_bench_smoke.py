@@ -37,3 +37,15 @@ def test_bench_smoke_profile_produces_the_report(tmp_path):
     assert "| target (issue #8) | measured | verdict |" in report
     assert report.count("\n| ") >= 14 and "== issue #8 targets ==" in report
     assert "python -m bench --smoke" in report
+
+
+def test_bench_steps_times_every_metering_step(tmp_path):
+    out = tmp_path / "steps.json"
+    run = subprocess.run([sys.executable, "-m", "bench.steps", "--calls", "20", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert {"price()", "reservation cost", "find usage in the body", "ledger record",
+            "journal write", "metrics"} <= set(figures)
+    assert all(v > 0 for v in figures.values())
+    assert "total" in run.stdout
