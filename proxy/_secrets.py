@@ -10,13 +10,12 @@ an upstream credential. In memory, bounded, expiring; per replica.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ._identity import Caller
+from ._identity import Caller, digest
 
 MAX_SECRETS = 100_000
 DEFAULT_TTL_S = 600
@@ -30,7 +29,7 @@ class Minted:
 
 
 def _key(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return digest(secret)  # surrogate-escaped (non-UTF-8) header values hash too
 
 
 class SecretBook:

@@ -236,10 +236,16 @@ async def test_gzip_request_bodies_are_forwarded_as_what_they_now_are(gateway, u
     assert "content-encoding" not in {k.lower() for k in rec.headers}
 
 
-@pytest.mark.parametrize("path", ["/admin/usage", "/v1/models"])
-async def test_undecodable_credentials_are_a_401_not_a_crash(keys_gw, path):
-    """Attack: a bearer token that is not UTF-8. Promise: 401, never a 500."""
-    reply = await raw_exchange(keys_gw, (f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+
+
+@pytest.mark.parametrize("path, extra", [("/admin/usage", ""), ("/v1/models", ""),
+                                         ("/v1/realtime?model=gpt-realtime", UPGRADE)])
+async def test_undecodable_credentials_are_a_401_not_a_crash(keys_gw, path, extra):
+    """Attack: a bearer token that is not UTF-8, on REST, admin and a Realtime upgrade.
+    Promise: 401, never a 500."""
+    reply = await raw_exchange(keys_gw, (f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}"
                                          "Connection: close\r\nAuthorization: Bearer ").encode()
                                + b"\xff\xfe\x80sk\r\n\r\n")
     assert b" 401 " in reply.split(b"\r\n", 1)[0], reply[:200]
