@@ -159,7 +159,7 @@ def _tokens_only(usage: Usage, entry: Price) -> bool:
     counts = token_counts(usage)
     if (set(map(type, counts)) != {int} or min(counts) < 0 or max(counts) > MAX_COUNT
             or usage.seconds or usage.characters or usage.images
-            or usage.service_tier is not None or usage.tool_calls):
+            or usage.service_tier is not None or usage.tool_calls != ()):
         return False
     rule = entry.long_context
     return rule is None or prompt_tokens(usage) <= rule.above
@@ -358,6 +358,6 @@ def _plainly_sane(usage: Usage) -> bool:
         return False
     s, tier = usage.seconds, usage.service_tier
     return (type(s) is Decimal and s.is_finite() and 0 <= s <= MAX_SECONDS
-            and not usage.tool_calls
+            and usage.tool_calls == ()
             and (tier is None or (type(tier) is str and 0 < len(tier) <= MAX_TIER_NAME
                                   and tier == tier.strip().lower())))

@@ -139,6 +139,13 @@ def test_quick_usage_reading_takes_the_common_reports():
                              "output_tokens_details": {"reasoning_tokens": 1}}) is not None
 
 
+def test_hand_built_usage_with_no_tool_tuple_is_flagged_not_a_crash():
+    """A `Usage` built by hand with `tool_calls=None` (not a tuple): cleaned and flagged."""
+    for model in ("gpt-4o-mini", "no-such-model"):
+        charge = price(Usage(input=1, tool_calls=None), model)  # type: ignore[arg-type]
+        assert charge.usage.tool_calls == () and "usage_malformed" in charge.usage.flags
+
+
 def test_blank_or_absurd_tiers_are_dropped_and_flagged():
     for tier in ("", "   ", "\t\n", "x" * 33):
         charge = price(Usage(input=1, service_tier=tier), "gpt-4o-mini")
