@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import gateway_config, start_gateway
-from faregate.pricing import Usage, price, usage_for_endpoint
+from faregate.pricing import Usage, cost_of, load_price_table, price, usage_for_endpoint
 from faregate.pricing._normalise import _chat_quick, _chat_read, _responses_quick, _responses_read
 from faregate.proxy import parse_settings
 from faregate.proxy._config import ConfigError, load_settings
@@ -137,6 +137,60 @@ def test_quick_usage_reading_takes_the_common_reports():
     assert _responses_quick({"input_tokens": 9, "output_tokens": 4,
                              "input_tokens_details": {"cached_tokens": 0},
                              "output_tokens_details": {"reasoning_tokens": 1}}) is not None
+
+
+HUGE = st.integers(min_value=10**12 + 1, max_value=10**40)
+hostile_tiers = st.one_of(
+    st.none(), st.text(max_size=40), st.text(min_size=33, max_size=120),
+    st.sampled_from(["priority", "flex", "batch", "default", "auto", " Priority ", "FLEX",
+                     "__class__", "\u0130", "flex\x00"]),
+    st.integers(), st.booleans(), st.just(["flex"]))
+tool_keys = st.one_of(
+    st.text(max_size=20), st.text(min_size=97, max_size=150),
+    st.sampled_from(["web_search", "file_search", "code_interpreter:64g", ":", "web_search:"]),
+    st.integers(), st.none())
+tool_counts = st.one_of(st.integers(-10, 10), HUGE, st.booleans(), st.floats(),
+                        st.text(max_size=3), st.none())
+tool_items = st.one_of(st.tuples(tool_keys, tool_counts), st.tuples(tool_keys),
+                       st.text(max_size=5), st.lists(st.integers(), max_size=2), st.none())
+hostile_calls = st.one_of(st.lists(tool_items, max_size=5).map(tuple),
+                          st.lists(tool_items, max_size=3), st.text(max_size=5), st.none())
+hostile_counts = st.one_of(st.integers(0, 10**6), st.integers(-(10**15), 10**15), HUGE,
+                           st.booleans(), st.floats(), st.decimals(allow_nan=True),
+                           st.text(max_size=4), st.none())
+COUNT_FIELDS = ["input", "cached_input", "output", "audio_input", "cached_audio_input",
+                "audio_output", "image_input", "cached_image_input", "image_output",
+                "reasoning", "characters", "images"]
+
+
+def _clean_calls(calls) -> bool:
+    return isinstance(calls, tuple) and all(
+        isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], str) and 0 < len(c[0]) <= 96
+        and isinstance(c[1], int) and not isinstance(c[1], bool) and 0 < c[1] for c in calls)
+
+
+@settings(settings.get_profile(PROFILE))
+@given(tier=hostile_tiers, calls=hostile_calls,
+       counts=st.fixed_dictionaries({}, optional={k: hostile_counts for k in COUNT_FIELDS}),
+       seconds=st.one_of(st.just(Decimal(0)), st.decimals(allow_nan=True),
+                         st.integers(-(10**9), 10**9), st.floats(), st.text(max_size=5),
+                         st.none()),
+       model=st.sampled_from(MODELS + ["dall-e-3", "tts-1", "gpt-5.4"]))
+def test_any_hand_built_usage_is_cleaned_flagged_and_reserved_alike(tier, calls, counts,
+                                                                    seconds, model):
+    """Every field of a hand-built `Usage` hostile at once: the charge is exact and
+    non-negative, anything bad is flagged, and a reservation (`cost_of`, which has its
+    own quick path) costs exactly what `price()` charges."""
+    u = Usage(service_tier=tier, tool_calls=calls, seconds=seconds, **counts)
+    charge = price(u, model)
+    check_charge(charge)
+    bad_count = any(isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 10**12
+                    for v in counts.values())
+    bad_tier = tier is not None and not (isinstance(tier, str) and 0 < len(tier.strip()) <= 32)
+    if bad_count or bad_tier or (calls != () and not _clean_calls(calls)):
+        assert "usage_malformed" in charge.usage.flags, (counts, tier, calls)
+    assert _clean_calls(charge.usage.tool_calls)
+    assert cost_of(u, model, None, load_price_table()) == charge.cost
 
 
 def test_hand_built_usage_with_no_tool_tuple_is_flagged_not_a_crash():
