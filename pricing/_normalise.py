@@ -15,7 +15,7 @@ chat `prompt_tokens` = input + cached_input + audio_input, Realtime
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -121,16 +121,20 @@ def _details(r: _Reader, u: Mapping[str, Any], *names: str) -> Mapping[str, Any]
     return {}
 
 
+def believable(counts: Sequence[Any]) -> bool:
+    """Every value a plain int (not a bool) from 0 to MAX_COUNT, checked in C:
+    the common case, for which the careful per-field paths can be skipped."""
+    return set(map(type, counts)) == {int} and min(counts) >= 0 and max(counts) <= MAX_COUNT
+
+
 def _plain_counts(*values: Any) -> list[int] | None:
     """The values as counts when every one is None or a believable int, else None.
 
-    The common, well-formed report: checked in C, so the `_Reader` path with
-    its per-field checks and flags runs only for reports that need it.
+    The common, well-formed report, so the `_Reader` path with its per-field
+    checks and flags runs only for reports that need it.
     """
     counts = [0 if v is None else v for v in values]
-    if set(map(type, counts)) != {int} or min(counts) < 0 or max(counts) > MAX_COUNT:
-        return None
-    return counts
+    return counts if believable(counts) else None
 
 
 def _plain_details(u: Mapping[str, Any], *names: str) -> Mapping[str, Any] | None:

@@ -50,7 +50,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from ._charge import Charge
-from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS
+from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS, believable
 from ._table import Price, PriceTable, load_price_table
 from ._usage import TOKEN_CLASSES, Usage, token_counts
 
@@ -156,10 +156,8 @@ def cost_of(usage: Usage, model: str, at: datetime | None, table: PriceTable) ->
 
 def _tokens_only(usage: Usage, entry: Price) -> bool:
     """Plain token counts, sane, below any long-context threshold, nothing else."""
-    counts = token_counts(usage)
-    if (set(map(type, counts)) != {int} or min(counts) < 0 or max(counts) > MAX_COUNT
-            or usage.seconds or usage.characters or usage.images
-            or usage.service_tier is not None or usage.tool_calls != ()):
+    if (not _plainly_sane(usage) or usage.seconds or usage.characters or usage.images
+            or usage.service_tier is not None):
         return False
     rule = entry.long_context
     return rule is None or prompt_tokens(usage) <= rule.above
@@ -353,8 +351,7 @@ def _sane(usage: Usage) -> Usage:
 
 def _plainly_sane(usage: Usage) -> bool:
     """The common case, checked in C where possible: `_sane` would change nothing."""
-    counts = _counts(usage)
-    if set(map(type, counts)) != {int} or min(counts) < 0 or max(counts) > MAX_COUNT:
+    if not believable(_counts(usage)):
         return False
     s, tier = usage.seconds, usage.service_tier
     return (type(s) is Decimal and s.is_finite() and 0 <= s <= MAX_SECONDS

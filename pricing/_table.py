@@ -216,8 +216,8 @@ class PriceTable:
     _resolved: dict[str, str | None] = field(
         default_factory=dict, init=False, compare=False, repr=False)
 
-    #: id of a period in `periods` -> its per-token rates (see `per_token`)
-    _per_token: dict[int, tuple[Decimal, ...]] = field(
+    #: (id of a period in `periods`, classes, rate) -> per-token rates (see `per_token`)
+    _per_token: dict[tuple, tuple[Decimal, ...]] = field(
         default_factory=dict, init=False, compare=False, repr=False)
 
     def per_token(self, entry: Price, classes: tuple[str, ...],
@@ -225,7 +225,7 @@ class PriceTable:
         """USD per token of each class for a period of this table, after `rate`'s
         fallbacks (0 for a class with no rate). Memoised: the periods live as long
         as the table, so their ids stay theirs."""
-        key = id(entry)
+        key = (id(entry), classes, rate)
         hit = self._per_token.get(key)
         if hit is None:
             million = Decimal(1_000_000)
