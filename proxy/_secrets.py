@@ -28,10 +28,6 @@ class Minted:
     expires_at: float  # unix seconds
 
 
-def _key(secret: str) -> str:
-    return digest(secret)  # surrogate-escaped (non-UTF-8) header values hash too
-
-
 class SecretBook:
     def __init__(self, capacity: int = MAX_SECRETS):
         self._capacity = capacity
@@ -45,17 +41,19 @@ class SecretBook:
         if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
             expires_at = now + DEFAULT_TTL_S
         expires_at = min(float(expires_at), now + MAX_TTL_S)
-        self._by_digest[_key(secret)] = Minted(caller, expires_at)
-        self._by_digest.move_to_end(_key(secret))
+        key = digest(secret)  # surrogate-escaped (non-UTF-8) header values hash too
+        self._by_digest[key] = Minted(caller, expires_at)
+        self._by_digest.move_to_end(key)
         while len(self._by_digest) > self._capacity:
             self._by_digest.popitem(last=False)
 
     def lookup(self, secret: str) -> Caller | None:
-        entry = self._by_digest.get(_key(secret))
+        key = digest(secret)
+        entry = self._by_digest.get(key)
         if entry is None:
             return None
         if entry.expires_at < time.time():
-            del self._by_digest[_key(secret)]
+            del self._by_digest[key]
             return None
         return entry.caller
 
