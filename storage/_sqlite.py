@@ -14,6 +14,7 @@ the connection is never shared between threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from itertools import chain
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +61,8 @@ def _chunks(n: int) -> list[int]:
     return sizes
 
 
-def _insert_sql(table: str, columns: Sequence[str], rows: int) -> str:
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
     one = "(" + ", ".join("?" for _ in columns) + ")"
     return (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
             f"VALUES {', '.join(one for _ in range(rows))}")
@@ -77,7 +79,6 @@ class SqliteDatabase:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=5000")
-        self._statements: dict[tuple[str, int], str] = {}
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; returns the versions applied now.
@@ -111,13 +112,6 @@ class SqliteDatabase:
                 raise
         return applied
 
-    def _sql(self, table: str, columns: Sequence[str], rows: int) -> str:
-        key = (table, rows)
-        sql = self._statements.get(key)
-        if sql is None:
-            sql = self._statements[key] = _insert_sql(table, columns, rows)
-        return sql
-
     def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
         """All rows in one transaction; ids already present are skipped."""
         c = self.conn
@@ -128,7 +122,7 @@ class SqliteDatabase:
                 start = 0
                 for size in _chunks(len(rows)):
                     args = list(chain.from_iterable(rows[start:start + size]))
-                    c.execute(self._sql(kind.table, kind.columns, size), args)
+                    c.execute(_insert_sql(kind.table, kind.columns, size), args)
                     start += size
             c.execute("COMMIT")
         except BaseException:
