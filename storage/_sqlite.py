@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import sqlite3
+import time
 from itertools import chain
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -68,6 +70,28 @@ def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
             f"VALUES {', '.join(one for _ in range(rows))}")
 
 
+_BUSY_SECONDS = 5.0
+
+
+def _enter_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode, waiting out another process doing the same.
+
+    Two connections switching a fresh file at once can deadlock on the lock
+    upgrade; SQLite then answers "database is locked" to one of them at once,
+    without calling the busy handler. The switch is retried until the busy
+    timeout runs out (this runs on the store's own thread, so sleeping is fine).
+    """
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.02))
+
+
 class SqliteDatabase:
     """The ledger's tables in one SQLite file. Not thread-safe: one thread only."""
 
@@ -75,10 +99,11 @@ class SqliteDatabase:
         path = sqlite_path(url)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=_BUSY_SECONDS
+        )
+        _enter_wal(self.conn)
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=5000")
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; returns the versions applied now.
