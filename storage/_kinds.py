@@ -11,7 +11,7 @@ replays without re-deriving anything and both backends store identical data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Sequence
 
@@ -62,11 +62,34 @@ CHARGE_COLUMNS: tuple[str, ...] = (
 )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last second formatted
+
+
+def _utc_stamp(ts: datetime) -> tuple[str, int]:
+    """`ts.isoformat(timespec="microseconds")` in UTC, and its epoch milliseconds.
+
+    `isoformat` costs ~2.5 µs, a third of building a charge row; the
+    "YYYY-MM-DDTHH:MM:SS" part is formatted once per second instead. The
+    milliseconds are exact integers (a float timestamp can round a
+    whole millisecond down to the one before).
+    """
+    global _second
+    if ts.tzinfo is None:  # naive: local time, as astimezone() reads it
+        ts = ts.astimezone(timezone.utc)
+    us = (ts - _EPOCH) // _ONE_US
+    sec, frac = divmod(us, 1_000_000)
+    if _second[0] != sec:
+        _second = (sec, ts.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat())
+    return f"{_second[1]}.{frac:06d}+00:00", us // 1000
+
+
 def charge_to_row(r: LedgerRecord) -> Row:
-    ts = r.ts if r.ts.tzinfo is timezone.utc else r.ts.astimezone(timezone.utc)
+    iso, ts_ms = _utc_stamp(r.ts)
     tokens = r.tokens
     return (
-        r.id, ts.isoformat(timespec="microseconds"), int(ts.timestamp() * 1000), r.tenant,
+        r.id, iso, ts_ms, r.tenant,
         r.user, r.key_id, r.model, r.endpoint, r.request_id, int(r.status),
         *[int(tokens.get(c, 0)) for c in TOKEN_COLUMNS], int(r.reasoning_tokens),
         int((Decimal(r.seconds) * 1000).to_integral_value()) if r.seconds else 0,

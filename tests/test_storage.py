@@ -159,6 +159,30 @@ async def test_render_json_csv_table(ledger):
     assert len({len(l) for l in lines[2:6]}) == 1  # numbers right-aligned in columns
 
 
+def test_charge_row_timestamps_are_exact_whatever_the_zone():
+    """The row's ISO text is the UTC `isoformat`, and ts_ms its exact integer
+    milliseconds: a float timestamp loses one on some whole milliseconds."""
+    from faregate.storage._kinds import CHARGES
+
+    india = timezone(timedelta(hours=5, minutes=30))
+    stamps = [
+        datetime(2004, 8, 25, 22, 8, 30, 8000, tzinfo=timezone.utc),  # float: ...007
+        datetime(2039, 6, 14, 17, 54, 38, 798000, tzinfo=timezone.utc),  # float: ...797
+        T0, T0 + timedelta(microseconds=1), T0 - timedelta(microseconds=1),
+        T0.astimezone(india), (T0 + timedelta(seconds=1, microseconds=5)).astimezone(india),
+        datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=timezone.utc),
+        datetime(2026, 12, 1, tzinfo=timezone.utc),
+        datetime(2026, 12, 1, 0, 0, 0, 1),  # naive: local time, as before
+    ]
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    for ts in stamps * 2:  # twice: the per-second cache must not leak between them
+        row = dict(zip(CHARGES.columns, CHARGES.to_row(rec(0, ts=ts))))
+        utc = ts.astimezone(timezone.utc)
+        assert row["ts"] == utc.isoformat(timespec="microseconds"), ts
+        assert row["ts_ms"] == (utc - epoch) // timedelta(milliseconds=1), ts
+        assert CHARGES.from_row(tuple(row.values())).ts == utc
+
+
 def test_ledger_columns_match_pricing_token_classes():
     """storage does not import pricing; this keeps their class lists in step."""
     from faregate.pricing import TOKEN_CLASSES
