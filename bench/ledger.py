@@ -7,6 +7,9 @@ wheel (tests/embedded_pg.py). Reports, per backend:
 - record(): the event-loop cost per call (journal append + queue);
 - throughput: rows/s from the first record() to flush() (journal on, fsync
   per flush interval, batch_size rows per transaction);
+- database side: rows/s of the store's own insert, 1,000-row batches one
+  after another, rows built beforehand (what the database and its driver
+  take, without record() or the journal);
 - recovery: time from open() to flush() for a journal holding `--recover`
   entries left by a crashed process (segments read back and inserted).
 """
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from faregate.storage import Ledger, LedgerRecord  # noqa: E402
 from faregate.storage._journal import encode_entry  # noqa: E402
 from faregate.storage._kinds import CHARGES  # noqa: E402
+from faregate.storage._store import open_store  # noqa: E402
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -55,6 +59,20 @@ async def throughput(url: str, n: int, work: Path) -> dict[str, float]:
     total = time.perf_counter() - start
     await lg.close()
     return {"record_us": recorded / n * 1e6, "rows_per_s": n / total, "seconds": total}
+
+
+async def store_rate(url: str, n: int) -> float:
+    """Rows/s of the store's insert alone (its tables must not hold these ids)."""
+    store = await open_store(url)
+    batches = [[CHARGES.to_row(rec(30_000_000 + i)) for i in range(b, min(n, b + 1000))]
+               for b in range(0, n, 1000)]
+    try:
+        start = time.perf_counter()
+        for rows in batches:
+            await store.insert({"charge": rows})
+        return n / (time.perf_counter() - start)
+    finally:
+        await store.close()
 
 
 async def recovery(url: str, n: int, work: Path) -> dict[str, float]:
@@ -136,15 +154,16 @@ async def main() -> None:
                 work = Path(tmp)
                 t = await throughput(make_url(work), args.records, work)
                 r = await recovery(make_url(work), args.recover, work)
+                db = await store_rate(make_url(work), args.records)
             out[name] = {"record_us": round(t["record_us"], 2),
-                         "rows_per_s": round(t["rows_per_s"]),
+                         "rows_per_s": round(t["rows_per_s"]), "store_rows_per_s": round(db),
                          "recovery_rows_per_s": round(r["rows_per_s"]), "records": args.records}
             print(f"{name:10}  record() {t['record_us']:.1f} us/call   "
                   f"throughput {args.records} rows in {t['seconds']:.2f}s = "
                   f"{t['rows_per_s']:,.0f} rows/s   "
                   f"recovery {args.recover} rows ({r['journal_mb']:.0f} MiB journal) in "
                   f"{r['seconds']:.2f}s = {r['rows_per_s']:,.0f} rows/s, "
-                  f"{r['segments_left']} segments left")
+                  f"{r['segments_left']} segments left   database side {db:,.0f} rows/s")
         if server is not None and args.down:
             with tempfile.TemporaryDirectory(prefix="faregate-bench-") as tmp:
                 d = await database_down(args.pg, server, args.down, Path(tmp))
