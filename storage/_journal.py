@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ import orjson
 
 SEGMENT_BYTES = 16 << 20
 READ_CHUNK = 4 << 20
+#: `read()` hands the GIL back every this many lines (see there).
+YIELD_EVERY = 64
 _PREFIX, _SUFFIX = "segment-", ".journal"
 
 #: A position in the journal: (segment number, byte offset).
@@ -218,7 +221,7 @@ class Journal:
     def read(self, cursor: Cursor, end: Cursor, limit: int) -> tuple[list[Entry], Cursor, int]:
         """Up to `limit` entries from `cursor` to `end`: (entries, next cursor, bad lines)."""
         out: list[Entry] = []
-        bad = 0
+        bad = lines = 0
         no, off = cursor
         while len(out) < limit and (no, off) < end:
             with self._lock:
@@ -237,6 +240,14 @@ class Journal:
                 chunk = f.read(min(stop - off, READ_CHUNK))
             pos = 0
             while len(out) < limit:
+                lines += 1
+                if lines % YIELD_EVERY == 0:
+                    # Pure Python on the journal thread: each time the event loop
+                    # makes a syscall it lets go of the GIL, and would then wait up
+                    # to the 5 ms switch interval to get it back. sleep(0) hands it
+                    # back sooner (event-loop ping p99 while replaying into SQLite:
+                    # 7 -> 2.5 ms).
+                    time.sleep(0)
                 nl = chunk.find(b"\n", pos)
                 if nl < 0:
                     break
