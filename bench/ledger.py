@@ -11,7 +11,10 @@ wheel (tests/embedded_pg.py). Reports, per backend:
   after another, rows built beforehand (what the database and its driver
   take, without record() or the journal);
 - recovery: time from open() to flush() for a journal holding `--recover`
-  entries left by a crashed process (segments read back and inserted).
+  entries left by a crashed process (segments read back and inserted), and
+  how long the event loop takes meanwhile to echo 50 bytes over loopback
+  (every ~1 ms; `ping_ms`, next to `idle_ping_ms` before the replay): what a
+  request served during a replay would feel.
 """
 
 from __future__ import annotations
@@ -75,6 +78,50 @@ async def store_rate(url: str, n: int) -> float:
         await store.close()
 
 
+class LoopPing:
+    """Round trips of 50 bytes over a loopback socket, one about every 1 ms."""
+
+    def __init__(self) -> None:
+        self.rtt_ms: list[float] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "LoopPing":
+        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(100):
+                w.write(data)
+                await w.drain()
+            w.close()
+
+        self._server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self._r, self._w = await asyncio.open_connection("127.0.0.1", port)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded, whatever happens
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            t = time.perf_counter()
+            self._w.write(b"x" * 50)
+            await self._w.drain()
+            await self._r.readexactly(50)
+            self.rtt_ms.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(0.001)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+        self._w.close()
+        self._server.close()
+
+    def summary(self) -> dict[str, float]:
+        v = sorted(self.rtt_ms) or [0.0]
+        return {"n": len(self.rtt_ms), "p50": round(v[len(v) // 2], 3),
+                "p99": round(v[int(0.99 * (len(v) - 1))], 3), "max": round(v[-1], 3)}
+
+
 async def recovery(url: str, n: int, work: Path) -> dict[str, float]:
     journal = work / "j-recovery"
     journal.mkdir()
@@ -89,14 +136,18 @@ async def recovery(url: str, n: int, work: Path) -> dict[str, float]:
             out = open(journal / f"segment-{no:012d}.journal", "wb")
     out.close()
     size = sum(p.stat().st_size for p in journal.glob("segment-*"))
-    start = time.perf_counter()
-    lg = await Ledger.open(url, journal_dir=journal, batch_size=1000)
-    await lg.flush()
-    took = time.perf_counter() - start
+    async with LoopPing() as idle:
+        await asyncio.sleep(1.0)
+    async with LoopPing() as ping:
+        start = time.perf_counter()
+        lg = await Ledger.open(url, journal_dir=journal, batch_size=1000)
+        await lg.flush()
+        took = time.perf_counter() - start
     await lg.close()
     left = list(journal.glob("segment-*"))
     return {"seconds": took, "rows_per_s": n / took, "journal_mb": size / 2**20,
-            "segments_left": len(left)}
+            "segments_left": len(left), "ping_ms": ping.summary(),
+            "idle_ping_ms": idle.summary()}
 
 
 def rss_mib() -> float:
@@ -157,13 +208,15 @@ async def main() -> None:
                 db = await store_rate(make_url(work), args.records)
             out[name] = {"record_us": round(t["record_us"], 2),
                          "rows_per_s": round(t["rows_per_s"]), "store_rows_per_s": round(db),
-                         "recovery_rows_per_s": round(r["rows_per_s"]), "records": args.records}
+                         "recovery_rows_per_s": round(r["rows_per_s"]), "records": args.records,
+                         "replay_ping_ms": r["ping_ms"], "idle_ping_ms": r["idle_ping_ms"]}
             print(f"{name:10}  record() {t['record_us']:.1f} us/call   "
                   f"throughput {args.records} rows in {t['seconds']:.2f}s = "
                   f"{t['rows_per_s']:,.0f} rows/s   "
                   f"recovery {args.recover} rows ({r['journal_mb']:.0f} MiB journal) in "
                   f"{r['seconds']:.2f}s = {r['rows_per_s']:,.0f} rows/s, "
-                  f"{r['segments_left']} segments left   database side {db:,.0f} rows/s")
+                  f"{r['segments_left']} segments left   database side {db:,.0f} rows/s   "
+                  f"loop ping while replaying {r['ping_ms']} (idle {r['idle_ping_ms']})")
         if server is not None and args.down:
             with tempfile.TemporaryDirectory(prefix="faregate-bench-") as tmp:
                 d = await database_down(args.pg, server, args.down, Path(tmp))
