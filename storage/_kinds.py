@@ -80,9 +80,11 @@ def _utc_stamp(ts: datetime) -> tuple[str, int]:
         ts = ts.astimezone(timezone.utc)
     us = (ts - _EPOCH) // _ONE_US
     sec, frac = divmod(us, 1_000_000)
-    if _second[0] != sec:
-        _second = (sec, ts.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat())
-    return f"{_second[1]}.{frac:06d}+00:00", us // 1000
+    last = _second  # one read: another thread may replace it meanwhile
+    if last[0] != sec:
+        whole = ts.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
+        last = _second = (sec, whole.isoformat())
+    return f"{last[1]}.{frac:06d}+00:00", us // 1000
 
 
 def charge_to_row(r: LedgerRecord) -> Row:
