@@ -10,11 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from ._kinds import ALERTS, BATCHES, SESSIONS
+from ._periods import epoch_ms
 from ._queries import Placeholder, _where
-
-
-def _ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000)
 
 
 def sessions_sql(p: Placeholder, tenant: str | None, limit: int, before: str | None
@@ -40,7 +37,7 @@ def spend_since_sql(p: Placeholder, month_start: datetime, day_start: datetime
                     ) -> tuple[str, list[Any]]:
     """Per (tenant, user): month spend/requests/images, then today's. A session's
     response charges are not separate requests (they carry a response_id)."""
-    day = _ms(day_start)
+    day = epoch_ms(day_start)
     sql = (
         "SELECT tenant, user_id, SUM(cost_nanos), "
         "SUM(CASE WHEN response_id IS NULL THEN 1 ELSE 0 END), SUM(images), "
@@ -49,13 +46,13 @@ def spend_since_sql(p: Placeholder, month_start: datetime, day_start: datetime
         f"SUM(CASE WHEN ts_ms >= {p(3)} THEN images ELSE 0 END) "
         f"FROM charges WHERE ts_ms >= {p(4)} GROUP BY tenant, user_id"
     )
-    return sql, [day, day, day, _ms(month_start)]
+    return sql, [day, day, day, epoch_ms(month_start)]
 
 
 def alerts_sql(p: Placeholder, since: datetime | None, limit: int) -> tuple[str, list[Any]]:
     clauses, args = [], []
     if since is not None:
-        args.append(_ms(since))
+        args.append(epoch_ms(since))
         clauses.append(f"at_ms >= {p(1)}")
     args.append(max(0, int(limit)))
     sql = (f"SELECT {', '.join(ALERTS.columns)} FROM alerts {_where(clauses)} "
@@ -65,7 +62,7 @@ def alerts_sql(p: Placeholder, since: datetime | None, limit: int) -> tuple[str,
 
 def batch_events_sql(p: Placeholder, since: datetime) -> tuple[str, list[Any]]:
     return (f"SELECT {', '.join(BATCHES.columns)} FROM batches WHERE at_ms >= {p(1)} "
-            "ORDER BY at_ms", [_ms(since)])
+            "ORDER BY at_ms", [epoch_ms(since)])
 
 
 def batch_events_by_id_sql(p: Placeholder, ids: list[str]) -> tuple[str, list[Any]]:

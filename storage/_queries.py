@@ -12,6 +12,7 @@ import re
 from datetime import datetime
 from typing import Any, Callable
 
+from ._periods import epoch_ms
 from ._record import TOKEN_COLUMNS
 from ._report import GROUPS
 
@@ -90,8 +91,8 @@ def usage_sql(
     else:
         key, key2 = GROUP_SQL[group_by]
     for cond, value in (
-        ("ts_ms >= {}", None if start is None else int(start.timestamp() * 1000)),
-        ("ts_ms < {}", None if end is None else int(end.timestamp() * 1000)),
+        ("ts_ms >= {}", None if start is None else epoch_ms(start)),
+        ("ts_ms < {}", None if end is None else epoch_ms(end)),
         ("tenant = {}", tenant),
     ):
         if value is not None:

@@ -45,7 +45,7 @@ def new_id() -> str:
     """A unique, roughly time-ordered record id (uuid7-style hex)."""
     # 48-bit millisecond timestamp + 80 random bits: ids sort by time, and
     # replaying the same record twice is idempotent on the primary key.
-    return f"{time.time_ns() // 1_000_000:012x}{_rng.getrandbits(80):020x}"
+    return f"{time.time_ns() // 1_000_000:012x}{random_hex(80)}"
 
 
 @dataclass(slots=True)

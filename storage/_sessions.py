@@ -8,12 +8,13 @@ response charges (which carry `session_id`) are already in the ledger, so
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Sequence
 
 import orjson
 
+from ._periods import utc_stamp
 from ._record import TOKEN_COLUMNS, SessionRecord
 
 SESSION_COLUMNS: tuple[str, ...] = (
@@ -37,20 +38,12 @@ def decode_tags(text: str | None) -> dict[str, str]:
     return tags if isinstance(tags, dict) else {}
 
 
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000)
-
-
 def to_session_row(s: SessionRecord) -> tuple[Any, ...]:
-    ended = s.ended_at
+    started, started_ms = utc_stamp(s.started_at)
+    ended, ended_ms = utc_stamp(s.ended_at) if s.ended_at else (None, None)
     return (
         s.id, s.upstream_session_id, s.tenant, s.user, s.key_id, s.model, s.endpoint,
-        _iso(s.started_at), _ms(s.started_at), _iso(ended) if ended else None,
-        _ms(ended) if ended else None, _ms(ended) - _ms(s.started_at) if ended else 0,
+        started, started_ms, ended, ended_ms, ended_ms - started_ms if ended_ms is not None else 0,
         s.responses, *(int(s.tokens.get(c, 0)) for c in TOKEN_COLUMNS),
         int((Decimal(s.seconds) * 1000).to_integral_value()), s.cost_nanos,
         orjson.dumps(s.breakdown).decode(), s.end_reason, int(s.estimated), ",".join(s.flags),

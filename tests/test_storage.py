@@ -183,6 +183,27 @@ def test_charge_row_timestamps_are_exact_whatever_the_zone():
         assert CHARGES.from_row(tuple(row.values())).ts == utc
 
 
+def test_every_kind_stores_exact_epoch_milliseconds():
+    """Sessions, alerts and batch events share the charges' exact milliseconds."""
+    from faregate.storage import AlertRecord, BatchEvent, SessionRecord
+    from faregate.storage._kinds import ALERTS, BATCHES, SESSIONS
+
+    trap = datetime(2004, 8, 25, 22, 8, 30, 8000, tzinfo=timezone.utc)  # float: ...007
+    exact = 1093471710008
+    s = SessionRecord(id="fgs_t", tenant="acme", model="gpt-realtime", endpoint="/v1/realtime",
+                      started_at=trap, ended_at=trap + timedelta(seconds=2),
+                      end_reason="client_closed")
+    row = dict(zip(SESSIONS.columns, SESSIONS.to_row(s)))
+    assert (row["started_ms"], row["ended_ms"], row["duration_ms"]) == (exact, exact + 2000, 2000)
+    assert row["started_at"] == trap.isoformat(timespec="microseconds")
+    a = AlertRecord(id="a", scope="tenant:acme", period="day", period_start="2004-08-25",
+                    threshold="0.8", level="warning", limit_nanos=1, spent_nanos=1,
+                    projected_nanos=1, at=trap)
+    assert dict(zip(ALERTS.columns, ALERTS.to_row(a)))["at_ms"] == exact
+    b = BatchEvent(id="batch_t", batch_id="batch_t", event="created", tenant="acme", at=trap)
+    assert dict(zip(BATCHES.columns, BATCHES.to_row(b)))["at_ms"] == exact
+
+
 def test_ledger_columns_match_pricing_token_classes():
     """storage does not import pricing; this keeps their class lists in step."""
     from faregate.pricing import TOKEN_CLASSES
