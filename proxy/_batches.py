@@ -36,7 +36,7 @@ import logging
 import re
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable
 
 import orjson
 
@@ -177,14 +177,12 @@ class BatchBook:
         self._note(event)  # at once: a concurrent download in this process charges nothing
         if state.ledger is None:
             return True
-        try:
-            async with asyncio.timeout(LEDGER_TIMEOUT_S):
-                return await state.ledger.claim_batch(event)
-        except Exception as exc:  # database away: charge anyway, line ids keep rows unique
-            log.warning("batch claim not confirmed; charging", extra={
-                "file_id": file_id, "error": type(exc).__name__})
+        claimed = await _ask_ledger(state.ledger.claim_batch(event),
+                                    "batch claim not confirmed; charging", file_id=file_id)
+        if claimed is _UNANSWERED:  # database away: charge anyway, line ids keep rows unique
             state.record(event)
             return True
+        return claimed
 
     def unclaim(self, state: "State", file_id: str, spent: frozenset[str]) -> None:
         """Give up a claim whose download broke off: the next download charges the file.
@@ -196,22 +194,26 @@ class BatchBook:
         self.charged.discard(file_id)
         _put(self.partial, file_id, spent, MAX_PARTIAL)
         if state.ledger is not None:
-            task = asyncio.get_running_loop().create_task(
-                _unclaim(state, "charged:" + file_id))
+            event_id = "charged:" + file_id
+            task = asyncio.get_running_loop().create_task(_ask_ledger(
+                state.ledger.unclaim_batch(event_id), "batch claim not released", id=event_id))
             _pending.add(task)
             task.add_done_callback(_pending.discard)
 
 
 _pending: set[asyncio.Task] = set()
+_UNANSWERED = object()
 
 
-async def _unclaim(state: "State", event_id: str) -> None:
+async def _ask_ledger(call: Awaitable[Any], failed: str, **context: Any) -> Any:
+    """`call`'s answer, or `_UNANSWERED` (logged as `failed`) if the database
+    fails or does not answer within LEDGER_TIMEOUT_S."""
     try:
         async with asyncio.timeout(LEDGER_TIMEOUT_S):
-            await state.ledger.unclaim_batch(event_id)
+            return await call
     except Exception as exc:
-        log.warning("batch claim not released", extra={"id": event_id,
-                                                        "error": type(exc).__name__})
+        log.warning(failed, extra={**context, "error": type(exc).__name__})
+        return _UNANSWERED
 
 
 def _shared(state: "State") -> bool:
@@ -220,12 +222,8 @@ def _shared(state: "State") -> bool:
 
 async def _lookup(state: "State", ids: list[str]) -> list[BatchEvent]:
     """Batch events by id from the ledger; none if the database does not answer in time."""
-    try:
-        async with asyncio.timeout(LEDGER_TIMEOUT_S):
-            return await state.ledger.batch_events_by_id(ids)
-    except Exception as exc:
-        log.warning("batch lookup failed", extra={"error": type(exc).__name__})
-        return []
+    found = await _ask_ledger(state.ledger.batch_events_by_id(ids), "batch lookup failed")
+    return [] if found is _UNANSWERED else found
 
 
 def _file_links(body: Any) -> list[tuple[str, str]]:
