@@ -25,12 +25,18 @@ from typing import Callable
 import orjson
 
 from faregate.pricing import find_usage, load_price_table, price, usage_for_endpoint
-from faregate.proxy._endpoints import classify, facts_from_json
-from faregate.proxy._flow import Flow, new_request_id
-from faregate.proxy._identity import Caller
-from faregate.proxy._meter import ledger_record, observe
-from faregate.proxy._metrics import Metrics
-from faregate.proxy._reserve import cost_nanos, worst_case
+from faregate.proxy import Metrics
+from faregate.proxy._ids import new_request_id
+from faregate.proxy.caller import Caller
+from faregate.proxy.meter import (
+    Flow,
+    charge_record,
+    classify,
+    cost_nanos,
+    facts_from_json,
+    observe,
+    worst_case,
+)
 from faregate.storage._journal import encode_entry
 from faregate.storage._kinds import CHARGES
 from faregate.storage._record import new_id
@@ -61,8 +67,14 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     charge = price(usage, served, now, table)
     flow = Flow("POST", endpoint.path, endpoint)
     flow.caller = Caller("acme", "ana", None, "k_0123456789ab", None)
-    flow.status, flow.facts, flow.served_model = 200, facts, served
-    record = ledger_record(flow, charge, now)
+    flow.status, flow.facts, flow.reading.model = 200, facts, served
+
+    def ledger_record():
+        return charge_record(
+            charge, flow.caller, model=served, endpoint=endpoint.path, status=200, at=now,
+            request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3), tags=flow.tags)
+
+    record = ledger_record()
     row = CHARGES.to_row(record)
     line = encode_entry("charge", 0, row)
     worst = worst_case(endpoint, facts, body, 4096, table, now)[0]
@@ -75,7 +87,7 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
         "find usage in the body": lambda: find_usage(RESPONSE),
         "normalise usage": lambda: usage_for_endpoint("chat", reported),
         "price()": lambda: price(usage, served, now, table),
-        "ledger record": lambda: ledger_record(flow, charge, now),
+        "ledger record": ledger_record,
         "ledger row": lambda: CHARGES.to_row(record),
         "journal line": lambda: encode_entry("charge", 0, row),
         "journal write": lambda: os.write(fd, line),

@@ -41,11 +41,22 @@ from ._table import (
     resolve_model,
 )
 from ._tools import ToolScan, find_service_tier, request_tool_options
-from ._usage import TOKEN_CLASSES, Usage, merge_tool_calls, token_counts
+from ._usage import (
+    CACHED_CLASSES,
+    INPUT_CLASSES,
+    OUTPUT_CLASSES,
+    TOKEN_CLASSES,
+    Usage,
+    merge_tool_calls,
+    token_counts,
+)
 
 __all__ = [
+    "CACHED_CLASSES",
     "Charge",
     "DEFAULT_TIERS",
+    "INPUT_CLASSES",
+    "OUTPUT_CLASSES",
     "Price",
     "PriceTable",
     "PriceTableError",

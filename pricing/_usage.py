@@ -26,6 +26,11 @@ TOKEN_CLASSES: tuple[str, ...] = (
     "cached_image_input",
     "image_output",
 )
+#: The classes that are the call's input, its output, and input read from a cache.
+INPUT_CLASSES: tuple[str, ...] = ("input", "cached_input", "audio_input", "cached_audio_input",
+                                  "image_input", "cached_image_input")
+OUTPUT_CLASSES: tuple[str, ...] = ("output", "audio_output", "image_output")
+CACHED_CLASSES: tuple[str, ...] = ("cached_input", "cached_audio_input", "cached_image_input")
 
 
 #: The token counts of a `Usage`, in TOKEN_CLASSES order, as one tuple (read in C).

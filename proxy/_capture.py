@@ -29,10 +29,14 @@ import shutil
 import threading
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:
+    from ._config import Settings
+    from ._metrics import Metrics
 
 log = logging.getLogger("faregate.capture")
 
@@ -231,6 +235,20 @@ class Capture:
                 shutil.rmtree(day_dir, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def open_capture(settings: "Settings", metrics: "Metrics") -> "Capture | None":
+    """Conversation capture runs only with its key; without one, nothing is written."""
+    cfg = settings.capture
+    key = load_key(cfg.key_env)
+    if key is None:
+        if any(t.capture for t in settings.tenants.values()):
+            log.error("capture is on for some tenants but $%s holds no 32-byte key: "
+                      "nothing will be captured", cfg.key_env)
+        return None
+    return Capture(
+        cfg.directory, key, Redactor(cfg.redact, cfg.redact_builtin), cfg.retention_days,
+        cfg.queue_limit, lambda result: metrics.capture_records.labels(result).inc())
 
 
 def _now() -> datetime:

@@ -1,7 +1,9 @@
 """Refusals in the OpenAI error shape, so SDKs raise the right exception.
 
-Every error faregate itself produces goes through `openai_error`; the table
-of cases lives in DESIGN §5.
+Every error faregate itself produces goes through `openai_error`: quota
+`Refusal`s and caller `IdentityError`s are turned into answers here, the
+same way on the REST and the WebSocket edge. The table of cases lives in
+DESIGN §5.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from typing import Mapping
 
 import orjson
 from aiohttp import web
+
+from .caller import IdentityError
+from .quota import Refusal
 
 
 def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
@@ -37,14 +42,15 @@ def openai_error(
     return web.Response(status=status, body=error_body(message, type_, code, param), headers=h)
 
 
-def invalid_api_key(request_id: str) -> web.Response:
-    return openai_error(
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-        "Incorrect API key provided: this faregate does not know the key.",
-        request_id=request_id,
-    )
+def refused(refusal: Refusal, request_id: str) -> web.Response:
+    """The answer to a call a limit refused."""
+    return openai_error(refusal.status, refusal.type, refusal.code, refusal.message,
+                        headers=refusal.headers, request_id=request_id)
+
+
+def identity_refused(exc: IdentityError, request_id: str) -> web.Response:
+    """The answer to a caller faregate cannot serve (unknown key, no upstream key)."""
+    return openai_error(exc.status, exc.type, exc.code, str(exc), request_id=request_id)
 
 
 def request_too_large(limit: int, request_id: str) -> web.Response:

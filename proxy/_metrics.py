@@ -42,96 +42,85 @@ def _cache_children(metric):
     return metric
 
 
-class Metrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "faregate_requests", "Requests forwarded or refused.",
-            ["tenant", "model", "endpoint", "status"], registry=r,
-        )
-        self.tokens = Counter(
-            "faregate_tokens", "Tokens metered, by class.",
-            ["tenant", "model", "kind"], registry=r,
-        )
-        self.cost = Counter(
-            "faregate_cost_usd", "Cost in USD as priced by faregate.",
-            ["tenant", "model"], registry=r,
-        )
-        self.billed_seconds = Counter(
-            "faregate_billed_seconds", "Seconds billed (duration-priced audio, Live sessions).",
-            ["tenant", "model"], registry=r,
-        )
-        self.unpriced = Counter(
-            "faregate_unpriced_requests", "Calls recorded at zero because the model has no price.",
-            ["tenant", "endpoint"], registry=r,
-        )
-        self.batch_lines = Counter(
-            "faregate_batch_lines", "Batch output lines read through faregate, by result "
-            "(charged, failed, malformed, too_long).", ["result"], registry=r,
-        )
-        self.usage_problems = Counter(
-            "faregate_usage_problems", "Calls whose usage report was missing or malformed.",
-            ["endpoint", "problem"], registry=r,
-        )
-        self.sessions_active = Gauge(
-            "faregate_realtime_sessions_active", "Open Realtime/Live sessions.",
-            ["tenant"], registry=r,
-        )
-        self.session_duration = Histogram(
-            "faregate_realtime_session_duration_seconds", "Realtime/Live session length.",
-            ["model"], buckets=_SESSION_BUCKETS, registry=r,
-        )
-        self.tool_calls = Counter(
-            "faregate_tool_calls", "Function calls models made in Realtime/Live sessions.",
-            ["tenant"], registry=r,
-        )
-        self.quota_rejections = Counter(
-            "faregate_quota_rejections", "Requests refused by a faregate limit.",
-            ["tenant", "reason"], registry=r,
-        )
-        self.budget_used_ratio = Gauge(
-            "faregate_budget_used_ratio", "Spent / limit per budget scope.",
-            ["tenant", "period"], registry=r,
-        )
-        self.upstream_latency = Histogram(
-            "faregate_upstream_latency_seconds", "Request sent upstream -> response headers.",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
-        )
-        self.proxy_overhead = Histogram(
-            "faregate_proxy_overhead_seconds",
-            "Time faregate adds before the response headers reach the client.",
-            ["endpoint"], buckets=_OVERHEAD_BUCKETS, registry=r,
-        )
-        self.ledger_queue_depth = Gauge(
-            "faregate_ledger_queue_depth", "Charges waiting to be written.", registry=r,
-        )
-        self.ledger_journal_bytes = Gauge(
-            "faregate_ledger_journal_bytes",
-            "Bytes in local journal segments not yet deleted (unconfirmed or current).",
-            registry=r,
-        )
-        self.ledger_oldest_unwritten = Gauge(
-            "faregate_ledger_oldest_unwritten_seconds",
-            "Age of the oldest charge not yet in the database (0 when caught up).",
-            registry=r,
-        )
-        self.ledger_records = Counter(
-            "faregate_ledger_records", "Ledger records by outcome.", ["result"], registry=r,
-        )
-        self.alerts_sent = Counter(
-            "faregate_alerts_sent", "Budget alerts sent.", ["level", "channel"], registry=r,
-        )
-        self.capture_records = Counter(
-            "faregate_capture_records", "Captured conversation records by outcome.",
-            ["result"], registry=r,
-        )
-        self.config_reloads = Counter(
-            "faregate_config_reloads", "Config reload attempts.", ["result"], registry=r,
-        )
+#: (attribute, type, name, help, labels, histogram buckets) of every metric, DESIGN §6.
+_DEFINITIONS: tuple[tuple[str, type, str, str, tuple[str, ...], tuple | None], ...] = (
+    ("requests", Counter, "faregate_requests", "Requests forwarded or refused.",
+     ("tenant", "model", "endpoint", "status"), None),
+    ("tokens", Counter, "faregate_tokens", "Tokens metered, by class.",
+     ("tenant", "model", "kind"), None),
+    ("cost", Counter, "faregate_cost_usd", "Cost in USD as priced by faregate.",
+     ("tenant", "model"), None),
+    ("billed_seconds", Counter, "faregate_billed_seconds",
+     "Seconds billed (duration-priced audio, Live sessions).", ("tenant", "model"), None),
+    ("unpriced", Counter, "faregate_unpriced_requests",
+     "Calls recorded at zero because the model has no price.", ("tenant", "endpoint"), None),
+    ("batch_lines", Counter, "faregate_batch_lines", "Batch output lines read through "
+     "faregate, by result (charged, failed, malformed, too_long).", ("result",), None),
+    ("usage_problems", Counter, "faregate_usage_problems",
+     "Calls whose usage report was missing or malformed.", ("endpoint", "problem"), None),
+    ("sessions_active", Gauge, "faregate_realtime_sessions_active",
+     "Open Realtime/Live sessions.", ("tenant",), None),
+    ("session_duration", Histogram, "faregate_realtime_session_duration_seconds",
+     "Realtime/Live session length.", ("model",), _SESSION_BUCKETS),
+    ("tool_calls", Counter, "faregate_tool_calls",
+     "Function calls models made in Realtime/Live sessions.", ("tenant",), None),
+    ("quota_rejections", Counter, "faregate_quota_rejections",
+     "Requests refused by a faregate limit.", ("tenant", "reason"), None),
+    ("budget_used_ratio", Gauge, "faregate_budget_used_ratio", "Spent / limit per budget scope.",
+     ("tenant", "period"), None),
+    ("upstream_latency", Histogram, "faregate_upstream_latency_seconds",
+     "Request sent upstream -> response headers.", ("endpoint",), _LATENCY_BUCKETS),
+    ("proxy_overhead", Histogram, "faregate_proxy_overhead_seconds",
+     "Time faregate adds before the response headers reach the client.", ("endpoint",),
+     _OVERHEAD_BUCKETS),
+    ("ledger_queue_depth", Gauge, "faregate_ledger_queue_depth",
+     "Charges waiting to be written.", (), None),
+    ("ledger_journal_bytes", Gauge, "faregate_ledger_journal_bytes",
+     "Bytes in local journal segments not yet deleted (unconfirmed or current).", (), None),
+    ("ledger_oldest_unwritten", Gauge, "faregate_ledger_oldest_unwritten_seconds",
+     "Age of the oldest charge not yet in the database (0 when caught up).", (), None),
+    ("ledger_records", Counter, "faregate_ledger_records", "Ledger records by outcome.",
+     ("result",), None),
+    ("alerts_sent", Counter, "faregate_alerts_sent", "Budget alerts sent.",
+     ("level", "channel"), None),
+    ("capture_records", Counter, "faregate_capture_records",
+     "Captured conversation records by outcome.", ("result",), None),
+    ("config_reloads", Counter, "faregate_config_reloads", "Config reload attempts.",
+     ("result",), None),
+)
 
-        for metric in vars(self).values():
-            if getattr(metric, "_labelnames", None):
-                _cache_children(metric)
+
+class Metrics:
+    """One registry per running app, with an attribute per metric of `_DEFINITIONS`."""
+
+    requests: Counter
+    tokens: Counter
+    cost: Counter
+    billed_seconds: Counter
+    unpriced: Counter
+    batch_lines: Counter
+    usage_problems: Counter
+    sessions_active: Gauge
+    session_duration: Histogram
+    tool_calls: Counter
+    quota_rejections: Counter
+    budget_used_ratio: Gauge
+    upstream_latency: Histogram
+    proxy_overhead: Histogram
+    ledger_queue_depth: Gauge
+    ledger_journal_bytes: Gauge
+    ledger_oldest_unwritten: Gauge
+    ledger_records: Counter
+    alerts_sent: Counter
+    capture_records: Counter
+    config_reloads: Counter
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        for attr, kind, name, help_text, labels, buckets in _DEFINITIONS:
+            extra = {"buckets": buckets} if buckets is not None else {}
+            metric = kind(name, help_text, list(labels), registry=self.registry, **extra)
+            setattr(self, attr, _cache_children(metric) if labels else metric)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,12 +14,13 @@ import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 from faregate.pricing import PriceTable, load_price_table
 
 from ._config import ConfigError, Settings, load_settings
-from ._identity import Caller, Directory
-from ._policy import Policy, policy_for
+from .caller import Caller, Directory
+from .quota import Policy, policy_for
 
 log = logging.getLogger("faregate.config")
 
@@ -40,13 +41,18 @@ class Runtime:
         if policy is None:
             if len(self._policies) > 100_000:
                 self._policies.clear()
-            policy = self._policies[key] = policy_for(self.settings, caller)
+            policy = self._policies[key] = policy_for(self.settings, caller, self.prices)
         return policy
 
     def markup(self, tenant: str) -> Decimal | None:
         """The tenant's markup (billed = cost × (1 + markup)), None if billed at cost."""
         t = self.settings.tenants.get(tenant)
         return t.markup if t is not None else None
+
+    def captures(self, tenant: str) -> bool:
+        """The tenant opted in to conversation capture (it also needs the key)."""
+        t = self.settings.tenants.get(tenant)
+        return t is not None and t.capture
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
@@ -65,12 +71,21 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return (st.st_mtime_ns, st.st_size)
 
 
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
+    """The changed settings that a running faregate applies only at its next start."""
+    changed = []
+    if old.server.listen != new.server.listen:
+        changed.append("[server] listen")
+    if old.storage != new.storage:
+        changed.append("[storage]")
+    return changed
+
+
 class Reloader:
     """Watches the config file and applies valid changes."""
 
-    RESTART_ONLY = ("listen", "storage")
-
-    def __init__(self, path: Path | None, apply, on_result=None):
+    def __init__(self, path: Path | None, apply: Callable[[Runtime], None],
+                 on_result: Callable[[str], None] | None = None):
         self.path = path
         self._apply = apply
         self._on_result = on_result or (lambda result: None)

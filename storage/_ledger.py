@@ -344,7 +344,3 @@ class Ledger(LedgerQueries):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         await self._store.close()
-
-    def record_session(self, session: SessionRecord) -> None:
-        """Queue a session's totals (journaled and written like a charge)."""
-        self.record(session)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from faregate.proxy import STATE_KEY, State, build_app, parse_settings
+from faregate.proxy import SERVICES_KEY, Services, build_app, parse_settings
 from fake_upstream import FakeUpstream
 
 CLIENT_KEY = "sk-test-client"
@@ -33,8 +33,8 @@ class Gateway:
     clients: list = field(default_factory=list)
 
     @property
-    def state(self) -> State:
-        return self.app[STATE_KEY]
+    def state(self) -> Services:
+        return self.app[SERVICES_KEY]
 
     async def ledger_rows(self, count: int, timeout: float = 5.0) -> list:
         """Wait until at least `count` charges are in the ledger; newest first."""

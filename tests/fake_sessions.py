@@ -192,7 +192,10 @@ class FakeSessions:
                     await send({"type": "input_audio_buffer.committed", "previous_item_id": None,
                                 "item_id": self._id("item")})
                 elif t == "response.create":
-                    current["task"] = asyncio.create_task(self._respond(ws, send, state, current))
+                    # A response's own output_modalities win over the session's (as upstream).
+                    asked = (event.get("response") or {}).get("output_modalities")
+                    current["task"] = asyncio.create_task(self._respond(ws, send, state, current,
+                                                                        asked))
                 elif t == "response.cancel":
                     seen.cancelled += 1
                     task = current.get("task")
@@ -208,13 +211,14 @@ class FakeSessions:
             task.cancel()
         return ws
 
-    async def _respond(self, ws: web.WebSocketResponse, send, state: dict, current: dict) -> None:
+    async def _respond(self, ws: web.WebSocketResponse, send, state: dict, current: dict,
+                       modalities: list | None = None) -> None:
         state["n"] += 1
         rid = self._id("resp")
         current["cancel"] = False
         await send({"type": "response.created", "response": {
             "object": "realtime.response", "id": rid, "status": "in_progress", "output": []}})
-        audio = "audio" in (state["modalities"] or [])
+        audio = "audio" in (modalities or state["modalities"] or [])
         deltas = 0
         for _ in range(AUDIO_DELTAS if audio else 0):
             if current.get("cancel"):

@@ -271,19 +271,20 @@ def test_counters_of_past_periods_are_forgotten():
     """Per-user counters are keyed by end-user names: they must not pile up forever."""
     from datetime import datetime, timedelta, timezone
 
-    from faregate.proxy._identity import Caller
-    from faregate.proxy._runtime import Runtime
-    from faregate.proxy._state import State
+    from faregate.proxy import Metrics, Runtime
+    from faregate.proxy.caller import Caller
+    from faregate.proxy.quota import Quota
 
-    state = State(Runtime.build(parse_settings(cfg({"per_user_daily_usd": "1"}))))
+    runtime = Runtime.build(parse_settings(cfg({"per_user_daily_usd": "1"})))
+    quota = Quota(Metrics(), lambda policy, budgets, now: None)
     day1 = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
     for i in range(500):
-        policy = state.runtime.policy(Caller("acme", f"user{i}", None, None, None))
-        admission = state.quota.admit(policy, 10, day1)
-        state.quota.settle(admission, 5, day1)
-    assert len(list(state.quota.book.items())) >= 500
-    policy = state.runtime.policy(Caller("acme", "someone", None, None, None))
-    state.quota.admit(policy, 10, day1 + timedelta(days=1))
-    keys = [k for k, _ in state.quota.book.items()]
+        policy = runtime.policy(Caller("acme", f"user{i}", None, None, None))
+        admission = quota.admit(policy, 10, day1)
+        quota.settle(admission, 5, day1)
+    assert len(list(quota.book.items())) >= 500
+    policy = runtime.policy(Caller("acme", "someone", None, None, None))
+    quota.admit(policy, 10, day1 + timedelta(days=1))
+    keys = [k for k, _ in quota.book.items()]
     assert all(k[2] in ("2026-11-24", "2026-11") for k in keys)
     assert len(keys) < 10

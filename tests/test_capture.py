@@ -12,7 +12,7 @@ import pytest
 from conftest import gateway_config, start_gateway
 from fake_sessions import REPLY, FakeSessions
 from faregate.proxy import parse_settings
-from faregate.proxy._capture import Capture, Redactor
+from faregate.proxy import Capture, Redactor
 from test_realtime import RT_PRICES, sessions_of, text_turn
 
 KEY = base64.b64encode(bytes(range(32))).decode()

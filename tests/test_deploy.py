@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from faregate.proxy import parse_settings
-from faregate.proxy._metrics import Metrics
+from faregate.proxy import Metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

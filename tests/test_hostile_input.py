@@ -28,7 +28,7 @@ from conftest import gateway_config, start_gateway
 from faregate.pricing import Usage, cost_of, load_price_table, price, usage_for_endpoint
 from faregate.pricing._normalise import _chat_quick, _chat_read, _responses_quick, _responses_read
 from faregate.proxy import parse_settings
-from faregate.proxy._config import ConfigError, load_settings
+from faregate.proxy import ConfigError, load_settings
 
 FUZZ = os.environ.get("FAREGATE_FUZZ") == "1"
 settings.register_profile("ci", max_examples=200, derandomize=True, deadline=None,

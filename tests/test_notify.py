@@ -22,9 +22,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from faregate.proxy._config import AlertSettings
-from faregate.proxy._alert import Alert, email_subject, headline, level_for
-from faregate.proxy._notify import Notifier, parse_smtp_url
+from faregate.proxy import AlertSettings
+from faregate.proxy.alerts import Alert, email_subject, headline, level_for
+from faregate.proxy.alerts import Notifier, parse_smtp_url
 
 SECRET_PATH = "/services/T000/B000/s3cr3t-token"
 FAST = {"attempt_timeout": 0.5, "retry_delays": (0.01, 0.02, 0.04)}

@@ -12,7 +12,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from conftest import gateway_config, start_gateway
-from fake_sessions import REPLY, FakeSessions
+from fake_sessions import FakeSessions
 from test_realtime import sessions_of
 from faregate.proxy import parse_settings
 
@@ -150,11 +150,14 @@ async def test_degrade_to_text_once_most_of_the_budget_is_used(limited, fake):
     async with websockets.connect(url(gw), additional_headers=AUTH) as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "response.create"}))
-        while '"response.done"' not in await ws.recv():
-            pass
+        received = []
+        while '"response.done"' not in (frame := await ws.recv()):
+            received.append(json.loads(frame)["type"])
     sent = [e for e in fake.sessions[0].events if e["type"] == "response.create"][0]
     assert sent["response"]["output_modalities"] == ["text"]
-    assert REPLY
+    # The answer the client got is text only: no audio reached it.
+    assert "response.output_text.delta" in received
+    assert "response.output_audio.delta" not in received
 
 
 async def test_tool_call_cap_refuses_the_next_response(limited, fake):

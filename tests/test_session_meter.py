@@ -8,7 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from faregate.proxy._session_meter import SessionMeter, frame_type
+from faregate.proxy.meter._session import SessionMeter, frame_type
 
 
 def ev(**kw) -> str:

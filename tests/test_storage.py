@@ -220,7 +220,7 @@ async def test_sessions_alerts_and_spend_seeding_on_both_backends(ledger):
                       user="alice", responses=2,
                       tokens={c: {"input": 5, "audio_output": 40}.get(c, 0) for c in TOKEN_COLUMNS},
                       seconds=Decimal("1.5"), cost_nanos=777, breakdown={"input": 7})
-    ledger.record_session(s)
+    ledger.record(s)
     for i in range(2):  # its response charges; a repeated response id is stored once
         ledger.record(rec(i, tenant="acme", session_id="fgs_1", response_id="resp_a"))
     ledger.record(rec(5, tenant="acme", session_id="fgs_1", response_id="resp_b"))

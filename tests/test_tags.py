@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import aiohttp
+import openai
 import pytest
 import websockets
 
-from faregate.proxy._tags import BadTags, parse_tags, strip_query
+from faregate.proxy.caller import BadTags, parse_tags, strip_query
 from faregate.storage import format_usd
 
 TOKEN = "admin-token"
@@ -79,7 +80,7 @@ async def test_tags_from_header_query_and_metadata_are_recorded_and_grouped(
         async with s.get(gw.url + "/admin/usage/logs?limit=1", headers=AUTH) as r:
             assert (await r.json())["data"][0]["tags"] == {}
 
-    with pytest.raises(Exception) as err:
+    with pytest.raises(openai.BadRequestError) as err:
         await client.chat.completions.create(
             model="gpt-4o-mini", messages=HELLO, extra_headers={"x-faregate-tags": "oops"})
     assert err.value.status_code == 400 and err.value.code == "invalid_tags"

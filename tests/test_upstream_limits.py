@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from faregate.proxy._upstream_limits import UpstreamLimits
+from faregate.proxy.quota import UpstreamLimits
 
 HELLO = [{"role": "user", "content": "one two three"}]
 
@@ -67,7 +67,7 @@ async def test_through_faregate_with_two_tenants(make_gateway):
     gw = await make_gateway({"identity": {"allow_header_identity": True},
                              "upstream_limits": {"rpm": 4}})
     clock = Clock()
-    gw.state.upstream.clock = clock
+    gw.state.quota.upstream.clock = clock
     client = gw.client()
 
     async def call(tenant: str):

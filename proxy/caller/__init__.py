@@ -1,0 +1,43 @@
+"""caller — who is calling: identity, attribution tags, ephemeral secrets.
+
+A request's credential and headers become a `Caller` (tenant, user, tier,
+key fingerprint, the authorization that goes upstream) through the
+`Directory` of configured keys, or through the `SecretBook` of ephemeral
+Realtime secrets minted via faregate. `IdentityError` subclasses carry the
+HTTP answer for a caller that cannot be served. Attribution tags are the
+caller's own `key=value` labels, validated here.
+"""
+
+from ._identity import (
+    DEFAULT_TENANT,
+    SUBPROTOCOL_KEY_PREFIX,
+    Caller,
+    Directory,
+    IdentityError,
+    MissingUpstreamKey,
+    UnknownKey,
+    bearer_token,
+    digest,
+)
+from ._secrets import SecretBook, minted_secret
+from ._tags import QUERY as TAGS_QUERY
+from ._tags import BadTags, parse_tags, request_tags, strip_query
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "SUBPROTOCOL_KEY_PREFIX",
+    "TAGS_QUERY",
+    "BadTags",
+    "Caller",
+    "Directory",
+    "IdentityError",
+    "MissingUpstreamKey",
+    "SecretBook",
+    "UnknownKey",
+    "bearer_token",
+    "digest",
+    "minted_secret",
+    "parse_tags",
+    "request_tags",
+    "strip_query",
+]

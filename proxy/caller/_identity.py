@@ -1,0 +1,154 @@
+"""Who is calling: tenant, user and the credential that goes upstream.
+
+Two modes (DESIGN §3 `[identity]`):
+
+* ``passthrough`` — the caller's own OpenAI key is forwarded. If its sha256
+  is listed in ``[[keys]]`` the entry names the tenant; otherwise, only when
+  ``allow_header_identity`` is on, the tenant/user headers do; else the
+  tenant is ``default``.
+* ``keys`` — callers present a faregate key listed in ``[[keys]]``; it is
+  swapped for the real key read from ``upstream_api_key_env``. An unknown
+  key is refused with 401 and never reaches the upstream.
+
+Keys are compared by sha256 digest in a dict lookup; the plaintext key is
+never stored, logged, or recorded (the ledger gets a short fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from .._config import KeyEntry, Settings
+
+log = logging.getLogger("faregate.identity")
+
+DEFAULT_TENANT = "default"
+MAX_NAME = 128
+SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: str
+    user: str | None
+    tier: str | None
+    key_id: str | None  # fingerprint, safe to store
+    upstream_authorization: str | None  # header value sent upstream
+
+
+class IdentityError(Exception):
+    """The caller cannot be served; `status`, `type`, `code` and the message say why."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class UnknownKey(IdentityError):
+    """Keys mode and the presented key is not in [[keys]]."""
+
+    def __init__(self) -> None:
+        super().__init__("Incorrect API key provided: this faregate does not know the key.")
+
+
+class MissingUpstreamKey(IdentityError):
+    """Keys mode but the upstream key variable is unset."""
+
+    status = 500
+    type = "api_error"
+    code = "upstream_key_missing"
+
+    def __init__(self, variable: str) -> None:
+        super().__init__(f"faregate has no upstream key: ${variable} is not set.")
+
+
+def digest(key: str) -> str:
+    # Header values that are not UTF-8 arrive surrogate-escaped: hash their bytes as sent.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def key_id(hexdigest: str) -> str:
+    """Short, non-reversible id of a key (from its sha256) for ledger rows and logs."""
+    return "k_" + hexdigest[:12]
+
+
+def clean_name(value: str | None) -> str | None:
+    """Bound and sanitise a tenant/user name taken from untrusted input."""
+    if value is None:
+        return None
+    value = "".join(ch for ch in value.strip() if ch.isprintable())[:MAX_NAME]
+    return value or None
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("Authorization") or headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    api_key = headers.get("api-key")
+    return api_key.strip() if api_key else None
+
+
+class Directory:
+    """The [[keys]] table, indexed by digest. Rebuilt on every config load."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.settings = settings
+        self._by_digest: dict[str, KeyEntry] = {}
+        for i, entry in enumerate(settings.keys):
+            if entry.sha256:
+                self._by_digest[entry.sha256] = entry
+            elif entry.key_env:
+                value = env.get(entry.key_env)
+                if value:
+                    self._by_digest[digest(value)] = entry
+                else:
+                    log.warning(
+                        "key entry has no key: environment variable unset",
+                        extra={"key_path": f"keys[{i}].key_env", "variable": entry.key_env},
+                    )
+        self._upstream_key = env.get(settings.server.upstream_api_key_env) or None
+
+    def identify(
+        self,
+        token: str | None,
+        headers: Mapping[str, str],
+        body_user: str | None = None,
+    ) -> Caller:
+        """Resolve the caller or raise `UnknownKey` / `MissingUpstreamKey`."""
+        ident = self.settings.identity
+        hexdigest = digest(token) if token else None
+        entry = self._by_digest.get(hexdigest) if hexdigest else None
+        kid = key_id(hexdigest) if hexdigest else None
+        header_tenant = header_user = None
+        if ident.allow_header_identity:
+            header_tenant = clean_name(headers.get(ident.tenant_header))
+            header_user = clean_name(headers.get(ident.user_header))
+
+        if ident.mode == "keys":
+            if entry is None:
+                raise UnknownKey()
+            if not self._upstream_key:
+                raise MissingUpstreamKey(self.settings.server.upstream_api_key_env)
+            upstream_auth = f"Bearer {self._upstream_key}"
+        else:
+            upstream_auth = f"Bearer {token}" if token else None
+
+        if entry is not None:
+            tenant = entry.tenant
+            user = entry.user or header_user or clean_name(body_user)
+            tier = entry.tier
+        else:
+            tenant = header_tenant or DEFAULT_TENANT
+            user = header_user or clean_name(body_user)
+            tier = None
+        if tier is None:
+            tenant_cfg = self.settings.tenants.get(tenant)
+            tier = tenant_cfg.tier if tenant_cfg else None
+        return Caller(tenant, user, tier, kid, upstream_auth)

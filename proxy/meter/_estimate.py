@@ -1,0 +1,82 @@
+"""Worst-case cost of a call before it is made, for reservations.
+
+The worst case is a `Usage` priced by the same `price()` as the real charge:
+prompt tokens are over-estimated from the body size, output is the call's
+own cap (`max_tokens`, `max_completion_tokens`, `max_output_tokens`) or the
+policy's default, at the dearest output class the model has.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage, cost_of, to_nanos
+
+from ._endpoints import Endpoint
+from ._facts import RequestFacts
+
+#: Fewer bytes per token than any real text, so the estimate errs high.
+BYTES_PER_TOKEN_HIGH = 2
+#: gpt-image output tokens of the largest, highest-quality image.
+MAX_IMAGE_OUTPUT_TOKENS = 6240
+#: Upload bytes per second of the most compact audio faregate assumes (32 kbit/s).
+AUDIO_BYTES_PER_S = 4000
+
+
+def _cap(body: Any, *names: str) -> int | None:
+    if not isinstance(body, dict):
+        return None
+    for name in names:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def output_cap(body: Any, default: int) -> int:
+    return _cap(body, "max_completion_tokens", "max_tokens", "max_output_tokens") or default
+
+
+def dearest_output(table: PriceTable, model: str, at: datetime) -> str:
+    entry = table.entry(model, at)
+    if entry is None:
+        return "output"
+    rates = {k: entry.rate(k) or Decimal(0) for k in OUTPUT_CLASSES}
+    return max(rates, key=lambda k: rates[k])
+
+
+def worst_case(
+    endpoint: Endpoint, facts: RequestFacts, body: Any, default_output: int,
+    table: PriceTable, at: datetime,
+) -> tuple[Usage, int]:
+    """(worst-case usage, tokens it counts against TPM)."""
+    model = facts.model or ""
+    prompt = facts.prompt_bytes // BYTES_PER_TOKEN_HIGH + 16
+    kind = endpoint.kind
+    if kind in ("chat", "completions", "responses"):
+        out = output_cap(body, default_output)
+        n = _cap(body, "n") or 1
+        cls = dearest_output(table, model, at)
+        return Usage(input=prompt, **{cls: out * n}), prompt + out * n
+    if kind == "embeddings":
+        return Usage(input=prompt), prompt
+    if kind == "transcription":
+        seconds = Decimal(max(60, facts.prompt_bytes // AUDIO_BYTES_PER_S))
+        tokens = int(seconds) * 20
+        return Usage(seconds=seconds, audio_input=tokens, output=default_output), tokens
+    if kind == "speech":
+        return Usage(characters=facts.characters, input=facts.characters,
+                     audio_output=facts.characters * 20), facts.characters
+    if kind == "images":
+        n = facts.images
+        return Usage(images=n, image_size=facts.image_size, image_quality=facts.image_quality,
+                     input=prompt, image_output=n * MAX_IMAGE_OUTPUT_TOKENS), prompt
+    return Usage(), 0
+
+
+def cost_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime) -> int:
+    if not model:
+        return 0
+    return to_nanos(cost_of(usage, model, at, table))

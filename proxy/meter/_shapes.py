@@ -1,0 +1,25 @@
+"""Which meter an answer gets: one meter per response shape, chosen in one place.
+
+Adding a shape means adding a meter and a line here; the edges only feed
+whatever meter they are given.
+"""
+
+from __future__ import annotations
+
+from ._flow import Flow
+from ._reading import HoldLast, ResponseMeter
+from ._sample import JsonMeter
+from ._sse import SseMeter
+
+
+def response_meter(flow: Flow, status: int, content_type: str, strip_usage: bool
+                   ) -> ResponseMeter:
+    """The meter for the answer to `flow` (status and content type as the upstream sent)."""
+    endpoint = flow.endpoint
+    if endpoint is None:
+        return ResponseMeter()  # not metered: bytes pass at once
+    if status >= 400:
+        return HoldLast()  # recorded (at no cost): the end waits for the record
+    if content_type == "text/event-stream":
+        return SseMeter(endpoint.kind, strip_usage=strip_usage, facts=flow.facts)
+    return JsonMeter(endpoint.kind, flow.facts)

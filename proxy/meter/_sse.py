@@ -1,0 +1,159 @@
+"""Sans-IO meter for Server-Sent Event streams (chat and Responses).
+
+`SseMeter.feed(chunk)` takes bytes as they arrive from the upstream and
+returns the bytes to send to the client *now*: every complete event is
+passed on at once, only a partial trailing event waits for its end. On the
+way it notes the usage report (chat's final usage chunk, Responses'
+`response.completed`/`incomplete`/`failed`), the served model, and counts
+content deltas for an estimate if the stream is cut short.
+
+When faregate itself asked the upstream for `include_usage`, the extra
+usage-only chunk (and the `"usage":null` fields that come with it) is
+removed so the client sees exactly the stream it asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from faregate.pricing import ToolScan, find_json_str, find_service_tier, find_usage
+
+from ._facts import RequestFacts
+from ._reading import Reading, ResponseMeter
+
+#: A single event larger than this is passed through uninspected.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+_SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_USAGE_OBJ = (b'"usage":{', b'"usage": {')
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
+
+
+def _next_boundary(buf: bytes | bytearray, start: int) -> int:
+    """Index just past the first event separator at or after `start`, or -1."""
+    best = -1
+    for sep in _SEPARATORS:
+        i = buf.find(sep, start)
+        if i != -1 and (best == -1 or i + len(sep) < best):
+            best = i + len(sep)
+    return best
+
+
+def _data_payload(event: bytes) -> bytes:
+    """The concatenated `data:` lines of one event."""
+    parts = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            parts.append(line[5:].lstrip(b" "))
+    return b"\n".join(parts)
+
+
+class SseMeter(ResponseMeter):
+    """Passes each complete event on at once, noting usage, model, tier and deltas."""
+
+    rewrites = True  # the usage chunk faregate asked for is removed again
+
+    def __init__(self, kind: str, *, strip_usage: bool = False,
+                 facts: RequestFacts | None = None):
+        self.kind = kind
+        self.facts = facts or RequestFacts()
+        self.strip_usage = strip_usage
+        self.usage: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.service_tier: str | None = None  # the tier the upstream applied
+        self.tools = ToolScan() if kind == "responses" else None
+        self.deltas = 0
+        self.events = 0
+        self.done = False  # saw [DONE] or a terminal Responses event
+        self._pending = bytearray()
+        self._passthrough = False  # inside an oversized event
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Consume upstream bytes; return the bytes to forward now."""
+        if self._passthrough:
+            end = _next_boundary(chunk, 0)
+            if end == -1:
+                return chunk
+            self._passthrough = False
+            return chunk[:end] + self.feed(chunk[end:])
+        self._pending += chunk
+        out = bytearray()
+        start = 0
+        while True:
+            end = _next_boundary(self._pending, start)
+            if end == -1:
+                break
+            out += self._event(bytes(self._pending[start:end]))
+            start = end
+        del self._pending[:start]
+        if len(self._pending) > MAX_EVENT_BYTES:
+            out += self._pending
+            self._pending.clear()
+            self._passthrough = True
+        return bytes(out)
+
+    def close(self) -> bytes:
+        """End of stream: whatever partial event is left goes out unchanged."""
+        rest = bytes(self._pending)
+        self._pending.clear()
+        if rest:
+            rest = self._event(rest)
+        return rest
+
+    def reading(self, complete: bool = True) -> Reading:
+        """What the stream reported so far (all of it, even when cut short)."""
+        tools = self.tools.fee_keys(self.facts.tools) if self.tools is not None else ()
+        return Reading(usage=self.usage, model=self.model, service_tier=self.service_tier,
+                       tool_calls=tools, deltas=self.deltas)
+
+    def _event(self, event: bytes) -> bytes:
+        self.events += 1
+        if self.model is None and b'"model"' in event:
+            self.model = find_json_str(event, "model")
+        if self.kind == "responses":
+            return self._responses_event(event)
+        return self._chat_event(event)
+
+    def _chat_event(self, event: bytes) -> bytes:
+        if b"[DONE]" in event and _data_payload(event).strip() == b"[DONE]":
+            self.done = True
+            return event
+        if any(m in event for m in _USAGE_OBJ):
+            payload = _data_payload(event)
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+                self.usage = obj["usage"]
+                tier = obj.get("service_tier")
+                if isinstance(tier, str) and tier:
+                    self.service_tier = tier.lower()[:32]
+                if self.strip_usage and not obj.get("choices"):
+                    return b""
+        if b'"delta"' in event:
+            self.deltas += 1
+        if self.strip_usage:
+            for null in _NULL_USAGE:
+                if null in event:
+                    event = event.replace(null, b"")
+        return event
+
+    def _responses_event(self, event: bytes) -> bytes:
+        if b".delta" in event and b'"delta"' in event:
+            self.deltas += 1
+            return event
+        for terminal in (b'"response.completed"', b'"response.incomplete"', b'"response.failed"'):
+            if terminal in event:
+                self.done = True
+                payload = _data_payload(event)
+                usage = find_usage(payload)
+                if usage is not None:
+                    self.usage = usage
+                self.service_tier = find_service_tier(payload)
+                if self.tools is not None:  # the final response lists every output item
+                    self.tools.feed(payload)
+                break
+        return event

@@ -1,0 +1,120 @@
+"""The limits in force for one caller: tier, tenant overrides, per-user caps.
+
+A key's `tier` overrides its tenant's tier; any limit written in
+`[tenants.X]` overrides that tier's value. Money limits become integer
+nano-USD here so the hot path compares integers only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Callable
+
+from faregate.pricing import PriceTable, to_nanos
+
+from .._config import Limits, Settings, TenantSettings
+from ..caller import Caller
+
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+_LIMIT_FIELDS = tuple(Limits.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    scope: str  # "tenant:acme" or "user:acme/alice"
+    period: str  # "day" | "month"
+    limit_nanos: int
+
+    @property
+    def limit_usd(self) -> Decimal:
+        return Decimal(self.limit_nanos).scaleb(-9)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    tenant: str
+    user: str | None
+    block: bool  # on_exceed = "block" (else alert only)
+    budgets: tuple[BudgetLimit, ...] = ()
+    max_requests_per_day: int | None = None
+    max_requests_per_month: int | None = None
+    max_images_per_day: int | None = None
+    max_images_per_month: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent_sessions: int | None = None
+    max_session_seconds: int | None = None
+    max_tool_calls_per_session: int | None = None
+    models: frozenset[str] | None = None
+    degrade_to_text_at: Decimal | None = None
+    default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    #: model name -> price-table family, in the table in force (for the allowlist)
+    family_of: Callable[[str], str | None] | None = field(default=None, compare=False)
+
+    @property
+    def tenant_scope(self) -> str:
+        return f"tenant:{self.tenant}"
+
+    def allows(self, model: str | None) -> bool:
+        """Model allowlist: a family name admits its dated snapshots."""
+        if self.models is None or model is None:
+            return True
+        if model in self.models:
+            return True
+        family = self.family_of(model) if self.family_of is not None else None
+        return family is not None and family in self.models
+
+
+def effective_limits(settings: Settings, caller: Caller) -> dict:
+    """Tier values, overridden by the tenant's own (non-empty) values."""
+    tenant = settings.tenants.get(caller.tenant)
+    tier_name = caller.tier or (tenant.tier if tenant else None)
+    merged: dict = {}
+    tier = settings.tiers.get(tier_name) if tier_name else None
+    for source in (tier, tenant):
+        if source is None:
+            continue
+        for name in _LIMIT_FIELDS:
+            value = getattr(source, name)
+            if value is not None:
+                merged[name] = value
+    return merged
+
+
+def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
+    """The caller's limits; model names are resolved against `table` (the one in force)."""
+    limits = effective_limits(settings, caller)
+    tenant_cfg: TenantSettings | None = settings.tenants.get(caller.tenant)
+    tscope = f"tenant:{caller.tenant}"
+    budgets = []
+    for key, period in (("daily_usd", "day"), ("monthly_usd", "month")):
+        if limits.get(key) is not None:
+            budgets.append(BudgetLimit(tscope, period, to_nanos(limits[key])))
+    if caller.user:
+        uscope = f"user:{caller.tenant}/{caller.user}"
+        for key, period in (("per_user_daily_usd", "day"), ("per_user_monthly_usd", "month")):
+            if limits.get(key) is not None:
+                budgets.append(BudgetLimit(uscope, period, to_nanos(limits[key])))
+    models = limits.get("models")
+    return Policy(
+        tenant=caller.tenant,
+        user=caller.user,
+        block=(tenant_cfg.on_exceed if tenant_cfg else "block") == "block",
+        budgets=tuple(budgets),
+        max_requests_per_day=limits.get("max_requests_per_day"),
+        max_requests_per_month=limits.get("max_requests_per_month"),
+        max_images_per_day=limits.get("max_images_per_day"),
+        max_images_per_month=limits.get("max_images_per_month"),
+        rpm=limits.get("rpm"),
+        tpm=limits.get("tpm"),
+        max_concurrent_sessions=limits.get("max_concurrent_sessions"),
+        max_session_seconds=limits.get("max_session_seconds"),
+        max_tool_calls_per_session=limits.get("max_tool_calls_per_session"),
+        models=frozenset(models) if models is not None else None,
+        degrade_to_text_at=limits.get("degrade_to_text_at"),
+        default_max_output_tokens=limits.get("default_max_output_tokens")
+        or DEFAULT_MAX_OUTPUT_TOKENS,
+        family_of=table.resolve,
+    )

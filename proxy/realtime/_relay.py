@@ -1,0 +1,303 @@
+"""The Realtime/Live edge: `GET /v1/*` WebSocket upgrades, relayed both ways.
+
+After the handshake, two loops copy frames in order, one per direction;
+each awaits the other side's send before reading the next frame, so a slow
+peer backpressures the fast one instead of growing a buffer. Every frame
+passes the session (its meter and quota); what it meters is billed at once.
+
+If the client leaves while a response is being generated, the upstream
+socket is kept for `cancel_grace_s`: faregate sends `response.cancel` and
+waits for the final `response.done`, so the tokens already billed are
+recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import orjson
+from aiohttp import WSMsgType, web
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from .. import _errors as errors
+from .._ids import new_event_id, new_request_id
+from .._runtime import Runtime
+from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
+from ..meter import session_endpoint
+from ..quota import Policy, Quota, Refusal, SessionQuota, concurrency_refusal, time_cut
+from ._handshake import (
+    client_socket,
+    credential,
+    dial,
+    offered_subprotocols,
+    origin_allowed,
+    upstream_offer,
+    ws_url,
+)
+from ._session import Session, SessionServices
+
+log = logging.getLogger("faregate.relay")
+
+_UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
+SHUTDOWN_REASON = "faregate is shutting down"
+CANCEL_EVENT = orjson.dumps({"type": "response.cancel"}).decode()
+
+
+class Refused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class Relay:
+    """The WebSocket handler; one per app."""
+
+    def __init__(self, services: SessionServices, quota: Quota, secrets: SecretBook,
+                 draining: Callable[[], bool]) -> None:
+        self.services = services
+        self.runtime = services.runtime
+        self.sessions = services.sessions
+        self.quota = quota
+        self.secrets = secrets
+        self.draining = draining
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        rt = self.runtime()
+        rid = new_request_id()
+        protocols = offered_subprotocols(request)
+        try:
+            caller, in_subprotocol, tags = self._admit(request, rt, protocols, rid)
+        except Refused as refused:
+            return refused.response
+        headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
+        server = rt.settings.server
+        upstream = await dial(ws_url(server.upstream, request), headers, subprotocols, server,
+                              rid)
+        if isinstance(upstream, web.Response):
+            return upstream
+        client = client_socket(upstream, protocols, server)
+        policy = rt.policy(caller)
+        model = request.query.get("model")
+        squota = SessionQuota(self.quota, policy, rt.prices, model)
+        session = Session.start(self.services, caller, session_endpoint(request.path), squota,
+                                model, tags)
+        session.client_ws = client
+        timer = self._time_limit(session, policy)
+        try:
+            await client.prepare(request)
+            await self._pump(client, upstream, session, rt)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            await upstream.close()
+            session.finish(session.end_reason or "client_closed")
+        return client
+
+    def _admit(self, request: web.Request, rt: Runtime, protocols: list[str], rid: str
+               ) -> tuple[Caller, bool, dict[str, str]]:
+        """The checks before dialling: draining, origin, identity, tags, limits."""
+        if self.draining():
+            raise Refused(errors.openai_error(
+                503, "api_error", "shutting_down", "faregate is shutting down.",
+                request_id=rid))
+        if not origin_allowed(request.headers.get("Origin"), rt.settings.server.allowed_origins):
+            raise Refused(errors.openai_error(
+                403, "invalid_request_error", "origin_not_allowed",
+                "This Origin may not open sessions through faregate "
+                "([server] allowed_origins).", request_id=rid))
+        token, in_subprotocol = credential(request, protocols)
+        try:
+            caller = (self.secrets.caller(token) if token else None) or rt.directory.identify(
+                token, request.headers, None)
+        except IdentityError as exc:
+            raise Refused(errors.identity_refused(exc, rid)) from None
+        try:
+            tags = request_tags(request.headers, request.query)
+        except BadTags as exc:
+            raise Refused(errors.invalid_request(f"Bad attribution tags: {exc}",
+                                                 "invalid_tags", rid)) from None
+        refusal = self._admit_session(rt, rt.policy(caller), caller, request.query.get("model"))
+        if refusal is not None:
+            raise Refused(errors.refused(refusal, rid))
+        return caller, in_subprotocol, tags
+
+    def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller, model: str | None
+                       ) -> Refusal | None:
+        """Model, concurrency and budget checks at the upgrade (DESIGN §5 answers)."""
+        limit = policy.max_concurrent_sessions
+        if limit is not None and self.sessions.active(caller.tenant) >= limit:
+            refusal = concurrency_refusal(limit)
+            self.services.metrics.quota_rejections.labels(caller.tenant, refusal.reason).inc()
+            return refusal
+        shared = rt.settings.upstream_limits.max_concurrent_sessions
+        refused = self.quota.upstream.admit_session(caller.tenant, shared,
+                                                    self.sessions.by_tenant())
+        if refused is not None:
+            self.services.metrics.quota_rejections.labels(caller.tenant, refused.reason).inc()
+            return refused
+        return self.quota.admit_session(policy, datetime.now(timezone.utc), model)
+
+    @staticmethod
+    def _time_limit(session: Session, policy: Policy) -> asyncio.TimerHandle | None:
+        if not policy.max_session_seconds:
+            return None
+        return asyncio.get_running_loop().call_later(
+            policy.max_session_seconds, session.request_cut,
+            time_cut(policy.max_session_seconds))
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop taking sessions; let open ones end within `grace_s`, then close them."""
+        sessions = list(self.sessions)
+        deadline = time.monotonic() + grace_s
+        while len(self.sessions) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for session in self.sessions:
+            session.shutting_down = True
+            if session.client_ws is not None and not session.client_ws.closed:
+                # The pending receive() sees the close; the pump settles and records.
+                await session.client_ws.close(code=1001, message=SHUTDOWN_REASON.encode())
+        waits = [t for s in sessions for t in s.tasks]
+        if waits:
+            await asyncio.wait(waits, timeout=grace_s + 10)
+
+    async def _pump(self, client: web.WebSocketResponse, upstream: ClientConnection,
+                    session: Session, rt: Runtime) -> None:
+        to_upstream = asyncio.create_task(self._client_to_upstream(client, upstream, session))
+        to_client = asyncio.create_task(self._upstream_to_client(client, upstream, session))
+        session.tasks = (to_upstream, to_client)
+        cut = asyncio.create_task(session.cut_event.wait())
+        done, _ = await asyncio.wait({to_upstream, to_client, cut},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        grace = rt.settings.server.cancel_grace_s
+        if cut in done and to_upstream not in done and to_client not in done:
+            await self._cut(client, upstream, session, grace, to_upstream, to_client)
+            return
+        cut.cancel()
+        if to_upstream in done:
+            await self._client_left(client, upstream, session, grace, to_upstream, to_client)
+        else:
+            await self._upstream_left(client, upstream, session, to_upstream)
+
+    async def _cut(self, client: web.WebSocketResponse, upstream: ClientConnection,
+                   session: Session, grace: float, to_upstream: asyncio.Task,
+                   to_client: asyncio.Task) -> None:
+        """faregate ends the session: error event, settle in-flight, close 1008."""
+        cut = session.cut
+        assert cut is not None
+        try:
+            await client.send_str(cut.event(new_event_id()))
+        except (ConnectionResetError, RuntimeError):
+            pass
+        if session.meter.busy:
+            await _wait_idle(session, grace, to_client)
+            if session.meter.busy:
+                await self._cancel_and_wait(upstream, session, grace)
+        session.end_reason = cut.end_reason
+        session.client_gone = True
+        if not client.closed:
+            await client.close(code=1008, message=cut.code.encode())
+        for task in (to_upstream, to_client):
+            task.cancel()
+        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        await upstream.close(1000, "")
+
+    async def _client_left(self, client: web.WebSocketResponse, upstream: ClientConnection,
+                           session: Session, grace: float, to_upstream: asyncio.Task,
+                           to_client: asyncio.Task) -> None:
+        """The client closed (or faregate is shutting down): settle, then close upstream."""
+        if to_upstream.cancelled() or session.shutting_down:
+            code, reason = 1001, SHUTDOWN_REASON
+        else:
+            code, reason = to_upstream.result()
+        session.client_gone = True
+        if not client.closed:
+            await client.close(code=code, message=reason.encode()[:120])
+        if session.meter.busy:
+            await self._cancel_and_wait(upstream, session, grace)
+        to_client.cancel()
+        await asyncio.gather(to_client, return_exceptions=True)
+        session.end_reason = session.end_reason or (
+            "shutdown" if session.shutting_down else "client_closed"
+        )
+        await upstream.close(code if code not in _UNSENDABLE_CLOSE else 1000, reason[:120])
+
+    async def _upstream_left(self, client: web.WebSocketResponse, upstream: ClientConnection,
+                             session: Session, to_upstream: asyncio.Task) -> None:
+        """The upstream closed: relay its code and reason to the client."""
+        code = upstream.close_code
+        reason = upstream.close_reason or ""
+        if session.end_reason is None:
+            normal = code is not None and (code in (1000, 1001) or 3000 <= code < 5000)
+            session.end_reason = "upstream_closed" if normal else "error"
+        if code is None or code in _UNSENDABLE_CLOSE:
+            code, reason = 1011, reason or "upstream connection lost"
+        if not client.closed:
+            await client.close(code=code, message=reason.encode()[:120])
+        to_upstream.cancel()
+        await asyncio.gather(to_upstream, return_exceptions=True)
+
+    async def _client_to_upstream(self, client: web.WebSocketResponse,
+                                  upstream: ClientConnection, session: Session
+                                  ) -> tuple[int, str]:
+        while True:
+            msg = await client.receive()
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                frame = (await session.client_frame(msg.data) if msg.type == WSMsgType.TEXT
+                         else msg.data)
+                if frame is None:
+                    continue
+                try:
+                    await upstream.send(frame)
+                except ConnectionClosed:
+                    return 1000, ""
+            elif msg.type == WSMsgType.CLOSE:
+                code = msg.data if isinstance(msg.data, int) else 1000
+                reason = msg.extra if isinstance(msg.extra, str) else ""
+                if not client.closed:
+                    await client.close(code=code, message=reason.encode()[:120])
+                return code, reason
+            elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return (client.close_code or 1001), ""
+
+    async def _upstream_to_client(self, client: web.WebSocketResponse,
+                                  upstream: ClientConnection, session: Session) -> None:
+        try:
+            async for frame in upstream:
+                session.server_frame(frame)
+                if session.client_gone or client.closed:
+                    continue  # draining billing events after the client left
+                try:
+                    if isinstance(frame, str):
+                        await client.send_str(frame)
+                    else:
+                        await client.send_bytes(frame)
+                except (ConnectionResetError, RuntimeError):
+                    session.client_gone = True
+        except ConnectionClosed:
+            pass
+
+    async def _cancel_and_wait(self, upstream: ClientConnection, session: Session,
+                               grace: float) -> None:
+        """Cancel the in-progress response and wait (bounded) for its response.done."""
+        try:
+            await upstream.send(CANCEL_EVENT)
+        except ConnectionClosed:
+            return
+        await _wait_idle(session, grace, session.tasks[1])
+        if session.meter.busy:
+            log.warning(
+                "response still in progress after cancel grace; its usage is estimated",
+                extra={"session_id": session.id, "grace_s": grace},
+            )
+            session.charge_unfinished()
+
+
+async def _wait_idle(session: Session, grace: float, reader: asyncio.Task) -> None:
+    deadline = time.monotonic() + grace
+    while session.meter.busy and time.monotonic() < deadline and not reader.done():
+        await asyncio.sleep(0.01)

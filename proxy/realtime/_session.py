@@ -1,0 +1,248 @@
+"""One Realtime/Live session in flight: its meter, its charges, its totals.
+
+The relay owns the sockets; a `Session` owns the money. Each client frame is
+read once by the meter and handed to the session's quota; each server frame
+is metered, and what it meters is billed at once (a crash loses no finished
+response). The totals become one session row when the session ends.
+`Sessions` lists the active ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from faregate.pricing import INPUT_CLASSES, Usage
+from faregate.storage import SessionRecord
+
+from .._capture import CLIENT_TEXT, SERVER_TEXT, Capture
+from .._ids import new_session_id
+from .._metrics import Metrics
+from .._runtime import Runtime
+from ..caller import Caller
+from ..meter import Account, Biller, Metered, SessionMeter
+from ..quota import Cut, SessionQuota
+
+log = logging.getLogger("faregate.session")
+
+
+class Sessions:
+    """The active sessions of this process, by id."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, "Session"] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator["Session"]:
+        return iter(list(self._by_id.values()))
+
+    def get(self, session_id: str) -> "Session | None":
+        return self._by_id.get(session_id)
+
+    def add(self, session: "Session") -> None:
+        self._by_id[session.id] = session
+
+    def remove(self, session: "Session") -> bool:
+        return self._by_id.pop(session.id, None) is not None
+
+    def active(self, tenant: str) -> int:
+        return sum(1 for s in self._by_id.values() if s.caller.tenant == tenant)
+
+    def by_tenant(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self._by_id.values():
+            out[s.caller.tenant] = out.get(s.caller.tenant, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class SessionServices:
+    """What every session uses: set once per app."""
+
+    runtime: Callable[[], Runtime]
+    biller: Biller
+    metrics: Metrics
+    sessions: Sessions
+    record: Callable[[SessionRecord], None]
+    capture: Capture | None
+
+
+@dataclass(eq=False)
+class Session:
+    services: SessionServices
+    caller: Caller
+    endpoint: str
+    meter: SessionMeter
+    squota: SessionQuota
+    id: str = field(default_factory=new_session_id)
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_mono: float = field(default_factory=time.monotonic)
+    usage: Usage = field(default_factory=Usage)
+    cost_nanos: int = 0
+    breakdown: dict[str, int] = field(default_factory=dict)
+    end_reason: str | None = None
+    client_gone: bool = False
+    shutting_down: bool = False
+    tasks: tuple[asyncio.Task, ...] = ()
+    client_ws: Any = None  # the client's socket, closed by faregate on shutdown
+    cut: Cut | None = None  # why faregate is ending the session, once decided
+    cut_event: asyncio.Event = field(default_factory=asyncio.Event)
+    tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
+    capturing: bool = False  # the tenant opted in to conversation capture
+    _seq: int = 0
+
+    @classmethod
+    def start(cls, services: SessionServices, caller: Caller, endpoint: str,
+              squota: SessionQuota, model: str | None, tags: dict[str, str] | None = None
+              ) -> "Session":
+        kind = "live" if endpoint.startswith("/v1/live") else "realtime"
+        capturing = services.capture is not None and services.runtime().captures(caller.tenant)
+        session = cls(services, caller, endpoint, SessionMeter(kind, model=model), squota,
+                      tags=dict(tags or {}), capturing=capturing)
+        services.sessions.add(session)
+        services.metrics.sessions_active.labels(caller.tenant).inc()
+        return session
+
+    @property
+    def model(self) -> str:
+        return self.meter.model or "unknown"
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    def _capture(self, direction: str, kind: str | None, frame: str | bytes) -> None:
+        """Hand a text frame to conversation capture if this tenant opted in."""
+        capture = self.services.capture
+        if capture is None or not isinstance(frame, str) or kind is None:
+            return
+        if kind in (SERVER_TEXT if direction == "server" else CLIENT_TEXT):
+            capture.frame(self.id, direction, kind, frame)
+
+    async def client_frame(self, frame: str) -> str | None:
+        """A client text frame: the frame to forward (perhaps rewritten), or None."""
+        event = self.meter.client_frame(frame)
+        if self.capturing:
+            self._capture("client", event.type, frame)
+        if self.cut is not None:
+            return None  # the session is ending: nothing new goes upstream
+        await self.squota.prepare(event.type)
+        forward, cut = self.squota.client_event(event.type, event.obj, frame,
+                                                self.meter.audio_in_bytes,
+                                                self.meter.tool_calls)
+        if cut is not None:
+            self.request_cut(cut)
+        return forward
+
+    def server_frame(self, frame: str | bytes) -> None:
+        calls = self.meter.tool_calls
+        charges = self.meter.server_frame(frame)
+        if self.capturing:
+            self._capture("server", self.meter.last_type, frame)
+        for metered in charges:
+            self.charge(metered)
+        if self.meter.tool_calls != calls:
+            self.services.metrics.tool_calls.labels(self.caller.tenant).inc(
+                self.meter.tool_calls - calls)
+
+    def _response_id(self, metered: Metered) -> str:
+        """Unique within the session: the upstream's id, or a sequence for what has none."""
+        if metered.kind == "live":
+            self._seq += 1
+            return f"live:{self._seq}"
+        if metered.kind in ("transcription", "delegated"):
+            return f"{metered.kind}:{metered.response_id or self._next()}"
+        return metered.response_id or f"response:{self._next()}"
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def charge(self, metered: Metered) -> None:
+        """Bill one metered usage and add it to the session's totals."""
+        metered = Metered(metered.usage, metered.model or self.model,
+                          self._response_id(metered), metered.kind)
+        hold = self.squota.take_hold() if metered.kind == "response" else None
+        account = Account(self.caller, self.endpoint, self.id, self.tags, session_id=self.id)
+        row = self.services.biller.bill(metered, account, policy=self.squota.policy, hold=hold)
+        self.usage = self.usage + metered.usage
+        self.cost_nanos += row.cost_nanos
+        for k, v in row.breakdown.items():
+            self.breakdown[k] = self.breakdown.get(k, 0) + v
+        u = metered.usage
+        inputs = sum(getattr(u, c) for c in INPUT_CLASSES) if metered.kind == "response" else None
+        input_nanos = sum(row.breakdown.get(c, 0) for c in INPUT_CLASSES)
+        cut = self.squota.after_charge(inputs, input_nanos)
+        if cut is not None:
+            self.request_cut(cut)
+
+    def request_cut(self, cut: Cut) -> None:
+        """Ask the relay to end the session (error event, then close 1008)."""
+        if self.cut is None:
+            self.cut = cut
+            self.services.metrics.quota_rejections.labels(self.caller.tenant, cut.reason).inc()
+            self.cut_event.set()
+
+    def charge_unfinished(self) -> None:
+        """Responses that never reported usage: charge an estimate, once each."""
+        for metered in self.meter.unfinished():
+            self.charge(metered)
+
+    def finish(self, reason: str) -> SessionRecord:
+        """The session ended: write its row, update gauges. Idempotent."""
+        services = self.services
+        if not services.sessions.remove(self):
+            return self.record(reason)
+        if self.meter.busy:
+            self.charge_unfinished()
+        self.squota.release_all()
+        services.metrics.sessions_active.labels(self.caller.tenant).dec()
+        services.metrics.session_duration.labels(self.model_label()).observe(self.elapsed_s())
+        row = self.record(reason)
+        services.record(row)
+        log.info(
+            "session ended",
+            extra={
+                "session_id": self.id, "tenant": self.caller.tenant, "model": self.model,
+                "end_reason": reason, "responses": self.meter.responses,
+                "duration_s": round(self.elapsed_s(), 3), "cost_nanos": self.cost_nanos,
+            },
+        )
+        return row
+
+    def model_label(self) -> str:
+        prices = self.services.runtime().prices
+        entry = prices.entry(self.model, None) if self.meter.model else None
+        return entry.family if entry is not None else "unpriced"
+
+    def record(self, reason: str) -> SessionRecord:
+        ended = self.started_at.fromtimestamp(
+            self.started_at.timestamp() + self.elapsed_s(), timezone.utc
+        )
+        return SessionRecord(
+            id=self.id,
+            tenant=self.caller.tenant,
+            model=self.model[:128],
+            endpoint=self.endpoint,
+            started_at=self.started_at,
+            ended_at=ended,
+            end_reason=reason,
+            upstream_session_id=self.meter.upstream_session_id,
+            user=self.caller.user,
+            key_id=self.caller.key_id,
+            responses=self.meter.responses,
+            tokens=self.usage.tokens(),
+            seconds=self.usage.seconds,
+            cost_nanos=self.cost_nanos,
+            breakdown=dict(self.breakdown),
+            estimated=self.usage.estimated,
+            flags=self.usage.flags,
+            tags=dict(self.tags),
+            tool_calls=self.meter.tool_calls,
+        )
+

@@ -1,0 +1,161 @@
+"""Batch API metering: who created a batch, and its output charged once, at batch rates.
+
+A batch costs nothing when it is created; its usage appears later, line by
+line, in its output file. faregate follows the batch through the calls a
+client makes anyway:
+
+1. `POST /v1/batches` — the answer names the batch; faregate records who
+   created it (tenant, user, key, attribution tags) and for which endpoint.
+2. `GET /v1/batches/{id}` and `GET /v1/batches` — the answers name the
+   batch's `output_file_id` (and `error_file_id`) once it has them; faregate
+   links file to batch.
+3. `GET /v1/files/{id}/content` of a linked output file — the body streams
+   to the client untouched while faregate reads it line by line and charges
+   every successful line (`response.status_code` 200) to the creator, at the
+   `batch` service tier, with the batch id as the `batch` tag.
+
+Charged once: see `_batch_book` (claims) and `meter.line_id` (deterministic
+line ids). Output that is never fetched through faregate cannot be metered.
+Batch calls are asked of the upstream uncompressed (like metered calls), so
+the answers can be read as they pass.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from faregate.storage import BatchEvent
+
+from .._metrics import Metrics
+from .._runtime import Runtime
+from ..caller import Caller
+from ..meter import Account, Biller, Flow, JsonCollector, LineMeter, Metered
+from ..meter import HoldLast
+from ._batch_book import BATCH_PATH, CONTENT_PATH, MAX_TRACKED, BatchBook
+
+LEDGER_ENDPOINT = "/v1/batches"
+
+
+def batch_route(method: str, path: str) -> tuple[str, str | None] | None:
+    """("create" | "list" | "retrieve" | "content", id) for a Batch API call, else None."""
+    if not (path.startswith("/v1/batches") or path.startswith("/v1/files/")):
+        return None
+    bare = path.rstrip("/")
+    if bare == "/v1/batches":
+        return ("create", None) if method == "POST" else ("list", None) if method == "GET" else None
+    if method != "GET":
+        return None
+    if m := BATCH_PATH.fullmatch(bare):
+        return "retrieve", m.group(1)
+    if m := CONTENT_PATH.fullmatch(bare):
+        return "content", m.group(1)
+    return None
+
+
+class BatchMeter(HoldLast):
+    """The meter of a Batch API answer: a batch object read whole, or an output
+    file whose lines are billed to the batch's creator as they stream by."""
+
+    def __init__(self, batches: "Batches", flow: Flow, route: str,
+                 lines: LineMeter | None = None, origin: BatchEvent | None = None,
+                 spent: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.batches, self.flow, self.route = batches, flow, route
+        self.json = JsonCollector() if lines is None else None
+        self.lines = lines
+        self.origin = origin
+        self.spent = spent  # line ids already in this process's budget counters
+        self.charged: set[str] = set()  # line ids this download charged
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.json is not None:
+            self.json.feed(chunk)
+        elif self.lines is not None:
+            self._bill(self.lines.feed(chunk))
+        return super().feed(chunk)
+
+    def close(self) -> bytes:
+        if self.lines is not None:
+            self._bill(self.lines.close())
+            self._count()
+        return super().close()
+
+    async def finish(self) -> None:
+        if self.json is None:
+            return
+        body = self.json.value()
+        if self.route == "create":
+            self.batches.book.after_create(self.flow.caller, self.flow.tags, body)
+        else:
+            await self.batches.book.after_read(body)
+
+    def abort(self) -> None:
+        """A partly read output file stays chargeable by the next download."""
+        if self.lines is not None and self.flow.batch is not None:
+            self._bill(self.lines.close(complete=False))
+            self._count()
+            self.batches.book.unclaim(self.flow.batch[1] or "",
+                                      self.spent | frozenset(self.charged))
+            self.lines = None
+
+    def _bill(self, lines: list[Metered]) -> None:
+        origin = self.origin
+        if not lines or origin is None:
+            return
+        caller = Caller(tenant=origin.tenant, user=origin.user, tier=origin.tier,
+                        key_id=origin.key_id, upstream_authorization=None)
+        account = Account(caller, LEDGER_ENDPOINT, "", {**origin.tags, "batch": origin.batch_id})
+        policy = self.batches.runtime().policy(caller)
+        for line in lines:
+            fresh = line.record_id not in self.spent and line.record_id not in self.charged
+            if fresh and len(self.charged) < MAX_TRACKED:
+                self.charged.add(line.record_id or "")
+            self.batches.biller.bill(line, account, policy=policy, spend=fresh)
+            if fresh:
+                self.lines.counts["charged"] += 1  # type: ignore[union-attr]
+
+    def _count(self) -> None:
+        if self.lines is None:
+            return
+        for result, n in self.lines.counts.items():
+            if n:
+                self.batches.metrics.batch_lines.labels(result).inc(n)
+                self.lines.counts[result] = 0
+
+
+class Batches:
+    """The Batch API steps of the REST edge: resolve before forwarding, meter after."""
+
+    def __init__(self, book: BatchBook, biller: Biller, runtime: Callable[[], Runtime],
+                 metrics: Metrics) -> None:
+        self.book = book
+        self.biller = biller
+        self.runtime = runtime
+        self.metrics = metrics
+
+    async def resolve(self, flow: Flow) -> None:
+        """Before forwarding: a file faregate cannot attribute is not a batch call at all.
+
+        Such a download is forwarded as any other call (unmetered, and with the
+        client's own Accept-Encoding); every other batch call is read on its way.
+        """
+        if flow.batch is None or flow.batch[0] != "content":
+            return
+        file_id = flow.batch[1]
+        if not file_id or await self.book.resolve(file_id) is None:
+            flow.batch = None
+
+    async def meter(self, flow: Flow, status: int) -> BatchMeter | None:
+        """The meter for a successful Batch API answer, or None when there is nothing
+        to meter (an error, or an output file another download is charging)."""
+        if flow.batch is None or not 200 <= status < 300:
+            return None
+        route, ident = flow.batch
+        if route != "content":
+            return BatchMeter(self, flow, route)
+        origin = self.book.origin(ident) if ident else None
+        if origin is None or ident is None or not await self.book.claim(ident, origin):
+            return None
+        spent = self.book.partial.pop(ident, frozenset())
+        return BatchMeter(self, flow, route, LineMeter(origin.endpoint, origin.batch_id,
+                                                       origin.at), origin, spent)
