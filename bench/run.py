@@ -284,7 +284,8 @@ def faregate_argv() -> list[str]:
     return [sys.executable, "-m", "faregate.proxy.cli"]
 
 
-def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[Proc]) -> Target:
+def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[Proc],
+                   argv: list[str] | None = None) -> Target:
     port = free_port()
     work = tmp / name
     work.mkdir()
@@ -300,7 +301,7 @@ def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[
     env = {**os.environ, "FAREGATE_LOG_LEVEL": level}
     env.pop("FAREGATE_ADMIN_TOKEN", None)
     stderr = open(work / "faregate.log", "wb")
-    proc = Proc(name, [*faregate_argv(), "serve", "--config", str(config)], env=env,
+    proc = Proc(name, [*(argv or faregate_argv()), "serve", "--config", str(config)], env=env,
                 stderr=stderr, cwd=work)
     stderr.close()
     procs.append(proc)
@@ -663,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="LiteLLM in every scenario, not only saturation (slow: it cannot keep up)")
     ap.add_argument("--no-info", action="store_true", help="skip the INFO-logging faregate")
     ap.add_argument("--out", help="results JSON (default bench/results/<profile>-<time>.json)")
+    ap.add_argument("--baseline", metavar="EXE",
+                    help="another build's `faregate` executable (e.g. an older checkout's venv), "
+                         "run beside this one as target faregate-base: a same-run A/B")
     args = ap.parse_args(argv)
     profile_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     P = dict(PROFILES[profile_name])
@@ -693,6 +697,11 @@ def main(argv: list[str] | None = None) -> int:
         fg = start_faregate("faregate", upstream, tmp, "WARNING", procs)
         targets.append(fg)
         fg_targets.append(fg)
+        if args.baseline:
+            base = start_faregate("faregate-base", upstream, tmp, "WARNING", procs,
+                                  [args.baseline])
+            targets.append(base)
+            fg_targets.append(base)
         if not args.no_info:
             fgi = start_faregate("faregate-info", upstream, tmp, "INFO", procs)
             targets.append(fgi)
