@@ -73,6 +73,7 @@ def test_json_answer_sampled_and_its_last_bytes_held(size):
     reading = meter.reading()
     assert reading.usage == CHAT_USAGE
     assert reading.model == "gpt-4o-mini-2024-07-18" and reading.service_tier == "flex"
+    assert reading.response_id == "chatcmpl-1"
 
 
 def test_a_torn_json_answer_reads_no_usage():
@@ -90,6 +91,7 @@ def test_chat_stream_events_pass_at_once_and_usage_is_read(size, strip):
     reading = meter.reading()
     assert reading.usage == CHAT_USAGE and reading.model == "gpt-4o-mini"
     assert reading.deltas == 3 and reading.service_tier == "default"
+    assert reading.response_id == "c1"
     assert out.endswith(b"data: [DONE]\n\n")
     if strip:  # faregate asked for the usage chunk itself: the client never sees it
         assert b'"usage"' not in out
@@ -104,6 +106,7 @@ def test_responses_stream_reads_terminal_usage_tier_and_tool_calls(size):
     assert now + held == RESPONSES_STREAM
     reading = meter.reading()
     assert reading.usage["input_tokens"] == 40 and reading.service_tier == "priority"
+    assert reading.response_id == "resp_1"
     assert dict(reading.tool_calls).get("web_search") == 1
 
 

@@ -178,7 +178,7 @@ class Biller:
         self._record(charge_record(
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
-            markup=markup, tags=flow.tags))
+            response_id=flow.reading.response_id, markup=markup, tags=flow.tags))
         observe(self.metrics, flow, charge, problem)
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)

@@ -31,6 +31,7 @@ class Reading:
     tool_calls: tuple[tuple[str, int], ...] = ()  # hosted-tool fee keys and counts
     deltas: int = 0  # streamed content events seen (for estimates)
     minted: tuple[str, Any] | None = None  # (secret, expires_at) of a minted client secret
+    response_id: str | None = None  # the answer's own object id (chatcmpl-…, resp_…)
 
 
 @dataclass(frozen=True, slots=True)

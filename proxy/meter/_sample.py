@@ -21,6 +21,15 @@ HEAD_BYTES = 64 * 1024
 TAIL_BYTES = 256 * 1024
 
 
+MAX_ID = 128
+
+
+def _object_id(head: bytes) -> str | None:
+    """The answer's top-level `id` (the first key of every OpenAI object), bounded."""
+    found = find_json_str(head, "id", 512)
+    return found[:MAX_ID] if found else None
+
+
 class BodySample:
     """First `HEAD_BYTES` and last `TAIL_BYTES` of a response body."""
 
@@ -73,8 +82,10 @@ class JsonMeter(HoldLast):
         reading = Reading(usage=find_usage(tail), service_tier=find_service_tier(tail))
         if sample.tools is not None:
             reading.tool_calls = sample.tools.fee_keys(self.facts.tools)
-        if b'"model"' in sample.head:
-            reading.model = find_json_str(bytes(sample.head), "model", HEAD_BYTES)
+        head = bytes(sample.head)
+        if b'"model"' in head:
+            reading.model = find_json_str(head, "model", HEAD_BYTES)
+        reading.response_id = _object_id(head)
         return reading
 
     def _secret(self) -> Reading:

@@ -62,6 +62,7 @@ class SseMeter(ResponseMeter):
         self.strip_usage = strip_usage
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
+        self.response_id: str | None = None  # the streamed object's id
         self.service_tier: str | None = None  # the tier the upstream applied
         self.tools = ToolScan() if kind == "responses" else None
         self.deltas = 0
@@ -106,12 +107,15 @@ class SseMeter(ResponseMeter):
         """What the stream reported so far (all of it, even when cut short)."""
         tools = self.tools.fee_keys(self.facts.tools) if self.tools is not None else ()
         return Reading(usage=self.usage, model=self.model, service_tier=self.service_tier,
-                       tool_calls=tools, deltas=self.deltas)
+                       tool_calls=tools, deltas=self.deltas, response_id=self.response_id)
 
     def _event(self, event: bytes) -> bytes:
         self.events += 1
         if self.model is None and b'"model"' in event:
             self.model = find_json_str(event, "model")
+        if self.response_id is None and b'"id"' in event:
+            found = find_json_str(event, "id", 1024)
+            self.response_id = found[:128] if found else None
         if self.kind == "responses":
             return self._responses_event(event)
         return self._chat_event(event)
