@@ -17,7 +17,9 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
+from . import _errors as errors
 from ._config import Settings
+from ._ids import new_request_id
 from ._metrics import Metrics
 from ._runtime import Reloader, Runtime, restart_only_changes
 from ._services import Services
@@ -60,10 +62,21 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
     for method, path, name in Admin.ROUTES:
         app.router.add_route(method, path, edge(lambda s, n=name: s.admin.handler(n)))
     app.router.add_route("*", r"/v1/{tail:[\s\S]*}", edge(lambda s: s.v1))  # newlines too
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _elsewhere)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
     return app
+
+
+async def _elsewhere(request: web.Request) -> web.Response:
+    """Anything outside /v1 and faregate's own routes: an OpenAI-shaped 404 that says
+    where the API is (an SDK whose base URL lacks /v1 lands here)."""
+    return errors.openai_error(
+        404, "invalid_request_error", "unknown_url",
+        f"faregate serves the OpenAI API under /v1: {request.method} {request.path[:200]!r} "
+        "is not a route here. Set the client's base URL to http://HOST:PORT/v1.",
+        request_id=new_request_id())
 
 
 async def _startup(app: web.Application) -> None:

@@ -30,7 +30,8 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_") and key != "exc_text":
-                line[key] = value
+                # A field named like one of the line's own keys must not replace it.
+                line["extra_" + key if key in line else key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -8,7 +8,7 @@ never imports `faregate.proxy` or `faregate.pricing`.
 """
 
 from ._ledger import Ledger
-from ._money import format_usd, nanos_to_usd
+from ._money import format_usd, human_usd, nanos_to_usd, plain_decimal
 from ._periods import PERIODS, parse_date_range, period_bounds
 from ._queries import group_tag
 from ._journal import JournalBusy
@@ -48,12 +48,14 @@ __all__ = [
     "UsageReport",
     "UsageRow",
     "format_usd",
+    "human_usd",
     "group_tag",
     "nanos_to_usd",
     "new_id",
     "random_hex",
     "parse_date_range",
     "period_bounds",
+    "plain_decimal",
     "render_report",
     "report_dict",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 NANOS_PER_USD = 10**9
 
@@ -21,3 +21,29 @@ def format_usd(nanos: int) -> str:
     digits = f"{frac:09d}".rstrip("0")
     digits = digits.ljust(6, "0")
     return f"{sign}{whole}.{digits}"
+
+
+def plain_decimal(value: Decimal) -> str:
+    """A decimal as plain digits, never in exponent form: 40 -> "40", 1.50 -> "1.5"."""
+    if not value.is_finite():
+        return str(value)
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+_CENT = Decimal("0.01")
+
+
+def human_usd(nanos: int) -> str:
+    """USD for people: cents from $1 up ("$1,234.57"), up to 4 significant digits
+    below ("$0.5390" -> "$0.539", "$0.0000015"). Machines get `format_usd`."""
+    usd = Decimal(int(nanos)).scaleb(-9)
+    sign, usd = ("-" if usd < 0 else ""), abs(usd)
+    if usd == 0:
+        return "$0.00"
+    if usd >= 1:
+        return f"{sign}${usd.quantize(_CENT, rounding=ROUND_HALF_UP):,}"
+    rounded = usd.quantize(Decimal(1).scaleb(usd.adjusted() - 3), rounding=ROUND_HALF_UP)
+    if rounded >= 1:  # $0.99995 rounds up to a dollar
+        return f"{sign}${rounded.quantize(_CENT):,}"
+    return f"{sign}${plain_decimal(rounded)}"

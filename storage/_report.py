@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from ._money import format_usd
+from ._money import format_usd, plain_decimal
 from ._record import TOKEN_COLUMNS
 
 GROUPS: tuple[str, ...] = ("tenant", "user", "model", "endpoint", "day")
@@ -110,7 +110,7 @@ class UsageRow:
             "estimated_cost_usd": format_usd(self.estimated_cost_nanos),
             "fallback_priced": self.fallback,
             "fallback_cost_usd": format_usd(self.fallback_cost_nanos),
-            "seconds": str(self.seconds.normalize()) if self.seconds else "0",
+            "seconds": plain_decimal(self.seconds),
             "characters": self.characters,
             "images": self.images,
             "tokens": dict(self.tokens),

@@ -84,6 +84,7 @@ class FakeSessions:
         self.omit_usage = False
         self.delta_delay_s = 0.0
         self.tool_calls_per_response = 0  # function_call items in each response's output
+        self.live_seconds_step = LIVE_SECONDS_STEP  # cumulative Live seconds per audio append
         self.minted: list[str] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -298,7 +299,7 @@ class FakeSessions:
             elif t == "session.input_audio.append":
                 await send({"type": "session.output_audio.delta",
                             "delta": base64.b64encode(b"\x02" * 960).decode()})
-                seconds += LIVE_SECONDS_STEP
+                seconds += self.live_seconds_step
                 await send({"type": "session.usage.updated", "usage": {"seconds": seconds}})
             elif t == "session.close":
                 await send({"type": "session.closed", "reason": "close_requested",

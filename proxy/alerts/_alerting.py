@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Callable
 
-from faregate.storage import AlertRecord
+from faregate.storage import AlertRecord, plain_decimal
 
 from ..quota import BudgetLimit, Budgets, Counter, Policy, period_key, period_keys
 from ._alert import Alert, level_for
@@ -29,7 +29,7 @@ TOP_MODELS = 5
 
 
 def alert_id(scope: str, period: str, key: str, threshold: Decimal) -> str:
-    return f"{scope}|{period}|{key}|{threshold.normalize()}"
+    return f"{scope}|{period}|{key}|{plain_decimal(threshold)}"
 
 
 def period_fraction(period: str, now: datetime) -> Decimal:
@@ -116,13 +116,15 @@ class Alerting:
         )
         record = AlertRecord(
             id=aid, scope=limit.scope, period=limit.period, period_start=key,
-            threshold=str(threshold.normalize()), level=alert.level,
+            threshold=plain_decimal(threshold), level=alert.level,
             limit_nanos=limit.limit_nanos, spent_nanos=counter.spent, projected_nanos=proj,
             at=now,
         )
-        log.warning(
+        # Pipelines know error/warning: a spent budget is an error, a threshold a warning.
+        log.log(
+            logging.ERROR if alert.level == "exceeded" else logging.WARNING,
             "budget threshold reached",
-            extra={"alert_id": aid, "level": alert.level, "spent_usd": str(alert.spent_usd),
+            extra={"alert_id": aid, "alert_level": alert.level, "spent_usd": str(alert.spent_usd),
                    "limit_usd": str(alert.limit_usd)},
         )
         if self._claim is not None:

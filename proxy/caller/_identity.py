@@ -49,10 +49,13 @@ class IdentityError(Exception):
 
 
 class UnknownKey(IdentityError):
-    """Keys mode and the presented key is not in [[keys]]."""
+    """Keys mode and the presented key is not in [[keys]] (or there is none)."""
 
-    def __init__(self) -> None:
-        super().__init__("Incorrect API key provided: this faregate does not know the key.")
+    def __init__(self, given: bool = True) -> None:
+        super().__init__(
+            "Incorrect API key provided: this faregate does not know the key." if given else
+            "You didn't provide an API key. You need to provide your faregate key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
 
 
 class MissingUpstreamKey(IdentityError):
@@ -133,7 +136,7 @@ class Directory:
 
         if ident.mode == "keys":
             if entry is None:
-                raise UnknownKey()
+                raise UnknownKey(given=token is not None)
             if not self._upstream_key:
                 raise MissingUpstreamKey(self.settings.server.upstream_api_key_env)
             upstream_auth = f"Bearer {self._upstream_key}"
