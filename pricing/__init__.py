@@ -1,6 +1,8 @@
 """faregate.pricing: usage in, exact charge out. Pure; no I/O at call time.
 
-- `Usage` / `TOKEN_CLASSES`: what a call consumed, in disjoint token classes.
+- `Usage` / `TOKEN_CLASSES`: what a call consumed, in disjoint token classes;
+  `INPUT_CLASSES`, `OUTPUT_CLASSES`, `CACHED_CLASSES` group them (the one
+  definition the ledger, reports and reservations use too).
 - `usage_for_endpoint` and `usage_from_*`: provider usage reports -> `Usage`.
 - `find_usage` / `find_json_str`: read `usage` / `model` from a response body
   without parsing all of it.
@@ -41,11 +43,22 @@ from ._table import (
     resolve_model,
 )
 from ._tools import ToolScan, find_service_tier, request_tool_options
-from ._usage import TOKEN_CLASSES, Usage, merge_tool_calls, token_counts
+from ._usage import (
+    CACHED_CLASSES,
+    INPUT_CLASSES,
+    OUTPUT_CLASSES,
+    TOKEN_CLASSES,
+    Usage,
+    merge_tool_calls,
+    token_counts,
+)
 
 __all__ = [
+    "CACHED_CLASSES",
     "Charge",
     "DEFAULT_TIERS",
+    "INPUT_CLASSES",
+    "OUTPUT_CLASSES",
     "Price",
     "PriceTable",
     "PriceTableError",

@@ -52,7 +52,7 @@ from decimal import Decimal
 from ._charge import Charge
 from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS, believable
 from ._table import Price, PriceTable, load_price_table
-from ._usage import TOKEN_CLASSES, Usage, token_counts
+from ._usage import INPUT_CLASSES, TOKEN_CLASSES, Usage, token_counts
 
 RATE_MISSING = "rate_missing"
 TIER_UNPRICED = "tier_unpriced"
@@ -163,10 +163,12 @@ def _tokens_only(usage: Usage, entry: Price) -> bool:
     return rule is None or prompt_tokens(usage) <= rule.above
 
 
+_input_counts = operator.attrgetter(*INPUT_CLASSES)
+
+
 def prompt_tokens(usage: Usage) -> int:
     """All input classes together: what a long-context threshold compares."""
-    return (usage.input + usage.cached_input + usage.audio_input + usage.cached_audio_input
-            + usage.image_input + usage.cached_image_input)
+    return sum(_input_counts(usage))
 
 
 def _long_context(usage: Usage, entry: Price) -> tuple[Price, bool]:

@@ -28,6 +28,15 @@ TOKEN_CLASSES: tuple[str, ...] = (
 )
 
 
+#: The classes a call reads (prompt side), in TOKEN_CLASSES order.
+INPUT_CLASSES: tuple[str, ...] = tuple(c for c in TOKEN_CLASSES if c.endswith("input"))
+
+#: The classes a call writes (completion side), in TOKEN_CLASSES order.
+OUTPUT_CLASSES: tuple[str, ...] = tuple(c for c in TOKEN_CLASSES if c.endswith("output"))
+
+#: The input classes served from the prompt cache, in TOKEN_CLASSES order.
+CACHED_CLASSES: tuple[str, ...] = tuple(c for c in TOKEN_CLASSES if c.startswith("cached_"))
+
 #: The token counts of a `Usage`, in TOKEN_CLASSES order, as one tuple (read in C).
 token_counts = operator.attrgetter(*TOKEN_CLASSES)
 

@@ -22,9 +22,8 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from faregate.pricing import INPUT_CLASSES, OUTPUT_CLASSES
 from faregate.storage import (
-    INPUT_CLASSES,
-    OUTPUT_CLASSES,
     PERIODS,
     AlertRecord,
     LedgerRecord,

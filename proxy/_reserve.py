@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from faregate.pricing import PriceTable, Usage, cost_of, to_nanos
+from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage, cost_of, to_nanos
 
 from ._endpoints import Endpoint, RequestFacts
 
@@ -22,7 +22,6 @@ BYTES_PER_TOKEN_HIGH = 2
 MAX_IMAGE_OUTPUT_TOKENS = 6240
 #: Upload bytes per second of the most compact audio faregate assumes (32 kbit/s).
 AUDIO_BYTES_PER_S = 4000
-OUTPUT_CLASSES = ("output", "audio_output", "image_output")
 
 
 def _cap(body: Any, *names: str) -> int | None:

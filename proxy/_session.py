@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from faregate.pricing import TOKEN_CLASSES, Usage, price
+from faregate.pricing import INPUT_CLASSES, TOKEN_CLASSES, Usage, price
 from faregate.storage import SessionRecord, new_id
 
 from ._identity import Caller
 from ._meter import charge_record, count_charge
 from ._capture import CLIENT_TEXT, SERVER_TEXT
 from ._session_meter import Metered, SessionMeter, frame_type
-from ._session_quota import INPUT_CLASSES, Cut, SessionQuota
+from ._session_quota import Cut, SessionQuota
 from ._state import State
 
 log = logging.getLogger("faregate.session")

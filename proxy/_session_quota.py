@@ -20,15 +20,14 @@ from typing import Any
 
 import orjson
 
+from faregate.pricing import OUTPUT_CLASSES
+
 from ._policy import Policy
 from ._quota import Admission, Quota, Refusal, budget_refusal
 from ._reserve import per_token_nanos
 from ._session_meter import frame_type, parse
 
 MIN_RESPONSE_TOKENS = 16
-INPUT_CLASSES = ("input", "cached_input", "audio_input", "cached_audio_input",
-                 "image_input", "cached_image_input")
-OUTPUT_CLASSES = ("output", "audio_output")
 INPUT_OVERHEAD_TOKENS = 256
 AUDIO_TOKENS_PER_BYTE = 10 / 48_000  # ~10 tokens per second of 24 kHz PCM16
 

@@ -457,6 +457,13 @@ def test_public_surface():
     assert TOKEN_CLASSES[0] == "input"
 
 
+def test_token_class_groups_cover_every_class_once():
+    """The ledger, reports and reservations sum these groups: none may miss a class."""
+    assert sorted(pricing.INPUT_CLASSES + pricing.OUTPUT_CLASSES) == sorted(TOKEN_CLASSES)
+    assert set(pricing.CACHED_CLASSES) < set(pricing.INPUT_CLASSES)
+    assert "image_output" in pricing.OUTPUT_CLASSES and "audio_output" in pricing.OUTPUT_CLASSES
+
+
 # --- find_usage / find_json_str ------------------------------------------------------
 
 def test_find_usage_on_big_embeddings_body_parses_only_the_tail(monkeypatch):

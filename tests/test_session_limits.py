@@ -117,6 +117,23 @@ async def test_response_clamped_to_what_the_budget_can_pay(limited, fake):
     assert (256 * 4 + clamped * 64) / Decimal(1_000_000) <= Decimal("0.01")
 
 
+async def test_response_clamp_prices_output_at_the_dearest_output_class(limited, fake):
+    # With image output the dearest class ($128/M, over audio's $64/M), $0.01 buys the
+    # 256-token input allowance ($0.001024) and only ~70 output tokens.
+    rates = {**RT, "image_output": "128"}
+    gw = await limited({"daily_usd": "0.01"}, pricing={"models": {"gpt-realtime": rates}})
+    async with websockets.connect(url(gw), additional_headers=AUTH) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "response.create",
+                                  "response": {"max_output_tokens": 100000}}))
+        while '"response.done"' not in await ws.recv():
+            pass
+    sent = [e for e in fake.sessions[0].events if e["type"] == "response.create"][0]
+    clamped = sent["response"]["max_output_tokens"]
+    assert 16 <= clamped < 100000
+    assert (256 * 4 + clamped * 128) / Decimal(1_000_000) <= Decimal("0.01")
+
+
 async def test_mid_session_budget_cut_after_the_response_settles(limited, fake):
     # One audio response costs 60 audio tokens x $64/M + 5 x $16/M + 10 x $4/M = $0.00396;
     # its reservation is clamped to fit $0.0039, and the real charge then reaches the limit.
