@@ -314,11 +314,11 @@ def usage_from_images(
 
 def usage_from_speech(
     characters: int,
-    model: str | None = None,
+    model: str,
+    table: "PriceTable",
     *,
     input_tokens: int | None = None,
     audio_output_tokens: int | None = None,
-    table: "PriceTable | None" = None,
 ) -> Usage:
     """Text-to-speech: the request's `input` length, plus tokens if token-billed.
 
@@ -330,7 +330,7 @@ def usage_from_speech(
     """
     r = _Reader()
     chars = r.as_count(characters)
-    if model is None or _billed_per_character(model, table):
+    if _billed_per_character(model, table):
         return Usage(characters=chars, flags=r.flags())
     text = r.as_count(input_tokens) if input_tokens is not None else -(-chars // 4)
     audio = r.as_count(audio_output_tokens)
@@ -339,10 +339,8 @@ def usage_from_speech(
     )
 
 
-def _billed_per_character(model: str, table: "PriceTable | None") -> bool:
-    from ._table import load_price_table  # the shipped table; read once
-
-    entry = (table or load_price_table()).entry(model)
+def _billed_per_character(model: str, table: "PriceTable") -> bool:
+    entry = table.entry(model)
     return entry is None or entry.rate("per_1k_chars") is not None
 
 
@@ -409,9 +407,7 @@ def usage_from_realtime(u: Any) -> Usage:
     )
 
 
-def _speech_usage(
-    u: Any, characters: int, model: str | None, table: "PriceTable | None"
-) -> Usage:
+def _speech_usage(u: Any, characters: int, model: str, table: "PriceTable") -> Usage:
     """Speech: a reported token usage (SSE `speech.audio.done`) wins over estimates."""
     if isinstance(u, Mapping) and u.get("input_tokens") is not None:
         r = _Reader()
@@ -421,27 +417,27 @@ def _speech_usage(
             audio_output=r.count(u, "output_tokens"),
             flags=r.flags(),
         )
-    return usage_from_speech(characters, model, table=table)
+    return usage_from_speech(characters, model, table)
 
 
 def usage_for_endpoint(
     endpoint_kind: str,
     usage_dict: Any,
     *,
+    table: "PriceTable",
     n_images: int = 1,
     size: str | None = None,
     quality: str | None = None,
     characters: int = 0,
-    model: str | None = None,
-    table: "PriceTable | None" = None,
+    model: str = "",
 ) -> Usage:
     """Dispatch on the endpoint kind (`Endpoint.kind` in the proxy).
 
     Kinds: chat, completions, responses, embeddings, transcription, images,
     realtime, speech, moderations (free: always an empty usage). The keyword
     arguments carry request facts the usage report lacks (image count/size/
-    quality, speech characters and model; `table` decides whether a speech
-    model is billed per character, default the shipped one).
+    quality, speech characters and model) and the table in force, which
+    decides how a speech model is billed.
     """
     if endpoint_kind in ("chat", "completions"):
         return usage_from_chat(usage_dict)

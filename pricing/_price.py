@@ -1,4 +1,4 @@
-"""`price(usage, model, at)`: one call's exact cost, class by class.
+"""`price(usage, model, at, table)`: one call's exact cost, class by class.
 
 cost = Σ tokens(class) × rate(class) / 1,000,000
      + seconds × per_second + seconds / 60 × per_minute
@@ -51,7 +51,7 @@ from decimal import Decimal
 
 from ._charge import Charge
 from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS, believable
-from ._table import Price, PriceTable, load_price_table
+from ._table import Price, PriceTable
 from ._usage import INPUT_CLASSES, TOKEN_CLASSES, Usage, token_counts
 
 RATE_MISSING = "rate_missing"
@@ -76,15 +76,14 @@ _MILLION = Decimal(1_000_000)
 _CONTEXT = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
 
 
-def price(
-    usage: Usage, model: str, at: datetime | None = None, table: PriceTable | None = None
-) -> Charge:
-    """The charge for `usage` of `model` at time `at` (UTC; default now).
+def price(usage: Usage, model: str, at: datetime | None, table: PriceTable) -> Charge:
+    """The charge for `usage` of `model` at time `at` (UTC; None: now) under `table`.
 
-    An unknown model gives `Charge(priced=False, cost=0, family=None)`; the
-    call is still recorded.
+    `table` is the table in force (the shipped one with the config's
+    overrides): there is no default, so no caller can price against the
+    wrong rates by leaving it out. An unknown model gives
+    `Charge(priced=False, cost=0, family=None)`; the call is still recorded.
     """
-    table = table or load_price_table()
     usage = _sane(usage)
     entry = table.entry(model, at)
     if entry is None:

@@ -483,6 +483,6 @@ def load_price_table() -> PriceTable:
     return loads_price_table(text)
 
 
-def resolve_model(name: str, table: PriceTable | None = None) -> str | None:
-    """The price-table family `name` resolves to (shipped table by default)."""
-    return (table or load_price_table()).resolve(name)
+def resolve_model(name: str, table: PriceTable) -> str | None:
+    """The family `name` resolves to in `table` (the table in force), or None."""
+    return table.resolve(name)

@@ -334,7 +334,8 @@ class Admin:
         if ledger.shared:  # other replicas spend too: count what the database knows
             day = now.replace(hour=0, minute=0, second=0, microsecond=0)
             shared = ledger_spend(await ledger.spend_since(day.replace(day=1), day))
-        views = budget_views(self.state.runtime.settings, self.state.quota.book, now, shared)
+        rt = self.state.runtime
+        views = budget_views(rt.settings, rt.prices, self.state.quota.book, now, shared)
         tenant = _text(request, "tenant")
         return _json({
             "now": _iso(now),

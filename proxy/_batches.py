@@ -349,7 +349,7 @@ class LineMeter:
         state, origin = self.state, self.origin
         rt = state.runtime
         now = datetime.now(timezone.utc)
-        usage = dataclasses.replace(usage_for_endpoint(self.kind, body.get("usage")),
+        usage = dataclasses.replace(usage_for_endpoint(self.kind, body.get("usage"), table=rt.prices),
                                     service_tier="batch")
         model = body.get("model")
         model = model[:MAX_NAME] if isinstance(model, str) and model else "unknown"

@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Iterable, Mapping
 
+from faregate.pricing import PriceTable
 from faregate.storage import format_usd
 
 from ._alert import level_for
@@ -101,6 +102,7 @@ def callers(settings: Settings, book: BudgetBook) -> list[Caller]:
 
 def budget_views(
     settings: Settings,
+    prices: PriceTable,
     book: BudgetBook,
     now: datetime,
     ledger_spend: Mapping[tuple[str, str], int] | None = None,
@@ -114,7 +116,7 @@ def budget_views(
     views: dict[tuple[str, str], BudgetView] = {}
     thresholds = settings.alerts.thresholds
     for caller in callers(settings, book):
-        policy = policy_for(settings, caller)
+        policy = policy_for(settings, caller, prices)
         for limit in policy.budgets:
             if (limit.scope, limit.period) in views:
                 continue

@@ -39,7 +39,7 @@ log = logging.getLogger("faregate.meter")
 BYTES_PER_TOKEN = 4
 
 
-def usage_of(flow: Flow) -> tuple[Usage, str | None]:
+def usage_of(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
     """The flow's usage and, if it had to be guessed, the reason why."""
     endpoint, facts = flow.endpoint, flow.facts
     assert endpoint is not None
@@ -47,7 +47,7 @@ def usage_of(flow: Flow) -> tuple[Usage, str | None]:
         return Usage(), None
     kind = endpoint.kind
     if kind == "speech":
-        return usage_from_speech(facts.characters, flow.model or ""), None
+        return usage_from_speech(facts.characters, flow.model or "", table), None
     if kind in ("moderations", "client_secret"):
         return Usage(), None
     if kind == "images":
@@ -56,7 +56,7 @@ def usage_of(flow: Flow) -> tuple[Usage, str | None]:
             None,
         )
     if flow.usage is not None:
-        return usage_for_endpoint(kind, flow.usage), None
+        return usage_for_endpoint(kind, flow.usage, table=table), None
     reason = "cut_short" if flow.cut_short else "usage_missing"
     estimate = Usage(
         input=facts.prompt_bytes // BYTES_PER_TOKEN,
@@ -68,7 +68,7 @@ def usage_of(flow: Flow) -> tuple[Usage, str | None]:
 
 
 def charge_flow(flow: Flow, table: PriceTable, at: datetime) -> tuple[Charge, str | None]:
-    usage, problem = usage_of(flow)
+    usage, problem = usage_of(flow, table)
     # A standard-tier answer ("default", "auto") prices as no tier: skip the copy.
     if (flow.service_tier and flow.service_tier not in DEFAULT_TIERS) or flow.tool_calls:
         usage = dataclasses.replace(usage, service_tier=flow.service_tier,

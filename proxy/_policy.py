@@ -7,10 +7,10 @@ nano-USD here so the hot path compares integers only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from faregate.pricing import resolve_model, to_nanos
+from faregate.pricing import PriceTable, resolve_model, to_nanos
 
 from ._config import Limits, Settings, TenantSettings
 from ._identity import Caller
@@ -36,6 +36,7 @@ class Policy:
     tenant: str
     user: str | None
     block: bool  # on_exceed = "block" (else alert only)
+    prices: PriceTable = field(compare=False, repr=False)  # the table in force: allowlist names
     budgets: tuple[BudgetLimit, ...] = ()
     max_requests_per_day: int | None = None
     max_requests_per_month: int | None = None
@@ -60,7 +61,7 @@ class Policy:
             return True
         if model in self.models:
             return True
-        family = resolve_model(model)
+        family = resolve_model(model, self.prices)
         return family is not None and family in self.models
 
 
@@ -80,7 +81,8 @@ def effective_limits(settings: Settings, caller: Caller) -> dict:
     return merged
 
 
-def policy_for(settings: Settings, caller: Caller) -> Policy:
+def policy_for(settings: Settings, caller: Caller, prices: PriceTable) -> Policy:
+    """The caller's policy; `prices` (the table in force) resolves allowlisted families."""
     limits = effective_limits(settings, caller)
     tenant_cfg: TenantSettings | None = settings.tenants.get(caller.tenant)
     tscope = f"tenant:{caller.tenant}"
@@ -98,6 +100,7 @@ def policy_for(settings: Settings, caller: Caller) -> Policy:
         tenant=caller.tenant,
         user=caller.user,
         block=(tenant_cfg.on_exceed if tenant_cfg else "block") == "block",
+        prices=prices,
         budgets=tuple(budgets),
         max_requests_per_day=limits.get("max_requests_per_day"),
         max_requests_per_month=limits.get("max_requests_per_month"),

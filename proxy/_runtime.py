@@ -40,7 +40,7 @@ class Runtime:
         if policy is None:
             if len(self._policies) > 100_000:
                 self._policies.clear()
-            policy = self._policies[key] = policy_for(self.settings, caller)
+            policy = self._policies[key] = policy_for(self.settings, caller, self.prices)
         return policy
 
     def markup(self, tenant: str) -> Decimal | None:

@@ -15,6 +15,7 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
+from faregate.pricing import load_price_table
 from faregate.proxy._alerting import projected
 from faregate.proxy._budget import BudgetBook
 from faregate.proxy._budget_view import budget_views, status_for
@@ -242,7 +243,7 @@ def test_projection_on_a_fixed_clock():
     book.seed("tenant:acme", "month", "2026-11", 4 * 10**9, 0, 0)
     book.seed("tenant:acme", "day", "2026-11-16", 0, 0, 0)
     book.counter("tenant:acme", "month", now).reserved = 10**8
-    month, day = sorted(budget_views(settings, book, now), key=lambda v: v.period != "month")
+    month, day = sorted(budget_views(settings, load_price_table(), book, now), key=lambda v: v.period != "month")
     d = month.as_dict()
     assert (d["spent_usd"], d["reserved_usd"], d["remaining_usd"]) == (
         "4.000000", "0.100000", "5.900000")
@@ -250,7 +251,7 @@ def test_projection_on_a_fixed_clock():
     assert d["status"] == "ok" and d["period_start"] == "2026-11"
     at_six = datetime(2026, 11, 16, 6, 0, tzinfo=timezone.utc)  # a quarter of the day
     book.seed("tenant:acme", "day", "2026-11-16", 5 * 10**8, 0, 0)
-    [day] = [v for v in budget_views(settings, book, at_six) if v.period == "day"]
+    [day] = [v for v in budget_views(settings, load_price_table(), book, at_six) if v.period == "day"]
     assert day.as_dict()["projected_period_end_usd"] == "2.000000"
     assert day.status == "ok"
 
