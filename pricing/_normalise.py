@@ -312,36 +312,31 @@ def usage_from_images(
     )
 
 
-def usage_from_speech(
-    characters: int,
-    model: str,
-    table: "PriceTable",
-    *,
-    input_tokens: int | None = None,
-    audio_output_tokens: int | None = None,
-) -> Usage:
-    """Text-to-speech: the request's `input` length, plus tokens if token-billed.
+def usage_from_speech(characters: int, model: str, table: "PriceTable", reported: Any = None
+                      ) -> Usage:
+    """Text-to-speech: the request's `input` length, and the tokens the upstream reports.
 
-    tts-1/tts-1-hd are billed per character, so the count is exact. A
-    token-billed model (gpt-4o-mini-tts, any model without a per-character
-    price) cannot be priced from characters: the caller's token estimates are
-    used (text input defaults to characters / 4) and the usage is marked
-    `estimated`.
+    `table` (the table in force) decides how `model` is billed. A model with a
+    `per_1k_chars` rate (tts-1, tts-1-hd) is billed on `characters`, which is
+    exact. Any other model is billed per token, from `reported`: the usage a
+    streamed answer ends with (`speech.audio.done`: `input_tokens` of text,
+    `output_tokens` of audio). Without one (an audio body carries no usage)
+    the text input is estimated at characters / 4 and the usage is marked
+    `estimated`. For a model the table does not price, what is known
+    (characters, reported tokens) is kept for the unpriced record.
     """
     r = _Reader()
     chars = r.as_count(characters)
-    if _billed_per_character(model, table):
-        return Usage(characters=chars, flags=r.flags())
-    text = r.as_count(input_tokens) if input_tokens is not None else -(-chars // 4)
-    audio = r.as_count(audio_output_tokens)
-    return Usage(
-        characters=chars, input=text, audio_output=audio, estimated=True, flags=r.flags()
-    )
-
-
-def _billed_per_character(model: str, table: "PriceTable") -> bool:
     entry = table.entry(model)
-    return entry is None or entry.rate("per_1k_chars") is not None
+    if entry is not None and entry.rate("per_1k_chars") is not None:
+        return Usage(characters=chars, flags=r.flags())
+    top = _top(r, reported)
+    if top and (r.has(top, "input_tokens") or r.has(top, "output_tokens")):
+        return Usage(characters=chars, input=r.count(top, "input_tokens"),
+                     audio_output=r.count(top, "output_tokens"), flags=r.flags())
+    if entry is None:
+        return Usage(characters=chars, flags=r.flags())
+    return Usage(characters=chars, input=-(-chars // 4), estimated=True, flags=r.flags())
 
 
 def usage_from_realtime(u: Any) -> Usage:
@@ -407,19 +402,6 @@ def usage_from_realtime(u: Any) -> Usage:
     )
 
 
-def _speech_usage(u: Any, characters: int, model: str, table: "PriceTable") -> Usage:
-    """Speech: a reported token usage (SSE `speech.audio.done`) wins over estimates."""
-    if isinstance(u, Mapping) and u.get("input_tokens") is not None:
-        r = _Reader()
-        return Usage(
-            characters=r.as_count(characters),
-            input=r.count(u, "input_tokens"),
-            audio_output=r.count(u, "output_tokens"),
-            flags=r.flags(),
-        )
-    return usage_from_speech(characters, model, table)
-
-
 def usage_for_endpoint(
     endpoint_kind: str,
     usage_dict: Any,
@@ -452,7 +434,7 @@ def usage_for_endpoint(
     if endpoint_kind == "realtime":
         return usage_from_realtime(usage_dict)
     if endpoint_kind == "speech":
-        return _speech_usage(usage_dict, characters, model, table)
+        return usage_from_speech(characters, model, table, usage_dict)
     if endpoint_kind == "moderations":
         return Usage()
     return Usage(flags=(UNKNOWN_ENDPOINT,))

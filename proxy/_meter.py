@@ -47,7 +47,7 @@ def usage_of(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
         return Usage(), None
     kind = endpoint.kind
     if kind == "speech":
-        return usage_from_speech(facts.characters, flow.model or "", table), None
+        return usage_from_speech(facts.characters, flow.model or "", table, flow.usage), None
     if kind in ("moderations", "client_secret"):
         return Usage(), None
     if kind == "images":

@@ -249,6 +249,55 @@ def test_speech_token_billed_model_is_estimated():
     assert (reported.input, reported.audio_output, reported.estimated) == (20, 900, False)
 
 
+SPEECH_DONE = {"input_tokens": 900, "output_tokens": 2000, "total_tokens": 2900}
+CONFIGURED = SHIPPED.with_overrides({
+    "my-tts": {"input": D(1), "audio_output": D(20)},  # token-billed, from config only
+    "tts-1": {"input": D("0.5"), "audio_output": D(10)},  # now billed per token
+    "my-chars-tts": {"per_1k_chars": D("0.02")},
+})
+
+
+@pytest.mark.parametrize(
+    "model, table, characters, reported, tokens, estimated, cost",
+    [
+        # the reported usage is the bill: 900 x 0.60 + 2,000 x 12.00, per 1M
+        ("gpt-4o-mini-tts", SHIPPED, 4000, SPEECH_DONE, (900, 2000), False, "0.02454"),
+        ("gpt-4o-mini-tts-2025-03-20", SHIPPED, 4000, SPEECH_DONE, (900, 2000), False, "0.02454"),
+        # no report (an audio body): text input estimated at ceil(4096 / 4) x 0.60
+        ("gpt-4o-mini-tts", SHIPPED, 4096, None, (1024, 0), True, "0.0006144"),
+        # per-character models are billed on the request's characters, exactly
+        ("tts-1", SHIPPED, 4096, SPEECH_DONE, (0, 0), False, "0.06144"),
+        ("my-chars-tts", CONFIGURED, 1000, SPEECH_DONE, (0, 0), False, "0.02"),
+        # the table given decides: a config-only model, and tts-1 re-priced per token
+        ("my-tts", CONFIGURED, 30, SPEECH_DONE, (900, 2000), False, "0.0409"),
+        ("my-tts", CONFIGURED, 30, None, (8, 0), True, "0.000008"),
+        ("tts-1", CONFIGURED, 30, {"input_tokens": 100, "output_tokens": 1000}, (100, 1000),
+         False, "0.01005"),
+    ],
+)
+def test_speech_is_billed_as_the_table_says(model, table, characters, reported, tokens,
+                                            estimated, cost):
+    usage = usage_from_speech(characters, model, table, reported)
+    assert usage == usage_for_endpoint("speech", reported, characters=characters, model=model,
+                                       table=table)
+    assert (usage.input, usage.audio_output) == tokens and usage.characters == characters
+    assert usage.estimated is estimated
+    charge = price(usage, model, AT, table)
+    assert charge.priced and charge.cost == D(cost)
+    assert charge.usage.flags == ()  # no rate_missing: every billed part has its rate
+
+
+def test_speech_reports_that_cannot_be_read():
+    unknown = usage_from_speech(30, "no-such-tts", SHIPPED, SPEECH_DONE)
+    assert (unknown.input, unknown.audio_output, unknown.estimated) == (900, 2000, False)
+    assert not price(unknown, "no-such-tts", AT, SHIPPED).priced  # recorded, unpriced
+    odd = usage_from_speech(30, "gpt-4o-mini-tts", SHIPPED, {"input_tokens": "900",
+                                                              "output_tokens": 2000})
+    assert (odd.input, odd.audio_output, odd.flags) == (0, 2000, ("usage_malformed",))
+    junk = usage_from_speech(30, "gpt-4o-mini-tts", SHIPPED, ["not", "a", "report"])
+    assert junk.estimated and junk.input == 8 and junk.flags == ("usage_malformed",)
+
+
 def test_missing_usage_and_unknown_endpoint_are_flagged():
     assert usage_for_endpoint("chat", None, table=SHIPPED).flags == ("usage_missing",)
     assert usage_for_endpoint("teleport", {}, table=SHIPPED).flags == ("usage_unknown_endpoint",)
