@@ -32,16 +32,10 @@ from ._normalise import (
     usage_from_transcription,
 )
 from ._price import cost_of, price
-from ._table import (
-    DEFAULT_TIERS,
-    RATE_KEYS,
-    Price,
-    PriceTable,
-    PriceTableError,
-    load_price_table,
-    loads_price_table,
-    resolve_model,
-)
+from ._load import load_price_table, loads_price_table
+from ._period import DEFAULT_TIERS, RATE_KEYS, Price
+from ._read import PriceTableError
+from ._table import PriceTable, resolve_model
 from ._tools import ToolScan, find_service_tier, request_tool_options
 from ._usage import (
     CACHED_CLASSES,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from ._table import RATE_KEYS, Price, PriceTable
+from ._period import RATE_KEYS, Price
+from ._table import PriceTable
 
 _SHORT = {
     "input": "input",

@@ -51,7 +51,8 @@ from decimal import Decimal
 
 from ._charge import Charge
 from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS, believable
-from ._table import Price, PriceTable
+from ._period import Price
+from ._table import PriceTable
 from ._usage import INPUT_CLASSES, TOKEN_CLASSES, Usage, token_counts
 
 RATE_MISSING = "rate_missing"
