@@ -21,16 +21,10 @@ from ._check import check_price_table
 from ._check import describe as describe_price_table
 from ._find import find_json_str, find_usage
 from ._format import format_price_table
-from ._normalise import (
-    usage_for_endpoint,
-    usage_from_chat,
-    usage_from_embeddings,
-    usage_from_images,
-    usage_from_realtime,
-    usage_from_responses,
-    usage_from_speech,
-    usage_from_transcription,
-)
+from ._media_usage import usage_from_images, usage_from_speech, usage_from_transcription
+from ._normalise import usage_for_endpoint
+from ._realtime_usage import usage_from_realtime
+from ._text_usage import usage_from_chat, usage_from_embeddings, usage_from_responses
 from ._price import cost_of, price
 from ._load import load_price_table, loads_price_table
 from ._period import DEFAULT_TIERS, RATE_KEYS, Price

@@ -50,7 +50,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from ._charge import Charge
-from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS, believable
+from ._counts import MALFORMED, MAX_COUNT, MAX_SECONDS, believable
 from ._period import Price
 from ._table import PriceTable
 from ._usage import INPUT_CLASSES, TOKEN_CLASSES, Usage, token_counts

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import gateway_config, start_gateway
 from faregate.pricing import Usage, cost_of, load_price_table, price, usage_for_endpoint
-from faregate.pricing._normalise import _chat_quick, _chat_read, _responses_quick, _responses_read
+from faregate.pricing._text_usage import _chat_quick, _chat_read, _responses_quick, _responses_read
 from faregate.proxy import parse_settings
 from faregate.proxy._config import ConfigError, load_settings
 
