@@ -349,8 +349,8 @@ class LineMeter:
         state, origin = self.state, self.origin
         rt = state.runtime
         now = datetime.now(timezone.utc)
-        usage = dataclasses.replace(usage_for_endpoint(self.kind, body.get("usage"), table=rt.prices),
-                                    service_tier="batch")
+        reported = usage_for_endpoint(self.kind, body.get("usage"), table=rt.prices)
+        usage = dataclasses.replace(reported, service_tier="batch")
         model = body.get("model")
         model = model[:MAX_NAME] if isinstance(model, str) and model else "unknown"
         charge = price(usage, model, now, rt.prices)

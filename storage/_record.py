@@ -1,8 +1,8 @@
 """One ledger row: a charge as the ledger stores it.
 
 The ledger does not price anything or know about HTTP; the proxy turns each
-priced call into a `LedgerRecord` (the token classes are pricing's). Money is integer nano-USD (1e-9 USD), so sums in
-SQL are exact integers on every backend.
+priced call into a `LedgerRecord` (the token classes are pricing's). Money is
+integer nano-USD (1e-9 USD), so sums in SQL are exact integers on every backend.
 """
 
 from __future__ import annotations
