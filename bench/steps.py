@@ -62,7 +62,7 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     body = orjson.loads(REQUEST)
     facts = facts_from_json(endpoint, body, len(REQUEST))
     reported = find_usage(RESPONSE)
-    usage = usage_for_endpoint("chat", reported)
+    usage = usage_for_endpoint("chat", reported, table=table)
     served = "gpt-4o-mini-2024-07-18"
     charge = price(usage, served, now, table)
     flow = Flow("POST", endpoint.path, endpoint)
@@ -85,7 +85,7 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
         "worst case usage": lambda: worst_case(endpoint, facts, body, 4096, table, now),
         "reservation cost": lambda: cost_nanos(worst, "gpt-4o-mini", table, now),
         "find usage in the body": lambda: find_usage(RESPONSE),
-        "normalise usage": lambda: usage_for_endpoint("chat", reported),
+        "normalise usage": lambda: usage_for_endpoint("chat", reported, table=table),
         "price()": lambda: price(usage, served, now, table),
         "ledger record": ledger_record,
         "ledger row": lambda: CHARGES.to_row(record),

@@ -1,17 +1,24 @@
 """faregate.pricing: usage in, exact charge out. Pure; no I/O at call time.
 
-- `Usage` / `TOKEN_CLASSES`: what a call consumed, in disjoint token classes.
+- `Usage` / `TOKEN_CLASSES`: what a call consumed, in disjoint token classes;
+  `INPUT_CLASSES`, `OUTPUT_CLASSES`, `CACHED_CLASSES` group them (the one
+  definition the ledger, reports and reservations use too).
 - `usage_for_endpoint` and `usage_from_*`: provider usage reports -> `Usage`.
 - `find_usage` / `find_json_str`: read `usage` / `model` from a response body
   without parsing all of it.
 - `PriceTable` / `Price` / `load_price_table`: the shipped, versioned rates
-  (`prices.toml`), with config overrides; `resolve_model` maps snapshots to
-  their family.
-- `price(usage, model, at)` -> `Charge`, with a per-class breakdown.
+  (`prices.toml`); `PriceTable.with_overrides` adds the config's;
+  `resolve_model` maps snapshots to their family.
+- `price(usage, model, at, table)` -> `Charge`, with a per-class breakdown;
+  `cost_of` is its amount alone, for reservations.
 - `ToolScan` / `find_service_tier` / `request_tool_options`: the hosted-tool
   calls and the applied service tier, read from response bytes.
 - `check_price_table`: whole-table checks for `faregate prices --check`.
 - `format_price_table`: the table as text, for `faregate prices`.
+
+Whatever needs rates takes the table in force as an argument, with no
+default: the shipped table alone lacks the operator's models and overrides,
+so falling back to it would misprice (or refuse) their calls.
 """
 
 from ._charge import Charge, to_nanos
@@ -19,27 +26,15 @@ from ._check import check_price_table
 from ._check import describe as describe_price_table
 from ._find import find_json_str, find_usage
 from ._format import format_price_table
-from ._normalise import (
-    usage_for_endpoint,
-    usage_from_chat,
-    usage_from_embeddings,
-    usage_from_images,
-    usage_from_realtime,
-    usage_from_responses,
-    usage_from_speech,
-    usage_from_transcription,
-)
+from ._load import load_price_table, loads_price_table
+from ._media_usage import usage_from_images, usage_from_speech, usage_from_transcription
+from ._normalise import usage_for_endpoint
+from ._period import DEFAULT_TIERS, RATE_KEYS, Price
 from ._price import cost_of, price
-from ._table import (
-    DEFAULT_TIERS,
-    RATE_KEYS,
-    Price,
-    PriceTable,
-    PriceTableError,
-    load_price_table,
-    loads_price_table,
-    resolve_model,
-)
+from ._read import PriceTableError
+from ._realtime_usage import usage_from_realtime
+from ._table import PriceTable, resolve_model
+from ._text_usage import usage_from_chat, usage_from_embeddings, usage_from_responses
 from ._tools import ToolScan, find_service_tier, request_tool_options
 from ._usage import (
     CACHED_CLASSES,

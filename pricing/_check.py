@@ -11,7 +11,8 @@ the period prices.
 from __future__ import annotations
 
 from ._price import FALLBACK
-from ._table import OVERRIDE_SOURCE, PriceTable
+from ._period import OVERRIDE_SOURCE
+from ._table import PriceTable
 
 
 def check_price_table(table: PriceTable) -> list[str]:

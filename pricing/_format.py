@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from ._table import RATE_KEYS, Price, PriceTable, load_price_table
+from ._period import RATE_KEYS, Price
+from ._table import PriceTable
 
 _SHORT = {
     "input": "input",
@@ -25,14 +26,13 @@ _SHORT = {
 
 
 def format_price_table(
-    table: PriceTable | None = None, model: str | None = None, at: datetime | None = None
+    table: PriceTable, model: str | None = None, at: datetime | None = None
 ) -> str:
     """Aligned text: one row per family (rates in force at `at`, default now).
 
     With `model`, only its family, every dated period of it and its per-image
     variants. Token rates are USD per 1M tokens; `per_*` columns per unit.
     """
-    table = table or load_price_table()
     head = f"price table {table.version} (USD per 1M tokens; per_* columns per unit)"
     if model is not None:
         family = table.resolve(model)

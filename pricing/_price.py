@@ -1,4 +1,4 @@
-"""`price(usage, model, at)`: one call's exact cost, class by class.
+"""`price(usage, model, at, table)`: one call's exact cost, class by class.
 
 cost = Σ tokens(class) × rate(class) / 1,000,000
      + seconds × per_second + seconds / 60 × per_minute
@@ -36,9 +36,9 @@ priced at the family's rates and flagged `priced_by_family`.
 `price_version` names the table, the period and the rule used:
 `<table version>:<family>@<effective>[:<tier>][:long_context]`.
 
-The usage is re-checked first: negative or absurd counts (e.g. from a
-hand-built `Usage`) are clamped and flagged `usage_malformed`, so a charge is
-never negative.
+The usage is re-checked first (`_sane`): negative or absurd counts (e.g.
+from a hand-built `Usage`) are clamped and flagged `usage_malformed`, so a
+charge is never negative.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from ._charge import Charge
-from ._normalise import MALFORMED, MAX_COUNT, MAX_SECONDS, believable
-from ._table import Price, PriceTable, load_price_table
-from ._usage import TOKEN_CLASSES, Usage, token_counts
+from ._period import Price
+from ._sane import plainly_sane, sane
+from ._table import PriceTable
+from ._usage import INPUT_CLASSES, TOKEN_CLASSES, Usage, token_counts
 
 RATE_MISSING = "rate_missing"
 TIER_UNPRICED = "tier_unpriced"
@@ -76,16 +77,15 @@ _MILLION = Decimal(1_000_000)
 _CONTEXT = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
 
 
-def price(
-    usage: Usage, model: str, at: datetime | None = None, table: PriceTable | None = None
-) -> Charge:
-    """The charge for `usage` of `model` at time `at` (UTC; default now).
+def price(usage: Usage, model: str, at: datetime | None, table: PriceTable) -> Charge:
+    """The charge for `usage` of `model` at time `at` (UTC; None: now) under `table`.
 
-    An unknown model gives `Charge(priced=False, cost=0, family=None)`; the
-    call is still recorded.
+    `table` is the table in force (the shipped one with the config's
+    overrides): there is no default, so no caller can price against the
+    wrong rates by leaving it out. An unknown model gives
+    `Charge(priced=False, cost=0, family=None)`; the call is still recorded.
     """
-    table = table or load_price_table()
-    usage = _sane(usage)
+    usage = sane(usage)
     entry = table.entry(model, at)
     if entry is None:
         return Charge(
@@ -145,7 +145,7 @@ def cost_of(usage: Usage, model: str, at: datetime | None, table: PriceTable) ->
         rates = table.per_token(entry, TOKEN_CLASSES, rate_for)
         with decimal.localcontext(_CONTEXT):
             return sum((n * r for n, r in zip(token_counts(usage), rates) if n), _ZERO)
-    usage = _sane(usage)
+    usage = sane(usage)
     if usage.service_tier is not None or usage.tool_calls:
         return price(usage, model, at, table).cost
     rates, _ = _long_context(usage, entry)
@@ -156,17 +156,19 @@ def cost_of(usage: Usage, model: str, at: datetime | None, table: PriceTable) ->
 
 def _tokens_only(usage: Usage, entry: Price) -> bool:
     """Plain token counts, sane, below any long-context threshold, nothing else."""
-    if (not _plainly_sane(usage) or usage.seconds or usage.characters or usage.images
+    if (not plainly_sane(usage) or usage.seconds or usage.characters or usage.images
             or usage.service_tier is not None):
         return False
     rule = entry.long_context
     return rule is None or prompt_tokens(usage) <= rule.above
 
 
+_input_counts = operator.attrgetter(*INPUT_CLASSES)
+
+
 def prompt_tokens(usage: Usage) -> int:
     """All input classes together: what a long-context threshold compares."""
-    return (usage.input + usage.cached_input + usage.audio_input + usage.cached_audio_input
-            + usage.image_input + usage.cached_image_input)
+    return sum(_input_counts(usage))
 
 
 def _long_context(usage: Usage, entry: Price) -> tuple[Price, bool]:
@@ -273,88 +275,3 @@ def _breakdown(usage: Usage, entry: Price) -> tuple[dict[str, Decimal], bool]:
             else:
                 parts["images"] = Decimal(usage.images) * per_image
     return parts, missing
-
-
-MAX_TIER_NAME = 32
-MAX_TOOL_KEY = 96
-MAX_TOOL_CALLS = 10**6
-
-
-def _sane_tool_calls(calls: object) -> tuple[tuple[str, int], ...]:
-    """Only well-formed (key, positive count) pairs, counts capped."""
-    if not isinstance(calls, tuple):
-        return ()
-    kept = []
-    for item in calls:
-        if not (isinstance(item, tuple) and len(item) == 2):
-            continue
-        key, n = item
-        if (isinstance(key, str) and 0 < len(key) <= MAX_TOOL_KEY and isinstance(n, int)
-                and not isinstance(n, bool) and n > 0):
-            kept.append((key, min(n, MAX_TOOL_CALLS)))
-    return tuple(kept)
-
-
-_COUNTED = TOKEN_CLASSES + ("reasoning", "characters", "images")
-_counts = operator.attrgetter(*_COUNTED)
-
-
-def _sane(usage: Usage) -> Usage:
-    """Clamp negative/absurd quantities; flag the usage if any was bad."""
-    if _plainly_sane(usage):
-        return usage
-    changes: dict[str, object] = {}
-    bad = False
-    for name in _COUNTED:
-        n = getattr(usage, name)
-        if isinstance(n, bool) or not isinstance(n, int):
-            bad = True
-            try:
-                n = int(n)
-            except (TypeError, ValueError, OverflowError, decimal.InvalidOperation):
-                n = 0
-            changes[name] = n
-        if n < 0 or n > MAX_COUNT:
-            bad = True
-            changes[name] = max(0, min(n, MAX_COUNT))
-    s = usage.seconds
-    if not isinstance(s, Decimal):
-        try:
-            s = Decimal(str(s)) if not isinstance(s, bool) else Decimal("NaN")
-        except (decimal.InvalidOperation, ValueError):
-            s = Decimal("NaN")
-        changes["seconds"] = s
-    if not s.is_finite() or s < 0:
-        bad = True
-        changes["seconds"] = _ZERO
-    elif s > MAX_SECONDS:
-        bad = True
-        changes["seconds"] = MAX_SECONDS
-    tier = usage.service_tier
-    clean = tier.strip().lower() if isinstance(tier, str) else None
-    if tier is not None and not (clean and len(clean) <= MAX_TIER_NAME):
-        bad = True  # not a string, blank, or absurdly long
-        changes["service_tier"] = None
-    elif clean != tier:
-        changes["service_tier"] = clean
-    calls = _sane_tool_calls(usage.tool_calls)
-    if calls != usage.tool_calls:
-        bad = True
-        changes["tool_calls"] = calls
-    if not changes:
-        return usage
-    flags = usage.flags
-    if bad and MALFORMED not in flags:
-        flags = flags + (MALFORMED,)
-    return dataclasses.replace(usage, flags=flags, **changes)
-
-
-def _plainly_sane(usage: Usage) -> bool:
-    """The common case, checked in C where possible: `_sane` would change nothing."""
-    if not believable(_counts(usage)):
-        return False
-    s, tier = usage.seconds, usage.service_tier
-    return (type(s) is Decimal and s.is_finite() and 0 <= s <= MAX_SECONDS
-            and usage.tool_calls == ()
-            and (tier is None or (type(tier) is str and 0 < len(tier) <= MAX_TIER_NAME
-                                  and tier == tier.strip().lower())))

@@ -26,12 +26,16 @@ TOKEN_CLASSES: tuple[str, ...] = (
     "cached_image_input",
     "image_output",
 )
-#: The classes that are the call's input, its output, and input read from a cache.
-INPUT_CLASSES: tuple[str, ...] = ("input", "cached_input", "audio_input", "cached_audio_input",
-                                  "image_input", "cached_image_input")
-OUTPUT_CLASSES: tuple[str, ...] = ("output", "audio_output", "image_output")
-CACHED_CLASSES: tuple[str, ...] = ("cached_input", "cached_audio_input", "cached_image_input")
 
+
+#: The classes a call reads (prompt side), in TOKEN_CLASSES order.
+INPUT_CLASSES: tuple[str, ...] = tuple(c for c in TOKEN_CLASSES if c.endswith("input"))
+
+#: The classes a call writes (completion side), in TOKEN_CLASSES order.
+OUTPUT_CLASSES: tuple[str, ...] = tuple(c for c in TOKEN_CLASSES if c.endswith("output"))
+
+#: The input classes served from the prompt cache, in TOKEN_CLASSES order.
+CACHED_CLASSES: tuple[str, ...] = tuple(c for c in TOKEN_CLASSES if c.startswith("cached_"))
 
 #: The token counts of a `Usage`, in TOKEN_CLASSES order, as one tuple (read in C).
 token_counts = operator.attrgetter(*TOKEN_CLASSES)

@@ -4,7 +4,8 @@
 written in batches by a background writer (SQLite in WAL mode on a
 dedicated thread). Also here: migrations, aggregate queries for reports and
 the admin API, UTC report periods, and exact money formatting. This room
-never imports `faregate.proxy` or `faregate.pricing`.
+never imports `faregate.proxy`; from `faregate.pricing` it takes only the
+token classes its columns and report totals are made of.
 """
 
 from ._ledger import Ledger
@@ -24,8 +25,6 @@ from ._record import (
 )
 from ._report import (
     GROUPS,
-    INPUT_CLASSES,
-    OUTPUT_CLASSES,
     UsageReport,
     UsageRow,
     render_report,
@@ -37,8 +36,6 @@ __all__ = [
     "BatchEvent",
     "END_REASONS",
     "GROUPS",
-    "INPUT_CLASSES",
-    "OUTPUT_CLASSES",
     "JournalBusy",
     "PERIODS",
     "TOKEN_COLUMNS",

@@ -1,8 +1,8 @@
 """One ledger row: a charge as the ledger stores it.
 
-The ledger does not know about pricing or HTTP; the proxy turns each priced
-call into a `LedgerRecord`. Money is integer nano-USD (1e-9 USD), so sums in
-SQL are exact integers on every backend.
+The ledger does not price anything or know about HTTP; the proxy turns each
+priced call into a `LedgerRecord` (the token classes are pricing's). Money is
+integer nano-USD (1e-9 USD), so sums in SQL are exact integers on every backend.
 """
 
 from __future__ import annotations
@@ -14,18 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 
-#: Token columns, in the same order as `faregate.pricing.TOKEN_CLASSES`.
-TOKEN_COLUMNS: tuple[str, ...] = (
-    "input",
-    "cached_input",
-    "output",
-    "audio_input",
-    "cached_audio_input",
-    "audio_output",
-    "image_input",
-    "cached_image_input",
-    "image_output",
-)
+from faregate.pricing import TOKEN_CLASSES
+
+#: One `<class>_tokens` column per token class, in `TOKEN_CLASSES` order: the
+#: classes are pricing's, defined there once (a new class needs a migration).
+TOKEN_COLUMNS: tuple[str, ...] = TOKEN_CLASSES
 
 
 #: Ids must be unique, not secret: a generator seeded from the OS once per

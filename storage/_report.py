@@ -14,16 +14,12 @@ from typing import Any, Sequence
 
 import orjson
 
+from faregate.pricing import CACHED_CLASSES, INPUT_CLASSES, OUTPUT_CLASSES
+
 from ._money import format_usd, plain_decimal
 from ._record import TOKEN_COLUMNS
 
 GROUPS: tuple[str, ...] = ("tenant", "user", "model", "endpoint", "day")
-INPUT_CLASSES = (
-    "input", "cached_input", "audio_input", "cached_audio_input", "image_input",
-    "cached_image_input",
-)
-OUTPUT_CLASSES = ("output", "audio_output", "image_output")
-CACHED_CLASSES = ("cached_input", "cached_audio_input", "cached_image_input")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,10 @@ out the usage (and so the cost) it should see without a tokenizer:
   seconds = max(1, file_bytes // 16000); gpt-4o(-mini)-transcribe -> token
   usage with audio_tokens = max(1, file_bytes // 1000), text_tokens = words
   in `prompt`, output_tokens = words in the transcript (9).
-- audio/speech: no usage; len(input) * 100 bytes of audio.
+- audio/speech: len(input) * 100 bytes of audio, no usage; with
+  `stream_format: "sse"` the same audio as `speech.audio.delta` events, then
+  `speech.audio.done` with usage input_tokens = words in input + 7,
+  output_tokens = len(input) * SPEECH_AUDIO_TOKENS_PER_CHAR.
 - images/generations: dall-e-* -> no usage; gpt-image-* -> text_tokens =
   words in prompt, output_tokens = n * IMAGE_OUTPUT_TOKENS[size][quality].
 
@@ -62,6 +65,7 @@ SNAPSHOTS: dict[str, str] = {
 PROMPT_OVERHEAD = 7
 MAX_COMPLETION = 20
 SPEECH_BYTES_PER_CHAR = 100
+SPEECH_AUDIO_TOKENS_PER_CHAR = 3
 WHISPER_BYTES_PER_SECOND = 16000
 AUDIO_BYTES_PER_TOKEN = 1000
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog."
@@ -497,8 +501,25 @@ class FakeUpstream:
     async def _speech(self, request: web.Request, p: dict) -> web.StreamResponse:
         length = len(p.get("input") or "") * SPEECH_BYTES_PER_CHAR
         audio = (b"ID3" + bytes((i * 7) % 256 for i in range(max(length - 3, 0))))[:length]
+        if p.get("stream_format") == "sse":
+            return await self._speech_sse(request, p, audio)
         kind = SPEECH_CONTENT_TYPES.get(p.get("response_format") or "mp3", "audio/mpeg")
         return web.Response(body=audio, content_type=kind, headers=self._headers())
+
+    async def _speech_sse(self, request: web.Request, p: dict, audio: bytes) -> web.StreamResponse:
+        text = p.get("input") or ""
+        computed = {"input_tokens": words(text) + PROMPT_OVERHEAD,
+                    "output_tokens": len(text) * SPEECH_AUDIO_TOKENS_PER_CHAR}
+        computed["total_tokens"] = computed["input_tokens"] + computed["output_tokens"]
+        events: list[tuple[str | None, Any]] = [
+            (None, {"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()})
+            for piece in _pieces(audio, self.stream_chunks) if piece
+        ]
+        done: dict[str, Any] = {"type": "speech.audio.done"}
+        usage = self._usage(request.path, computed)
+        if usage is not None:
+            done["usage"] = usage
+        return await self._sse(request, events + [(None, done)])
 
     async def _images(self, request: web.Request, p: dict) -> web.StreamResponse:
         model, n = p["model"], int(p.get("n") or 1)

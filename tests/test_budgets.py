@@ -101,6 +101,22 @@ async def test_tier_limits_and_tenant_overrides(make_gateway):
     assert info.value.body["code"] == "request_quota_exceeded"
 
 
+async def test_allowlisted_config_family_admits_its_snapshots(make_gateway):
+    """A family added in `[pricing.models]` and allowlisted admits its dated snapshots:
+    the allowlist resolves names against the table in force, not the shipped one."""
+    data = cfg({"tier": "x"}, tiers={"x": {"models": ["my-model"]}})
+    data["pricing"]["models"]["my-model"] = MINI
+    gw = await make_gateway(data)
+    client = gw.client("sk-acme")
+    await client.chat.completions.create(model="my-model-2025-01-01", messages=HELLO)
+    [row] = await gw.ledger_rows(1)
+    assert row.model == "my-model-2025-01-01" and row.priced
+    assert Decimal(row.cost_nanos).scaleb(-9) == PER_CALL
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    assert info.value.body["code"] == "model_not_allowed"
+
+
 async def test_rpm_refusal_carries_retry_after_and_the_sdk_honours_it(make_gateway, upstream):
     gw = await make_gateway(cfg({"rpm": 120}))
     client = gw.client("sk-acme", max_retries=0)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from faregate.pricing import RATE_KEYS
 from faregate.proxy import ConfigError, load_settings, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,14 @@ def test_example_config_is_valid_and_money_is_exact():
     assert s.tiers["free"].daily_usd == Decimal("1.00")
     assert s.pricing.models["my-model"].cached_input == Decimal("0.10")
     assert isinstance(s.tiers["free"].daily_usd, Decimal)
+
+
+def test_config_prices_every_rate_the_price_table_knows():
+    """`[pricing.models]` accepts exactly pricing's rate keys: a token class added to
+    pricing must be priceable from config too (the schema spells them out again)."""
+    rates = {key: str(i + 1) for i, key in enumerate(RATE_KEYS)}
+    s = parse_settings({"pricing": {"models": {"m": rates}}})
+    assert s.pricing.models["m"].rates() == {k: Decimal(v) for k, v in rates.items()}
 
 
 def test_unknown_keys_are_errors_with_their_path():

@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 
 from conftest import gateway_config, start_gateway
 from faregate.pricing import Usage, cost_of, load_price_table, price, usage_for_endpoint
-from faregate.pricing._normalise import _chat_quick, _chat_read, _responses_quick, _responses_read
+from faregate.pricing._text_usage import _chat_quick, _chat_read, _responses_quick, _responses_read
 from faregate.proxy import parse_settings
 from faregate.proxy import ConfigError, load_settings
+
+SHIPPED = load_price_table()  # pricing calls name their table: there is no default
 
 FUZZ = os.environ.get("FAREGATE_FUZZ") == "1"
 settings.register_profile("ci", max_examples=200, derandomize=True, deadline=None,
@@ -81,8 +83,8 @@ def check_charge(charge) -> None:
 @given(kind=st.sampled_from(KINDS), raw=st.one_of(shaped_usage, json_values),
        model=st.sampled_from(MODELS))
 def test_any_usage_report_prices_to_an_exact_non_negative_charge(kind, raw, model):
-    usage = usage_for_endpoint(kind, raw)
-    check_charge(price(usage, model))
+    usage = usage_for_endpoint(kind, raw, table=SHIPPED)
+    check_charge(price(usage, model, None, SHIPPED))
 
 
 def _reports(draw_counts, spoil) -> list[dict]:
@@ -182,7 +184,7 @@ def test_any_hand_built_usage_is_cleaned_flagged_and_reserved_alike(tier, calls,
     non-negative, anything bad is flagged, and a reservation (`cost_of`, which has its
     own quick path) costs exactly what `price()` charges."""
     u = Usage(service_tier=tier, tool_calls=calls, seconds=seconds, **counts)
-    charge = price(u, model)
+    charge = price(u, model, None, SHIPPED)
     check_charge(charge)
     bad_count = any(isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 10**12
                     for v in counts.values())
@@ -190,21 +192,21 @@ def test_any_hand_built_usage_is_cleaned_flagged_and_reserved_alike(tier, calls,
     if bad_count or bad_tier or (calls != () and not _clean_calls(calls)):
         assert "usage_malformed" in charge.usage.flags, (counts, tier, calls)
     assert _clean_calls(charge.usage.tool_calls)
-    assert cost_of(u, model, None, load_price_table()) == charge.cost
+    assert cost_of(u, model, None, SHIPPED) == charge.cost
 
 
 def test_hand_built_usage_with_no_tool_tuple_is_flagged_not_a_crash():
     """A `Usage` built by hand with `tool_calls=None` (not a tuple): cleaned and flagged."""
     for model in ("gpt-4o-mini", "no-such-model"):
-        charge = price(Usage(input=1, tool_calls=None), model)  # type: ignore[arg-type]
+        charge = price(Usage(input=1, tool_calls=None), model, None, SHIPPED)  # type: ignore[arg-type]
         assert charge.usage.tool_calls == () and "usage_malformed" in charge.usage.flags
 
 
 def test_blank_or_absurd_tiers_are_dropped_and_flagged():
     for tier in ("", "   ", "\t\n", "x" * 33):
-        charge = price(Usage(input=1, service_tier=tier), "gpt-4o-mini")
+        charge = price(Usage(input=1, service_tier=tier), "gpt-4o-mini", None, SHIPPED)
         assert charge.usage.service_tier is None and "usage_malformed" in charge.usage.flags
-    charge = price(Usage(input=1, service_tier=" Flex "), "gpt-4o-mini")
+    charge = price(Usage(input=1, service_tier=" Flex "), "gpt-4o-mini", None, SHIPPED)
     assert charge.usage.service_tier == "flex" and charge.usage.flags == ()
 
 
@@ -219,7 +221,7 @@ def test_blank_or_absurd_tiers_are_dropped_and_flagged():
 def test_hostile_tiers_and_tool_calls_never_mis_price(tier, calls, counts, model):
     u = Usage(input=counts[0], cached_input=counts[1], output=counts[2], service_tier=tier,
               tool_calls=tuple(calls))
-    charge = price(u, model)
+    charge = price(u, model, None, SHIPPED)
     check_charge(charge)
     if any(n < 0 for n in counts) or any(n <= 0 for _, n in calls):
         assert "usage_malformed" in charge.usage.flags

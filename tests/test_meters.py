@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
+from faregate.pricing import load_price_table
+
 from faregate.proxy.meter import (
     HoldLast,
     JsonMeter,
@@ -135,7 +137,7 @@ def line(custom: str, status: int = 200, model: str = "gpt-4o-mini") -> bytes:
 def test_batch_output_lines_metered_once_each_at_batch_rates(size):
     created = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
     body = line("a") + line("b", status=500) + b"not json\n" + line("c")[:-1]  # no final \n
-    meter = LineMeter("/v1/chat/completions", "batch_1", created)
+    meter = LineMeter("/v1/chat/completions", "batch_1", created, load_price_table())
     metered = [m for i in range(0, len(body), size) for m in meter.feed(body[i:i + size])]
     metered += meter.close()
     assert [m.record_id for m in metered] == [line_id("batch_1", c, created) for c in "ac"]
@@ -144,6 +146,7 @@ def test_batch_output_lines_metered_once_each_at_batch_rates(size):
 
 
 def test_a_broken_off_file_drops_its_partial_last_line():
-    meter = LineMeter("/v1/chat/completions", "batch_1", datetime.now(timezone.utc))
+    meter = LineMeter("/v1/chat/completions", "batch_1", datetime.now(timezone.utc),
+                      load_price_table())
     assert len(meter.feed(line("a") + line("b")[:20])) == 1
     assert meter.close(complete=False) == []

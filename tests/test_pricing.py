@@ -38,6 +38,7 @@ from faregate.pricing import (
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 D = Decimal
+SHIPPED = load_price_table()  # every call names its table: there is no default
 
 # --- payloads, as the API returns them -------------------------------------
 
@@ -181,7 +182,7 @@ EMBEDDINGS_USAGE = {"prompt_tokens": 8, "total_tokens": 8}
     ],
 )
 def test_exact_costs(kind, usage, model, extra, cost, breakdown):
-    charge = price(usage_for_endpoint(kind, usage, **extra), model, AT)
+    charge = price(usage_for_endpoint(kind, usage, table=SHIPPED, **extra), model, AT, SHIPPED)
     assert charge.priced
     assert charge.cost == D(cost)
     assert charge.breakdown == {k: D(v) for k, v in breakdown.items()}
@@ -193,11 +194,11 @@ def test_exact_costs(kind, usage, model, extra, cost, breakdown):
 
 
 def test_cost_is_exact_decimal_and_nanos():
-    charge = price(Usage(input=1, output=1), "gpt-5-nano", AT)  # 0.05 + 0.40 per 1M
+    charge = price(Usage(input=1, output=1), "gpt-5-nano", AT, SHIPPED)  # 0.05 + 0.40 per 1M
     assert charge.cost == D("0.00000045")
     assert charge.cost_nanos == 450
     assert to_nanos(D("0.0000000005")) == 0  # half-even
-    big = price(Usage(input=10**12), "gpt-4o", AT)
+    big = price(Usage(input=10**12), "gpt-4o", AT, SHIPPED)
     assert big.cost == D("2500000")
 
 
@@ -230,28 +231,77 @@ def test_transcription_both_shapes():
     assert (tokens.input, tokens.audio_input, tokens.output) == (0, 14, 45)
     duration = usage_from_transcription({"type": "duration", "seconds": 12.5})
     assert duration.seconds == D("12.5") and duration.total_tokens == 0
-    assert price(duration, "whisper-1", AT).cost == D("0.00125")
+    assert price(duration, "whisper-1", AT, SHIPPED).cost == D("0.00125")
 
 
 def test_speech_token_billed_model_is_estimated():
-    exact = usage_from_speech(4096, "tts-1")
+    exact = usage_from_speech(4096, "tts-1", SHIPPED)
     assert exact.characters == 4096 and not exact.estimated
-    est = usage_from_speech(4096, "gpt-4o-mini-tts")
+    est = usage_from_speech(4096, "gpt-4o-mini-tts", SHIPPED)
     assert est.estimated and est.input == 1024 and est.characters == 4096
-    charge = price(est, "gpt-4o-mini-tts", AT)  # characters are informational here
+    charge = price(est, "gpt-4o-mini-tts", AT, SHIPPED)  # characters are informational here
     assert charge.breakdown == {"input": D("0.0006144")}
     assert "rate_missing" not in charge.usage.flags
     reported = usage_for_endpoint(
         "speech", {"input_tokens": 20, "output_tokens": 900, "total_tokens": 920},
-        characters=80, model="gpt-4o-mini-tts",
+        characters=80, model="gpt-4o-mini-tts", table=SHIPPED,
     )
     assert (reported.input, reported.audio_output, reported.estimated) == (20, 900, False)
 
 
+SPEECH_DONE = {"input_tokens": 900, "output_tokens": 2000, "total_tokens": 2900}
+CONFIGURED = SHIPPED.with_overrides({
+    "my-tts": {"input": D(1), "audio_output": D(20)},  # token-billed, from config only
+    "tts-1": {"input": D("0.5"), "audio_output": D(10)},  # now billed per token
+    "my-chars-tts": {"per_1k_chars": D("0.02")},
+})
+
+
+@pytest.mark.parametrize(
+    "model, table, characters, reported, tokens, estimated, cost",
+    [
+        # the reported usage is the bill: 900 x 0.60 + 2,000 x 12.00, per 1M
+        ("gpt-4o-mini-tts", SHIPPED, 4000, SPEECH_DONE, (900, 2000), False, "0.02454"),
+        ("gpt-4o-mini-tts-2025-03-20", SHIPPED, 4000, SPEECH_DONE, (900, 2000), False, "0.02454"),
+        # no report (an audio body): text input estimated at ceil(4096 / 4) x 0.60
+        ("gpt-4o-mini-tts", SHIPPED, 4096, None, (1024, 0), True, "0.0006144"),
+        # per-character models are billed on the request's characters, exactly
+        ("tts-1", SHIPPED, 4096, SPEECH_DONE, (0, 0), False, "0.06144"),
+        ("my-chars-tts", CONFIGURED, 1000, SPEECH_DONE, (0, 0), False, "0.02"),
+        # the table given decides: a config-only model, and tts-1 re-priced per token
+        ("my-tts", CONFIGURED, 30, SPEECH_DONE, (900, 2000), False, "0.0409"),
+        ("my-tts", CONFIGURED, 30, None, (8, 0), True, "0.000008"),
+        ("tts-1", CONFIGURED, 30, {"input_tokens": 100, "output_tokens": 1000}, (100, 1000),
+         False, "0.01005"),
+    ],
+)
+def test_speech_is_billed_as_the_table_says(model, table, characters, reported, tokens,
+                                            estimated, cost):
+    usage = usage_from_speech(characters, model, table, reported)
+    assert usage == usage_for_endpoint("speech", reported, characters=characters, model=model,
+                                       table=table)
+    assert (usage.input, usage.audio_output) == tokens and usage.characters == characters
+    assert usage.estimated is estimated
+    charge = price(usage, model, AT, table)
+    assert charge.priced and charge.cost == D(cost)
+    assert charge.usage.flags == ()  # no rate_missing: every billed part has its rate
+
+
+def test_speech_reports_that_cannot_be_read():
+    unknown = usage_from_speech(30, "no-such-tts", SHIPPED, SPEECH_DONE)
+    assert (unknown.input, unknown.audio_output, unknown.estimated) == (900, 2000, False)
+    assert not price(unknown, "no-such-tts", AT, SHIPPED).priced  # recorded, unpriced
+    odd = usage_from_speech(30, "gpt-4o-mini-tts", SHIPPED, {"input_tokens": "900",
+                                                              "output_tokens": 2000})
+    assert (odd.input, odd.audio_output, odd.flags) == (0, 2000, ("usage_malformed",))
+    junk = usage_from_speech(30, "gpt-4o-mini-tts", SHIPPED, ["not", "a", "report"])
+    assert junk.estimated and junk.input == 8 and junk.flags == ("usage_malformed",)
+
+
 def test_missing_usage_and_unknown_endpoint_are_flagged():
-    assert usage_for_endpoint("chat", None).flags == ("usage_missing",)
-    assert usage_for_endpoint("teleport", {}).flags == ("usage_unknown_endpoint",)
-    assert usage_for_endpoint("moderations", None) == Usage()
+    assert usage_for_endpoint("chat", None, table=SHIPPED).flags == ("usage_missing",)
+    assert usage_for_endpoint("teleport", {}, table=SHIPPED).flags == ("usage_unknown_endpoint",)
+    assert usage_for_endpoint("moderations", None, table=SHIPPED) == Usage()
 
 
 # --- malformed input never raises, never charges negative ---------------------
@@ -274,15 +324,16 @@ def test_missing_usage_and_unknown_endpoint_are_flagged():
     ],
 )
 def test_malformed_usage_is_zeroed_and_flagged(kind, raw):
-    u = usage_for_endpoint(kind, raw)
+    u = usage_for_endpoint(kind, raw, table=SHIPPED)
     assert "usage_malformed" in u.flags
     assert all(v >= 0 for v in u.tokens().values()) and u.seconds >= 0
-    charge = price(u, "gpt-4o", AT)
+    charge = price(u, "gpt-4o", AT, SHIPPED)
     assert charge.cost >= 0
 
 
 def test_negative_hand_built_usage_is_clamped_at_pricing():
-    charge = price(Usage(input=-1_000_000, output=10, seconds=D(-5), images=-2), "gpt-4o", AT)
+    charge = price(Usage(input=-1_000_000, output=10, seconds=D(-5), images=-2), "gpt-4o", AT,
+                   SHIPPED)
     assert charge.cost == D("0.0001")
     assert charge.usage.input == 0 and charge.usage.images == 0
     assert "usage_malformed" in charge.usage.flags
@@ -292,20 +343,20 @@ def test_negative_hand_built_usage_is_clamped_at_pricing():
 
 def test_class_without_rate_billed_at_base_class_rate():
     # gpt-4o-2024-05-13 has no cached price: cached tokens cost full input.
-    charge = price(Usage(cached_input=1000), "gpt-4o-2024-05-13", AT)
+    charge = price(Usage(cached_input=1000), "gpt-4o-2024-05-13", AT, SHIPPED)
     assert charge.breakdown == {"cached_input": D("0.005")}
     # gpt-4o-transcribe has no cached audio rate: audio rate applies.
-    charge = price(Usage(cached_audio_input=1000), "gpt-4o-transcribe", AT)
+    charge = price(Usage(cached_audio_input=1000), "gpt-4o-transcribe", AT, SHIPPED)
     assert charge.breakdown == {"cached_audio_input": D("0.006")}
 
 
 def test_quantity_with_no_rate_at_all_is_flagged():
-    charge = price(Usage(input=1000), "whisper-1", AT)
+    charge = price(Usage(input=1000), "whisper-1", AT, SHIPPED)
     assert charge.cost == 0 and "rate_missing" in charge.usage.flags
 
 
 def test_unknown_model_is_unpriced():
-    charge = price(Usage(input=1000, output=1000), "my-private-model", AT)
+    charge = price(Usage(input=1000, output=1000), "my-private-model", AT, SHIPPED)
     assert isinstance(charge, Charge)
     assert (charge.priced, charge.cost, charge.family, charge.breakdown) == (False, D(0), None, {})
 
@@ -340,11 +391,18 @@ def test_unknown_model_is_unpriced():
     ],
 )
 def test_resolve_model(name, family):
-    assert resolve_model(name) == family
+    assert resolve_model(name, SHIPPED) == family
+
+
+def test_snapshots_resolve_against_the_table_given():
+    """A family the config adds resolves its snapshots in that table, not the shipped one."""
+    table = SHIPPED.with_overrides({"my-model": {"input": D(1)}})
+    assert resolve_model("my-model-2025-01-01", table) == "my-model"
+    assert resolve_model("my-model-2025-01-01", SHIPPED) is None
 
 
 def test_mini_snapshot_never_priced_as_big_model():
-    mini = price(Usage(input=1_000_000), "gpt-4o-mini-2024-07-18", AT)
+    mini = price(Usage(input=1_000_000), "gpt-4o-mini-2024-07-18", AT, SHIPPED)
     assert mini.family == "gpt-4o-mini" and mini.cost == D("0.15")
 
 
@@ -381,7 +439,7 @@ def test_overrides_replace_family_and_snapshot_wins():
     assert c.cost == D("0.004") and c.price_version == f"{table.version}:gpt-4o@config"
     assert price(Usage(input=10**6), "gpt-4o-2024-11-20", AT, table).cost == D(3)
     assert price(Usage(images=2), "my-model", AT, table).cost == D(1)
-    assert price(Usage(input=10**6), "gpt-4o", AT).cost == D("2.50")  # base untouched
+    assert price(Usage(input=10**6), "gpt-4o", AT, SHIPPED).cost == D("2.50")  # base untouched
 
 
 def test_override_version_is_stable_and_specific():
@@ -455,6 +513,13 @@ def test_public_surface():
     ]:
         assert hasattr(pricing, name), name
     assert TOKEN_CLASSES[0] == "input"
+
+
+def test_token_class_groups_cover_every_class_once():
+    """The ledger, reports and reservations sum these groups: none may miss a class."""
+    assert sorted(pricing.INPUT_CLASSES + pricing.OUTPUT_CLASSES) == sorted(TOKEN_CLASSES)
+    assert set(pricing.CACHED_CLASSES) < set(pricing.INPUT_CLASSES)
+    assert "image_output" in pricing.OUTPUT_CLASSES and "audio_output" in pricing.OUTPUT_CLASSES
 
 
 # --- find_usage / find_json_str ------------------------------------------------------
@@ -532,5 +597,5 @@ def test_format_price_table():
     assert "2.50" in row and "1.25" in row and "10.00" in row and "https://" in row
     one = format_price_table(load_price_table(), "o3-2025-04-16")
     assert "priced as o3" in one and "2025-04-16" in one and "2025-06-10" in one
-    assert "hd:1024x1792" in format_price_table(None, "dall-e-3")
-    assert "no price" in format_price_table(None, "nope")
+    assert "hd:1024x1792" in format_price_table(SHIPPED, "dall-e-3")
+    assert "no price" in format_price_table(SHIPPED, "nope")

@@ -29,6 +29,7 @@ from faregate.pricing import (
 )
 
 AT = datetime(2026, 11, 20, tzinfo=timezone.utc)
+SHIPPED = load_price_table()
 M = 1_000_000
 
 
@@ -46,7 +47,7 @@ def responses_usage(inp: int, out: int, cached: int = 0) -> dict:
 
 
 def tiered(kind: str, raw: dict, tier: str | None, tools=()) -> Usage:
-    u = usage_for_endpoint(kind, raw)
+    u = usage_for_endpoint(kind, raw, table=SHIPPED)
     return Usage(**{**{f: getattr(u, f) for f in u.__slots__}, "service_tier": tier,
                     "tool_calls": tuple(tools)})
 
@@ -111,7 +112,7 @@ CASES = [
 def test_each_dimension_is_priced_exactly(case):
     _, usage, model, cost, version, flags = case
     table = load_price_table()
-    charge = price(usage, model, AT)
+    charge = price(usage, model, AT, SHIPPED)
     assert charge.cost == cost
     assert sum(charge.breakdown.values(), D(0)) == cost
     assert charge.price_version == f"{table.version}:{version}"
@@ -121,7 +122,7 @@ def test_each_dimension_is_priced_exactly(case):
 def test_tool_fees_are_their_own_breakdown_classes():
     u = tiered("responses", responses_usage(1000, 100), None,
                [("web_search", 2), ("code_interpreter:1g", 3)])
-    parts = price(u, "gpt-5", AT).breakdown
+    parts = price(u, "gpt-5", AT, SHIPPED).breakdown
     assert parts["tool:web_search"] == D("0.02")
     assert parts["tool:code_interpreter"] == D("0.09")  # three 1 GB containers, $0.03 each
     assert parts["input"] == D("0.00125") and parts["output"] == D("0.001")
@@ -129,14 +130,14 @@ def test_tool_fees_are_their_own_breakdown_classes():
 
 def test_an_unknown_tool_is_flagged_not_free():
     u = Usage(input=10, tool_calls=(("teleport", 1),))
-    charge = price(u, "gpt-5", AT)
+    charge = price(u, "gpt-5", AT, SHIPPED)
     assert "rate_missing" in charge.usage.flags and "tool:teleport" not in charge.breakdown
 
 
 def test_price_history_prices_each_call_at_the_rate_of_its_day():
     u = Usage(input=M, output=M)
-    before = price(u, "o3", datetime(2025, 6, 9, 23, 59, tzinfo=timezone.utc))
-    after = price(u, "o3", datetime(2025, 6, 10, tzinfo=timezone.utc))
+    before = price(u, "o3", datetime(2025, 6, 9, 23, 59, tzinfo=timezone.utc), SHIPPED)
+    after = price(u, "o3", datetime(2025, 6, 10, tzinfo=timezone.utc), SHIPPED)
     assert (before.cost, after.cost) == (D(50), D(10))  # 10 + 40, then 2 + 8
     assert before.price_version.endswith(":o3@2025-04-16")
     assert after.price_version.endswith(":o3@2025-06-10")
@@ -144,7 +145,7 @@ def test_price_history_prices_each_call_at_the_rate_of_its_day():
 
 def test_hostile_usage_fields_are_clamped_and_flagged():
     u = Usage(input=5, service_tier="x" * 500, tool_calls=(("web_search", -3), ("a", True), 7))
-    charge = price(u, "gpt-5", AT)
+    charge = price(u, "gpt-5", AT, SHIPPED)
     assert charge.cost == D("0.00000625") and charge.usage.tool_calls == ()
     assert "usage_malformed" in charge.usage.flags
 

@@ -7,9 +7,11 @@ direct), the ledger row with its exact cost, and the metrics.
 from __future__ import annotations
 
 import asyncio
+import base64
 from decimal import Decimal
 
 import openai
+import orjson
 import pytest
 
 from fake_upstream import IMAGE_OUTPUT_TOKENS, SPEECH_BYTES_PER_CHAR, openai_error
@@ -216,6 +218,43 @@ async def test_speech_binary_identical_and_priced_by_characters(gw, direct):
     [row] = await gw.ledger_rows(1)
     assert row.characters == len(text)
     assert cost_of(row) == len(text) * Decimal(15) / 1000
+
+
+async def test_speech_sse_is_priced_from_the_usage_the_upstream_reports(gw, upstream):
+    """gpt-4o-mini-tts streams `speech.audio.done` with its token usage: that is the bill
+    (shipped rates: input $0.60, audio output $12 per 1M), not a characters estimate."""
+    upstream.usage["/v1/audio/speech"] = {"input_tokens": 900, "output_tokens": 2000}
+    text = "Hello there, general listener."
+    via = await gw.client().audio.speech.create(
+        model="gpt-4o-mini-tts", voice="alloy", input=text, stream_format="sse")
+    events = [orjson.loads(line[5:]) for line in via.content.splitlines()
+              if line.startswith(b"data:")]
+    assert events[-1]["type"] == "speech.audio.done" and len(events) > 2
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert len(audio) == len(text) * SPEECH_BYTES_PER_CHAR  # relayed whole
+    [row] = await gw.ledger_rows(1)
+    assert (row.tokens["input"], row.tokens["audio_output"]) == (900, 2000)
+    assert cost_of(row) == Decimal("0.02454")  # 900 x 0.60 + 2,000 x 12.00, per 1M
+    assert row.priced and not row.estimated and row.characters == len(text)
+
+
+async def test_speech_of_a_token_billed_model_from_config_is_charged(make_gateway, upstream):
+    """A TTS model priced per token in `[pricing.models]` is charged from its reported
+    usage when it streams, and estimated (never $0 "priced") when it cannot report."""
+    rates = {"input": "1", "audio_output": "20"}
+    gw = await make_gateway({"pricing": {"models": {"my-tts": rates}}})
+    upstream.usage["/v1/audio/speech"] = {"input_tokens": 900, "output_tokens": 2000}
+    text = "Hello there, general listener."  # 30 characters
+    await gw.client().audio.speech.create(
+        model="my-tts", voice="alloy", input=text, stream_format="sse")
+    [row] = await gw.ledger_rows(1)
+    assert cost_of(row) == (900 * 1 + 2000 * 20) / M
+    assert row.priced and not row.estimated and "rate_missing" not in row.flags
+    await gw.client().audio.speech.create(model="my-tts", voice="alloy", input=text)
+    rows = await gw.ledger_rows(2)
+    binary = rows[0]  # newest first: no usage in an audio body, so the text is estimated
+    assert binary.estimated and binary.priced and "rate_missing" not in binary.flags
+    assert binary.tokens["input"] == 8 and cost_of(binary) == 8 * Decimal(1) / M  # ceil(30 / 4)
 
 
 async def test_images_per_image_and_token_billed(gw):

@@ -101,10 +101,15 @@ async def test_session_time_limit(limited):
     assert rows[0].end_reason == "time_limit"
 
 
-async def test_response_clamped_to_what_the_budget_can_pay(limited, fake):
-    # $0.01 pays for the 256-token input allowance at $4/M ($0.001024) and ~140 tokens
-    # of audio output at $64/M — not for the 100,000 asked.
-    gw = await limited({"daily_usd": "0.01"})
+@pytest.mark.parametrize("extra, dearest", [
+    ({}, 64),  # audio output at $64/M: ~140 tokens
+    ({"image_output": "128"}, 128),  # image output dearer still: ~70 tokens
+])
+async def test_response_clamped_to_what_the_budget_can_pay(limited, fake, extra, dearest):
+    # $0.01 pays for the 256-token input allowance at $4/M ($0.001024) and what the rest
+    # buys at the dearest output class — not for the 100,000 asked.
+    prices = {"models": {"gpt-realtime": {**RT, **extra}}}
+    gw = await limited({"daily_usd": "0.01"}, pricing=prices)
     async with websockets.connect(url(gw), additional_headers=AUTH) as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "response.create",
@@ -114,7 +119,7 @@ async def test_response_clamped_to_what_the_budget_can_pay(limited, fake):
     sent = [e for e in fake.sessions[0].events if e["type"] == "response.create"][0]
     clamped = sent["response"]["max_output_tokens"]
     assert 16 <= clamped < 100000
-    assert (256 * 4 + clamped * 64) / Decimal(1_000_000) <= Decimal("0.01")
+    assert (256 * 4 + clamped * dearest) / Decimal(1_000_000) <= Decimal("0.01")
 
 
 async def test_mid_session_budget_cut_after_the_response_settles(limited, fake):

@@ -166,7 +166,7 @@ class Biller:
         rt = self._runtime()
         at = datetime.now(timezone.utc)
         try:
-            usage, problem = call_usage(flow)
+            usage, problem = call_usage(flow, rt.prices)
         except Exception:  # a usage-reading bug must not lose the record either
             log.exception("usage reading failed", extra={"request_id": flow.request_id})
             usage, problem = Usage(estimated=True, flags=("pricing_error",)), "pricing_error"

@@ -13,6 +13,7 @@ import dataclasses
 
 from faregate.pricing import (
     DEFAULT_TIERS,
+    PriceTable,
     Usage,
     merge_tool_calls,
     usage_for_endpoint,
@@ -26,31 +27,31 @@ from ._flow import Flow
 BYTES_PER_TOKEN = 4
 
 
-def _reported(flow: Flow) -> tuple[Usage, str | None]:
+def _reported(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
     endpoint, facts, reading = flow.endpoint, flow.facts, flow.reading
     assert endpoint is not None
     if flow.status >= 400 or flow.status == 0:
         return Usage(), None
     kind = endpoint.kind
     if kind == "speech":
-        return usage_from_speech(facts.characters, flow.model or ""), None
+        return usage_from_speech(facts.characters, flow.model or "", table, reading.usage), None
     if kind in ("moderations", "client_secret"):
         return Usage(), None
     if kind == "images":
         return (usage_from_images(reading.usage, facts.images, facts.image_size,
                                   facts.image_quality), None)
     if reading.usage is not None:
-        return usage_for_endpoint(kind, reading.usage), None
+        return usage_for_endpoint(kind, reading.usage, table=table), None
     reason = "cut_short" if flow.cut_short else "usage_missing"
     estimate = Usage(input=facts.prompt_bytes // BYTES_PER_TOKEN, output=reading.deltas,
                      estimated=True, flags=(reason,))
     return estimate, reason
 
 
-def call_usage(flow: Flow) -> tuple[Usage, str | None]:
+def call_usage(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
     """The flow's usage (with the applied tier and hosted-tool calls) and, if it
-    had to be guessed, the reason why."""
-    usage, problem = _reported(flow)
+    had to be guessed, the reason why. `table` is the table in force."""
+    usage, problem = _reported(flow, table)
     tier, tools = flow.reading.service_tier, flow.reading.tool_calls
     # A standard-tier answer ("default", "auto") prices as no tier: skip the copy.
     if (tier and tier not in DEFAULT_TIERS) or tools:

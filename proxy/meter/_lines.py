@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from faregate.pricing import usage_for_endpoint
+from faregate.pricing import PriceTable, usage_for_endpoint
 
 from ._reading import Metered
 
@@ -70,8 +70,10 @@ class JsonCollector:
 class LineMeter:
     """Meters the lines of one batch's output file as the file streams by."""
 
-    def __init__(self, endpoint: str, batch_id: str, created: datetime) -> None:
+    def __init__(self, endpoint: str, batch_id: str, created: datetime,
+                 table: PriceTable) -> None:
         self.kind = KINDS.get(endpoint)
+        self.table = table
         self.batch_id = batch_id
         self.created = created
         self.buf = bytearray()
@@ -134,8 +136,8 @@ class LineMeter:
             self.counts["malformed"] += 1
 
     def _metered(self, line: dict, body: dict) -> Metered:
-        usage = dataclasses.replace(usage_for_endpoint(self.kind or "", body.get("usage")),
-                                    service_tier="batch")
+        reported = usage_for_endpoint(self.kind or "", body.get("usage"), table=self.table)
+        usage = dataclasses.replace(reported, service_tier="batch")
         model = body.get("model")
         model = model[:MAX_NAME] if isinstance(model, str) and model else "unknown"
         custom = line.get("custom_id")

@@ -28,7 +28,12 @@ from typing import Any
 
 import orjson
 
-from faregate.pricing import Usage, usage_for_endpoint, usage_from_realtime, usage_from_responses
+from faregate.pricing import (
+    Usage,
+    usage_from_realtime,
+    usage_from_responses,
+    usage_from_transcription,
+)
 
 from ._reading import Metered
 
@@ -175,7 +180,7 @@ class SessionMeter:
         if t == "conversation.item.input_audio_transcription.completed":
             usage = obj.get("usage")
             if isinstance(usage, dict):
-                return [Metered(usage_for_endpoint("transcription", usage),
+                return [Metered(usage_from_transcription(usage),
                                 self.transcription_model, _text(obj.get("item_id")),
                                 "transcription")]
             return []

@@ -157,5 +157,5 @@ class Batches:
         if origin is None or ident is None or not await self.book.claim(ident, origin):
             return None
         spent = self.book.partial.pop(ident, frozenset())
-        return BatchMeter(self, flow, route, LineMeter(origin.endpoint, origin.batch_id,
-                                                       origin.at), origin, spent)
+        lines = LineMeter(origin.endpoint, origin.batch_id, origin.at, self.runtime().prices)
+        return BatchMeter(self, flow, route, lines, origin, spent)
