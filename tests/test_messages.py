@@ -112,3 +112,32 @@ async def test_a_spent_budget_alert_logs_at_error(make_gateway, caplog):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     levels = {r.alert_level: r.levelname for r in caplog.records if hasattr(r, "alert_level")}
     assert levels.get("exceeded") == "ERROR"
+
+
+async def test_calls_the_upstream_refused_are_not_reported_as_unpriced(gateway, monkeypatch):
+    """A 400 for malformed JSON was listed as an UNPRICED row, asking for a price."""
+    monkeypatch.setenv("FAREGATE_ADMIN_TOKEN", "admin-secret")
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gateway.url + "/v1/chat/completions", data=b'{"model": "gpt-4o',
+                          headers={"content-type": "application/json",
+                                   "authorization": "Bearer sk-test"}) as r:
+            assert r.status == 400
+        await gateway.ledger_rows(1)
+        async with s.get(gateway.url + "/admin/usage?group_by=model", headers=ADMIN) as r:
+            rows = (await r.json())["rows"]
+    assert rows and all(row["unpriced"] == 0 for row in rows)
+    from faregate.storage import render_report
+    report = await gateway.state.ledger.usage(None, None, "model")
+    assert "UNPRICED" not in render_report(report, "model", "table")
+
+
+async def test_shutdown_says_it_is_waiting_for_open_sessions(rt_gateway, fake, caplog):
+    """SIGTERM with one idle Realtime session waited 32 s without a word."""
+    gw = await rt_gateway()
+    async with gw.client().realtime.connect(model="gpt-realtime") as conn:
+        await until(conn, "session.created")
+        with caplog.at_level(logging.WARNING, logger="faregate.relay"):
+            await gw.runner.shutdown()
+    said = [r.getMessage() for r in caplog.records if r.name == "faregate.relay"]
+    assert "shutting down: waiting for open sessions to end" in said
+    assert any(m.startswith("closing the sessions still open") for m in said)

@@ -174,6 +174,8 @@ class Biller:
         charge = _priced(usage, model, at, rt.prices, flow.request_id)
         if charge.usage.flags == ("pricing_error",):
             problem = "pricing_error"
+        elif flow.status >= 400 and usage.is_empty():
+            charge.priced = True  # the upstream refused it: nothing to price, nothing unpriced
         markup = rt.markup(flow.caller.tenant) if flow.caller is not None else None
         self._record(charge_record(
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,

@@ -153,9 +153,15 @@ class Relay:
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking sessions; let open ones end within `grace_s`, then close them."""
         sessions = list(self.sessions)
+        if sessions:
+            log.warning("shutting down: waiting for open sessions to end",
+                        extra={"sessions": len(sessions), "grace_s": grace_s})
         deadline = time.monotonic() + grace_s
         while len(self.sessions) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if len(self.sessions):
+            log.warning("closing the sessions still open (1001); their usage is recorded",
+                        extra={"sessions": len(self.sessions)})
         for session in self.sessions:
             session.shutting_down = True
             if session.client_ws is not None and not session.client_ws.closed:
