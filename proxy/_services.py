@@ -86,7 +86,8 @@ class Services:
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),
             self.quota, self.secrets, lambda: self.draining)
-        self.own_quota = OwnQuota(self.current, self.quota, self.secrets, self.sessions.active)
+        self.own_quota = OwnQuota(self.current, self.quota, self.secrets, self.sessions.active,
+                                  client)
         self.admin = Admin(self.current, ledger, self.sessions, self.quota, self.capture,
                            reload)
         self._purge: asyncio.Task | None = None

@@ -289,3 +289,86 @@ async def test_a_websocket_upgrade_on_the_quota_path_is_not_relayed(gw, upstream
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"})
     assert status == 200 and orjson.loads(body)["tenant"] == "globex"
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize("at,period,end", [
+    ("2026-12-31T23:59:59", "day", "2027-01-01T00:00:00"),
+    ("2026-12-31T23:59:59", "month", "2027-01-01T00:00:00"),
+    ("2028-02-10T12:00:00", "month", "2028-03-01T00:00:00"),
+    ("2028-02-29T00:00:00", "day", "2028-03-01T00:00:00"),
+])
+def test_period_end_and_seconds_left(at, period, end):
+    from faregate.proxy.quota._status import seconds_left
+
+    now = datetime.fromisoformat(at).replace(tzinfo=timezone.utc)
+    expected = datetime.fromisoformat(end).replace(tzinfo=timezone.utc)
+    assert period_end(period, now) == expected
+    assert seconds_left(period, now.timestamp()) == int((expected - now).total_seconds())
+    assert seconds_left(period, now.timestamp() + 0.25) == int((expected - now).total_seconds())
+
+
+def test_budget_headers_pick_the_tightest_and_never_go_negative():
+    from faregate.proxy.quota import BudgetBook, BudgetLimit, budget_headers
+
+    now = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+    book = BudgetBook()
+    day = BudgetLimit("tenant:acme", "day", 5_000_000_000)
+    month = BudgetLimit("tenant:acme", "month", 6_000_000_000)
+    budgets = ((day, book.counter(day.scope, "day", now)),
+               (month, book.counter(month.scope, "month", now)))
+    budgets[1][1].spent = 1_000_000_001  # the month has 4.999999999 left: tighter than the day
+    budgets[0][1].reserved = budgets[1][1].reserved = 7
+    assert dict(budget_headers(budgets, now.timestamp())) == {
+        "x-faregate-budget-remaining": "4.999999992", "x-faregate-budget-limit": "6.000000",
+        "x-faregate-budget-reset": str(8 * 86_400 - 12 * 3600),
+        "x-faregate-budget-scope": "tenant:acme:month"}
+    budgets[0][1].spent = 6_000_000_000  # over the limit (alert_only): remaining is 0, not < 0
+    assert dict(budget_headers(budgets, now.timestamp()))["x-faregate-budget-remaining"] == (
+        "0.000000")
+    assert budget_headers((), now.timestamp()) == []
+
+
+async def test_passthrough_callers_are_authenticated_by_the_upstream(make_gateway, upstream):
+    upstream.valid_keys = {"sk-real"}
+    gateway = await make_gateway({"tenants": {"default": {"daily_usd": "1"}},
+                                  "keys": [{**key("sk-real-acme"), "tenant": "acme"}]})
+    upstream.valid_keys.add("sk-real-acme")
+    for _ in range(2):
+        report = await quota(gateway.client("sk-real"))
+        assert report["tenant"] == "default" and report["limits"][0]["limit"] == "1.000000"
+    assert [(r.method, r.path) for r in upstream.requests] == [("GET", "/v1/models")]  # kept
+    assert (await quota(gateway.client("sk-real-acme")))["tenant"] == "acme"
+    with pytest.raises(openai.AuthenticationError) as info:  # the upstream does not know it
+        await quota(gateway.client("sk-guess"))
+    assert info.value.body["code"] == "invalid_api_key"
+    status, body = await raw_request(gateway, "GET", "/v1/faregate/quota")  # no key at all
+    assert status == 401 and b"didn't provide an API key" in body
+    assert len(upstream.requests) == 3
+
+
+async def test_passthrough_key_check_with_the_upstream_down(tmp_path):
+    from conftest import gateway_config, start_gateway
+    from faregate.proxy import parse_settings
+
+    gateway = await start_gateway(parse_settings(gateway_config("http://127.0.0.1:9", tmp_path)))
+    try:
+        with pytest.raises(openai.InternalServerError) as info:
+            await quota(gateway.client("sk-any"))
+        assert info.value.status_code == 502
+    finally:
+        await gateway.stop()
+
+
+def test_asking_creates_no_counters():
+    from faregate.proxy import Metrics
+    from faregate.proxy.quota import BudgetLimit, Policy, Quota
+
+    quota = Quota(Metrics(), lambda *a: None)
+    policy = Policy("someone", None, True, budgets=(BudgetLimit("tenant:someone", "day", 10),),
+                    max_requests_per_day=5, rpm=10, tpm=100)
+    now = datetime.now(timezone.utc)
+    assert quota.would_admit(policy, 11, now).code == "budget_exceeded"
+    assert quota.would_admit(policy, 10, now, tpm_tokens=100) is None
+    assert quota.would_admit(policy, 1, now, tpm_tokens=101) is None  # a full bucket's worth
+    assert len(quota.statuses(policy, now, [], 0)) == 4  # usd, requests, rpm, tpm
+    assert list(quota.book.items()) == [] and quota.rates._buckets == {}

@@ -152,17 +152,22 @@ class Quota:
         """The refusal a call of `amount` nano-USD would get now, or None; holds nothing.
 
         Budgets count this replica's spend and reservations (as `/admin/budgets`
-        does), not how much of a shared budget it has leased so far.
+        does), not how much of a shared budget it has leased so far. Creates no
+        counter or bucket (anyone identified may ask, as often as it likes).
         """
-        budgets = self.budget_counters(policy, now)
-        refusal = self._check(policy, budgets, amount, now, model, 0, True, leased=False)
+        budgets = tuple((b, self._peek(b.scope, b.period, now)) for b in policy.budgets)
+        refusal = self._check(policy, budgets, amount, now, model, 0, True, dry=True)
         if refusal is not None:
             return refusal
         return self._rates(policy, tpm_tokens, True, take=False)[0]
 
+    def _peek(self, scope: str, period: str, now: datetime) -> Counter:
+        return self.book.peek(scope, period, now) or Counter()
+
     def _check(self, policy: Policy, budgets: Budgets, amount: int, now: datetime,
-               model: str | None, images: int, count_request: bool, leased: bool = True
+               model: str | None, images: int, count_request: bool, dry: bool = False
                ) -> Refusal | None:
+        counter = self._peek if dry else self.book.counter
         if not policy.allows(model):
             return model_refusal(model or "")
         if not policy.block:
@@ -170,27 +175,28 @@ class Quota:
         if count_request:
             for period, cap in (("day", policy.max_requests_per_day),
                                 ("month", policy.max_requests_per_month)):
-                c = self.book.counter(policy.tenant_scope, period, now)
+                c = counter(policy.tenant_scope, period, now)
                 if cap is not None and c.requests + 1 > cap:
                     return request_quota_refusal(
                         f"The {ADJECTIVE[period]} request quota of {cap} is used up.")
         if images:
             for period, cap in (("day", policy.max_images_per_day),
                                 ("month", policy.max_images_per_month)):
-                c = self.book.counter(policy.tenant_scope, period, now)
+                c = counter(policy.tenant_scope, period, now)
                 if cap is not None and c.images + images > cap:
                     return request_quota_refusal(
                         f"The {ADJECTIVE[period]} image quota of {cap} would be exceeded "
                         f"({c.images} used, {images} asked).")
         for b, c in budgets:
-            if amount > (self._headroom(b, c) if leased else b.limit_nanos - c.used()):
+            if amount > (b.limit_nanos - c.used() if dry else self._headroom(b, c)):
                 return budget_refusal(b, c.used())
         return None
 
     def _rates(self, policy: Policy, tpm_tokens: int, count_request: bool, take: bool = True
                ) -> tuple[Refusal | None, Bucket | None]:
-        rpm = self.rates.bucket(policy.tenant, "rpm", policy.rpm) if policy.rpm else None
-        tpm = self.rates.bucket(policy.tenant, "tpm", policy.tpm) if policy.tpm else None
+        find = self.rates.bucket if take else self.rates.peek
+        rpm = find(policy.tenant, "rpm", policy.rpm) if policy.rpm else None
+        tpm = find(policy.tenant, "tpm", policy.tpm) if policy.tpm else None
         if rpm is not None and count_request:
             wait = rpm.wait_for(1)
             if wait > 0:

@@ -66,6 +66,11 @@ class RateLimits:
             b = self._buckets[key] = Bucket(per_minute)
         return b
 
+    def peek(self, tenant: str, kind: str, per_minute: int) -> Bucket:
+        """The bucket if `tenant` has one at this limit, else a full one not kept."""
+        b = self._buckets.get((tenant, kind))
+        return b if b is not None and b.per_minute == per_minute else Bucket(per_minute)
+
     def available(self, tenant: str, kind: str, per_minute: int) -> float:
         """What `tenant`'s `kind` bucket holds now (full if it has none yet)."""
         b = self._buckets.get((tenant, kind))

@@ -92,7 +92,8 @@ class Relay:
         client = client_socket(upstream, protocols, server)
         policy = rt.policy(caller)
         now = datetime.now(timezone.utc)
-        client.headers.extend(budget_headers(self.quota.budget_counters(policy, now), now))
+        client.headers.extend(budget_headers(self.quota.budget_counters(policy, now),
+                                             now.timestamp()))
         model = request.query.get("model")
         squota = SessionQuota(self.quota, policy, rt.prices, model)
         session = Session.start(self.services, caller, session_endpoint(request.path), squota,

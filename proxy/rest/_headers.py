@@ -11,7 +11,7 @@ budget, `x-faregate-budget-*` (the tightest budget after this call's hold).
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+import time
 
 import aiohttp
 from aiohttp import web
@@ -92,7 +92,7 @@ def response_headers(upstream: aiohttp.ClientResponse, flow: Flow, length_change
     drop = _RESPONSE_DROP[length_changes]
     if "connection" in upstream.headers:
         drop = drop | _connection_listed(upstream.headers)
-    budget = (budget_headers(flow.admission.budgets, datetime.now(timezone.utc))
+    budget = (budget_headers(flow.admission.budgets, time.time())
               if flow.admission is not None and flow.admission.budgets else None)
     if budget:  # ours replace any the upstream sent (a faregate in front of a faregate)
         drop = drop | _BUDGET_HEADERS
