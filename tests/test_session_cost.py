@@ -126,3 +126,15 @@ async def test_upgrade_answer_carries_budget_headers_and_a_bad_switch_is_refused
             pass
     assert info.value.response.status_code == 400
     assert len(fake.sessions) == 1
+
+
+async def test_a_browser_with_an_ephemeral_key_reads_its_minting_tenants_quota(rt_gateway):
+    import hashlib
+
+    gw = await rt_gateway({
+        "keys": [{"sha256": hashlib.sha256(b"sk-acme-backend").hexdigest(), "tenant": "acme"}],
+        "tenants": {"acme": {"daily_usd": "1.5"}}})
+    secret = await gw.client("sk-acme-backend").realtime.client_secrets.create(
+        session={"type": "realtime", "model": "gpt-realtime"})
+    quota = await gw.client(secret.value).get("/faregate/quota", cast_to=object)
+    assert quota["tenant"] == "acme" and quota["limits"][0]["limit"] == "1.500000"

@@ -55,7 +55,8 @@ class AcceptedKeys:
         self._until: OrderedDict[str, float] = OrderedDict()
 
     async def accepted(self, caller: Caller, token: str, rt: Runtime) -> bool | None:
-        """True/False as the upstream says; None when it could not be asked."""
+        """True/False as the upstream says; None when it gave no verdict (unreachable,
+        or an answer other than 2xx, 401, 403)."""
         key = digest(token)
         now = time.monotonic()
         if self._until.get(key, 0.0) > now:
@@ -72,7 +73,7 @@ class AcceptedKeys:
             return None
         if status in (401, 403):
             return False
-        if status >= 500:
+        if not 200 <= status < 300:  # not a verdict on the key: do not guess
             return None
         self._until[key] = now + KEY_TTL_S
         self._until.move_to_end(key)
