@@ -5,7 +5,8 @@
 Times each step faregate adds to a non-streaming chat call, on the bodies
 the bench's fake upstream sends: reading the request, the worst-case
 reservation, the usage scan, pricing, the ledger record and its journal
-line, and the Prometheus counters. Each figure is the best of five runs of
+line, the Prometheus counters and the `x-faregate-budget-*` answer headers
+(three budgets, including reading the clock). Each figure is the best of five runs of
 20,000 calls, so it is the cost with warm caches: inside a loaded server the
 same work takes about 2–3× longer (bench/README.md, "Why some targets are
 missed"). Nothing here is timed in the test suite.
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import tempfile
+import time
 import timeit
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +30,7 @@ from faregate.pricing import find_usage, load_price_table, price, usage_for_endp
 from faregate.proxy import Metrics
 from faregate.proxy._ids import new_request_id
 from faregate.proxy.caller import Caller
+from faregate.proxy.quota import BudgetBook, BudgetLimit, budget_headers
 from faregate.proxy.meter import (
     Flow,
     charge_record,
@@ -79,6 +82,10 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     line = encode_entry("charge", 0, row)
     worst = worst_case(endpoint, facts, body, 4096, table, now)[0]
     fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    book = BudgetBook()  # a tenant with a daily and a monthly budget, a user with a daily one
+    budgets = tuple((limit, book.counter(limit.scope, limit.period, now)) for limit in (
+        BudgetLimit("tenant:acme", "day", 10**9), BudgetLimit("tenant:acme", "month", 10**10),
+        BudgetLimit("user:acme/ana", "day", 10**8)))
     return {
         "request JSON parse": lambda: orjson.loads(REQUEST),
         "request facts": lambda: facts_from_json(endpoint, body, len(REQUEST)),
@@ -92,6 +99,7 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
         "journal line": lambda: encode_entry("charge", 0, row),
         "journal write": lambda: os.write(fd, line),
         "metrics": lambda: observe(metrics, flow, charge, None),
+        "budget headers": lambda: budget_headers(budgets, time.time()),
         "request id + flow": lambda: Flow("POST", endpoint.path, endpoint),
         "record id": new_id,
         "request id": new_request_id,

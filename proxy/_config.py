@@ -144,6 +144,8 @@ class Limits(_Strict):
     per_user_monthly_usd: Money | None = None
     degrade_to_text_at: Decimal | None = Field(None, gt=0, le=1)  # voice -> text at this share
     default_max_output_tokens: int | None = Field(None, gt=0)  # reservation when none is given
+    #: Realtime/Live: a `faregate.session.cost` event to the client after each charge
+    session_cost_events: bool | None = None
 
     _money = field_validator(
         "daily_usd", "monthly_usd", "per_user_daily_usd", "per_user_monthly_usd"

@@ -30,7 +30,7 @@ from .caller import SecretBook
 from .meter import Biller
 from .quota import Leases, Quota
 from .realtime import Relay, Sessions, SessionServices, is_websocket
-from .rest import BatchBook, Batches, Forwarder, safe_path
+from .rest import BatchBook, Batches, Forwarder, OwnQuota, own_route, safe_path
 
 log = logging.getLogger("faregate.app")
 
@@ -86,7 +86,9 @@ class Services:
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),
             self.quota, self.secrets, lambda: self.draining)
-        self.admin = Admin(self.current, ledger, self.sessions, self.quota.book, self.capture,
+        self.own_quota = OwnQuota(self.current, self.quota, self.secrets, self.sessions.active,
+                                  client)
+        self.admin = Admin(self.current, ledger, self.sessions, self.quota, self.capture,
                            reload)
         self._purge: asyncio.Task | None = None
 
@@ -152,6 +154,9 @@ class Services:
             return errors.invalid_request(
                 "The request path may not contain dot segments, encoded slashes or "
                 "backslashes.", "invalid_path", new_request_id())
+        own = own_route(request.path)
+        if own is not None:  # /v1/faregate/…: faregate's own, never forwarded
+            return await self.own_quota.handle(request, own)
         if is_websocket(request):
             return await self.relay.handle(request)
         return await self.forwarder.handle(request)

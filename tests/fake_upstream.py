@@ -26,7 +26,9 @@ out the usage (and so the cost) it should see without a tokenizer:
 
 Tests steer it through attributes: `usage` (per-path overrides merged into
 the computed usage; None drops usage), `fail_next`, `delay_s`,
-`chunk_delay_s`, `valid_keys`, `embedding_dim`; and read `requests`.
+`chunk_delay_s`, `valid_keys`, `embedding_dim`, `gate` (an asyncio.Event
+every call waits for once recorded, so a test can look at faregate while
+calls are in flight); and read `requests`.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class FakeUpstream:
         self.fail_next: list[tuple] = []  # (status, body[, headers]) per next call
         self.delay_s = 0.0
         self.chunk_delay_s = 0.0
+        self.gate: asyncio.Event | None = None  # calls wait for it once recorded
         self.valid_keys: set[str] | None = None  # None: any non-empty key works
         self.embedding_dim = embedding_dim
         self.stream_chunks = stream_chunks
@@ -297,6 +300,8 @@ class FakeUpstream:
         self.requests.append(rec)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.gate is not None:
+            await self.gate.wait()
         if not rec.path.startswith("/v1/"):
             return self._json(openai_error(f"Invalid URL ({rec.method} {rec.path})"), 404)
         key = rec.api_key

@@ -9,6 +9,7 @@ is saved to artifacts/dashboard.png.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from decimal import Decimal
@@ -247,3 +248,57 @@ async def test_refresh_keeps_the_last_data_on_failure_and_sign_out_forgets(
       stored: sessionStorage.getItem('faregate.admin-token') })""")
     assert gone == {"login": True, "error": "Signed out.", "month": "–", "models": 0,
                     "loaded": None, "stored": None}
+
+
+READ_QUOTAS = """(() => {
+  const out = {};
+  for (const tr of document.querySelectorAll('#quotas tr[data-quota-tenant]'))
+    out[tr.dataset.quotaTenant] = { allowed: tr.dataset.allowed === 'true', limits: [] };
+  for (const tr of document.querySelectorAll('#quotas tr[data-quota-limit]')) {
+    const v = (f) => tr.querySelector('[data-' + f + ']').dataset[f];
+    out[tr.dataset.quotaLimit].limits.push({
+      kind: tr.dataset.kind, scope: tr.dataset.scope, period: tr.dataset.period || null,
+      used: v('used'), reserved: v('reserved'), remaining: v('remaining'), limit: v('limit'),
+      status: v('status'), text: tr.cells[4].textContent });
+  }
+  return out;
+})()"""
+
+
+async def test_dashboard_shows_each_tenants_own_quota(make_gateway, monkeypatch, browser):
+    """Per tenant, the page shows what that tenant's key reads from /v1/faregate/quota."""
+    monkeypatch.setenv("FAREGATE_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-upstream")
+    keys = [{"sha256": hashlib.sha256(k.encode()).hexdigest(), "tenant": t}
+            for k, t in (("sk-acme", "acme"), ("sk-globex", "globex"))]
+    gw = await make_gateway({
+        "identity": {"mode": "keys"}, "keys": keys,
+        "tenants": {"acme": {"daily_usd": "0.00004", "max_requests_per_day": 50,
+                             "default_max_output_tokens": 20},
+                    "globex": {"monthly_usd": "2", "rpm": 6, "max_concurrent_sessions": 3}}})
+    acme, globex = gw.client("sk-acme"), gw.client("sk-globex")
+    for client in (acme, acme, globex):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    await gw.ledger_rows(3)
+    own = {t: await c.get("/faregate/quota", cast_to=object)
+           for t, c in (("acme", acme), ("globex", globex))}
+    admin = await api(gw, "/admin/quotas")
+    assert [r["tenant"] for r in admin["tenants"]] == ["acme", "globex"]
+
+    await sign_in(browser, gw, TOKEN)
+    await browser.wait_for("document.body.dataset.loaded === 'true'")
+    page = await browser.evaluate(READ_QUOTAS)
+
+    assert set(page) == {"acme", "globex"}
+    assert own["acme"]["allowed"] is False and own["globex"]["allowed"] is True
+    for tenant, report in own.items():
+        assert page[tenant]["allowed"] == report["allowed"]
+        assert [(x["kind"], x["scope"], x["period"]) for x in page[tenant]["limits"]] == [
+            (x["kind"], x["scope"], x["period"]) for x in report["limits"]]
+        for shown, x in zip(page[tenant]["limits"], report["limits"]):
+            fields = ("limit",) if x["kind"] in ("rpm", "tpm") else (
+                "used", "reserved", "remaining", "limit", "status")
+            assert {f: shown[f] for f in fields} == {f: str(x[f]) for f in fields}, shown
+    [day] = [x for x in page["acme"]["limits"] if x["kind"] == "usd"]
+    assert day["text"] == "$" + day["remaining"] and day["status"] == own["acme"]["limits"][0][
+        "status"]

@@ -27,10 +27,10 @@ from faregate.storage import Ledger, SessionRecord, group_tag, render_report, re
 from .._capture import Capture
 from .._errors import openai_error
 from .._runtime import Runtime
-from ..quota import BudgetBook
+from ..quota import Quota, quota_report
 from ..realtime import Sessions
 from . import _params as q
-from ._budget_view import budget_views, ledger_spend
+from ._budget_view import budget_views, callers, ledger_spend
 from ._params import BadParam
 from ._render import alert_dict, charge_dict, session_dict
 
@@ -84,19 +84,21 @@ class Admin:
         ("GET", "/admin/sessions/{id}", "session"),
         ("GET", "/admin/sessions/{id}/transcript", "transcript"),
         ("GET", "/admin/budgets", "budgets"),
+        ("GET", "/admin/quotas", "quotas"),
         ("GET", "/admin/alerts", "alerts"),
         ("POST", "/admin/reload", "reload"),
         ("GET", "/dashboard", "dashboard"),
     )
 
     def __init__(self, runtime: Callable[[], Runtime], ledger: Ledger, sessions: Sessions,
-                 book: BudgetBook, capture: Capture | None,
+                 quota: Quota, capture: Capture | None,
                  reload: Callable[[], Awaitable[tuple[bool, str]]],
                  clock: Callable[[], datetime] | None = None):
         self.runtime = runtime
         self.ledger = ledger
         self.live = sessions
-        self.book = book
+        self.quota = quota
+        self.book = quota.book
         self.capture = capture
         self._reload = reload
         self.clock = clock or (lambda: datetime.now(timezone.utc))
@@ -231,6 +233,19 @@ class Admin:
             "now": q.iso(now),
             "budgets": [v.as_dict() for v in views if tenant is None or v.tenant == tenant],
         })
+
+    async def quotas(self, request: web.Request) -> web.Response:
+        """Per tenant, what `GET /v1/faregate/quota` answers that tenant's own key."""
+        now = self.clock()
+        rt = self.runtime()
+        tenant = q.text(request, "tenant")
+        reports = [
+            quota_report(self.quota, rt.policy(c), rt.prices, now, rt.settings.alerts.thresholds,
+                         self.live.active(c.tenant))
+            for c in callers(rt.settings, self.book)
+            if c.user is None and (tenant is None or c.tenant == tenant)]
+        reports.sort(key=lambda r: r["tenant"])
+        return _json({"now": q.iso(now), "tenants": reports})
 
     async def alerts(self, request: web.Request) -> web.Response:
         since = q.instant(request, "since")

@@ -18,9 +18,9 @@ from faregate.pricing import PriceTable
 from faregate.storage import format_usd
 
 from .._config import Settings
-from ..alerts import level_for, projected
+from ..alerts import projected
 from ..caller import Caller
-from ..quota import BudgetBook, BudgetLimit, period_key, policy_for
+from ..quota import BudgetBook, BudgetLimit, period_key, policy_for, status_for
 
 _RATIO = Decimal("0.0001")
 
@@ -65,16 +65,6 @@ class BudgetView:
             "status": self.status,
             "on_exceed": "block" if self.block else "alert_only",
         }
-
-
-def status_for(spent: int, limit: int, thresholds: Iterable[Decimal]) -> str:
-    """exceeded at or over the limit; else the level of the highest alert
-    threshold reached (0.8 → warning, 0.95 → critical by default); else ok."""
-    if limit <= 0 or spent >= limit:
-        return "exceeded" if spent >= limit else "ok"
-    ratio = Decimal(spent) / limit
-    reached = [t for t in thresholds if ratio >= t]
-    return level_for(max(reached)) if reached else "ok"
 
 
 def callers(settings: Settings, book: BudgetBook) -> list[Caller]:

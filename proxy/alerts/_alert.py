@@ -11,19 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from ..quota import level_for  # noqa: F401 - one rule for alert levels and budget statuses
+
 _CENT = Decimal("0.01")
 _TENTH = Decimal("0.1")
 _EMOJI = {"warning": ":warning:", "critical": ":rotating_light:", "exceeded": ":no_entry:"}
 _COLOR = {"warning": "#e8a317", "critical": "#e0531f", "exceeded": "#c0161a"}
-
-
-def level_for(threshold: Decimal) -> str:
-    """warning below 95% of the limit, critical below 100%, exceeded at or above."""
-    if threshold < Decimal("0.95"):
-        return "warning"
-    if threshold < Decimal("1"):
-        return "critical"
-    return "exceeded"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class Policy:
     tenant: str
     user: str | None
     block: bool  # on_exceed = "block" (else alert only)
+    tier: str | None = None  # the tier in force (a key's, else its tenant's)
     budgets: tuple[BudgetLimit, ...] = ()
     max_requests_per_day: int | None = None
     max_requests_per_month: int | None = None
@@ -50,6 +51,7 @@ class Policy:
     models: frozenset[str] | None = None
     degrade_to_text_at: Decimal | None = None
     default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    session_cost_events: bool = False  # Realtime/Live `faregate.session.cost` events
     #: model name -> price-table family, in the table in force (for the allowlist)
     family_of: Callable[[str], str | None] | None = field(default=None, compare=False)
 
@@ -102,6 +104,7 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         tenant=caller.tenant,
         user=caller.user,
         block=(tenant_cfg.on_exceed if tenant_cfg else "block") == "block",
+        tier=caller.tier or (tenant_cfg.tier if tenant_cfg else None),
         budgets=tuple(budgets),
         max_requests_per_day=limits.get("max_requests_per_day"),
         max_requests_per_month=limits.get("max_requests_per_month"),
@@ -116,5 +119,6 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         degrade_to_text_at=limits.get("degrade_to_text_at"),
         default_max_output_tokens=limits.get("default_max_output_tokens")
         or DEFAULT_MAX_OUTPUT_TOKENS,
+        session_cost_events=bool(limits.get("session_cost_events")),
         family_of=table.resolve,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Callable
+from typing import Callable, Iterable
 
 from .._config import UpstreamLimitSettings
 from .._metrics import Metrics
@@ -30,9 +30,10 @@ from ._refusals import (
     rate_refusal,
     request_quota_refusal,
 )
+from ._status import Budgets, LimitStatus, limit_statuses
 from ._upstream import UpstreamLimits
 
-Budgets = tuple[tuple[BudgetLimit, Counter], ...]
+MAX_RECENT = 100_000  # callers whose latest model is remembered
 SpendHook = Callable[[Policy, Budgets, datetime], None]
 
 
@@ -58,6 +59,8 @@ class Quota:
         self._ratio_gauges: dict[tuple[str, str], object] = {}
         self._day = ""
         self.leases: Leases | None = None  # when replicas share budgets (PostgreSQL)
+        #: (tenant, user) -> model of its latest admitted call (the quota view's typical call)
+        self._recent: dict[tuple[str, str | None], str] = {}
 
     @property
     def leasing(self) -> bool:
@@ -124,10 +127,47 @@ class Quota:
                 self.metrics.quota_rejections.labels(policy.tenant, refused.reason).inc()
                 return refused
             admission.upstream_tokens = tpm_tokens if shared.tpm else 0
+        if model:
+            self._note_model(policy, model)
         return admission
 
+    def _note_model(self, policy: Policy, model: str) -> None:
+        key = (policy.tenant, policy.user)
+        if self._recent.get(key) != model:
+            if len(self._recent) >= MAX_RECENT:
+                self._recent.clear()
+            self._recent[key] = model
+
+    def recent_model(self, policy: Policy) -> str | None:
+        """The model of the caller's latest admitted call here, if it made one."""
+        return self._recent.get((policy.tenant, policy.user))
+
+    def statuses(self, policy: Policy, now: datetime, thresholds: Iterable[Decimal],
+                 active_sessions: int) -> list[LimitStatus]:
+        """Where each of the caller's limits stands (read-only)."""
+        return limit_statuses(policy, self.book, self.rates, now, thresholds, active_sessions)
+
+    def would_admit(self, policy: Policy, amount: int, now: datetime, *,
+                    model: str | None = None, tpm_tokens: int = 0) -> Refusal | None:
+        """The refusal a call of `amount` nano-USD would get now, or None; holds nothing.
+
+        Budgets count this replica's spend and reservations (as `/admin/budgets`
+        does), not how much of a shared budget it has leased so far. Creates no
+        counter or bucket (anyone identified may ask, as often as it likes).
+        """
+        budgets = tuple((b, self._peek(b.scope, b.period, now)) for b in policy.budgets)
+        refusal = self._check(policy, budgets, amount, now, model, 0, True, dry=True)
+        if refusal is not None:
+            return refusal
+        return self._rates(policy, tpm_tokens, True, take=False)[0]
+
+    def _peek(self, scope: str, period: str, now: datetime) -> Counter:
+        return self.book.peek(scope, period, now) or Counter()
+
     def _check(self, policy: Policy, budgets: Budgets, amount: int, now: datetime,
-               model: str | None, images: int, count_request: bool) -> Refusal | None:
+               model: str | None, images: int, count_request: bool, dry: bool = False
+               ) -> Refusal | None:
+        counter = self._peek if dry else self.book.counter
         if not policy.allows(model):
             return model_refusal(model or "")
         if not policy.block:
@@ -135,27 +175,28 @@ class Quota:
         if count_request:
             for period, cap in (("day", policy.max_requests_per_day),
                                 ("month", policy.max_requests_per_month)):
-                c = self.book.counter(policy.tenant_scope, period, now)
+                c = counter(policy.tenant_scope, period, now)
                 if cap is not None and c.requests + 1 > cap:
                     return request_quota_refusal(
                         f"The {ADJECTIVE[period]} request quota of {cap} is used up.")
         if images:
             for period, cap in (("day", policy.max_images_per_day),
                                 ("month", policy.max_images_per_month)):
-                c = self.book.counter(policy.tenant_scope, period, now)
+                c = counter(policy.tenant_scope, period, now)
                 if cap is not None and c.images + images > cap:
                     return request_quota_refusal(
                         f"The {ADJECTIVE[period]} image quota of {cap} would be exceeded "
                         f"({c.images} used, {images} asked).")
         for b, c in budgets:
-            if amount > self._headroom(b, c):
+            if amount > (b.limit_nanos - c.used() if dry else self._headroom(b, c)):
                 return budget_refusal(b, c.used())
         return None
 
-    def _rates(self, policy: Policy, tpm_tokens: int, count_request: bool
+    def _rates(self, policy: Policy, tpm_tokens: int, count_request: bool, take: bool = True
                ) -> tuple[Refusal | None, Bucket | None]:
-        rpm = self.rates.bucket(policy.tenant, "rpm", policy.rpm) if policy.rpm else None
-        tpm = self.rates.bucket(policy.tenant, "tpm", policy.tpm) if policy.tpm else None
+        find = self.rates.bucket if take else self.rates.peek
+        rpm = find(policy.tenant, "rpm", policy.rpm) if policy.rpm else None
+        tpm = find(policy.tenant, "tpm", policy.tpm) if policy.tpm else None
         if rpm is not None and count_request:
             wait = rpm.wait_for(1)
             if wait > 0:
@@ -164,6 +205,8 @@ class Quota:
             wait = tpm.wait_for(tpm_tokens)
             if wait > 0:
                 return rate_refusal("tpm", wait, policy.tpm or 0, tpm.level), None
+        if not take:
+            return None, None
         if rpm is not None and count_request:
             rpm.take(1)
         if tpm is not None and tpm_tokens:

@@ -38,6 +38,14 @@ class Bucket:
             return 60.0
         return (amount - self.level) * 60.0 / self.per_minute
 
+    def available(self, now: float | None = None) -> float:
+        """What the bucket holds now, without refilling it (read-only views)."""
+        if self.level < 0:
+            return float(self.per_minute)
+        now = time.monotonic() if now is None else now
+        rate = self.per_minute / 60.0
+        return min(float(self.per_minute), self.level + max(0.0, now - self.stamp) * rate)
+
     def take(self, amount: float) -> None:
         self.level -= min(amount, float(self.per_minute))
 
@@ -57,3 +65,15 @@ class RateLimits:
         if b is None or b.per_minute != per_minute:
             b = self._buckets[key] = Bucket(per_minute)
         return b
+
+    def peek(self, tenant: str, kind: str, per_minute: int) -> Bucket:
+        """The bucket if `tenant` has one at this limit, else a full one not kept."""
+        b = self._buckets.get((tenant, kind))
+        return b if b is not None and b.per_minute == per_minute else Bucket(per_minute)
+
+    def available(self, tenant: str, kind: str, per_minute: int) -> float:
+        """What `tenant`'s `kind` bucket holds now (full if it has none yet)."""
+        b = self._buckets.get((tenant, kind))
+        if b is None or b.per_minute != per_minute:
+            return float(per_minute)
+        return b.available()

@@ -65,10 +65,28 @@ def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
     return origin.strip().rstrip("/").lower() in allowed
 
 
+#: `?faregate_cost_events=1` (or 0): this connection's `faregate.session.cost` events
+COST_EVENTS_QUERY = "faregate_cost_events"
+_OWN_QUERY = frozenset({TAGS_QUERY, COST_EVENTS_QUERY})
+_SWITCH = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+
+
+def cost_events_asked(request: web.Request) -> bool | None:
+    """The connection's own choice of cost events (None: the tier/tenant decides).
+
+    Raises ValueError for a value that is not 1/0, true/false or on/off."""
+    values = request.query.getall(COST_EVENTS_QUERY, [])
+    if not values:
+        return None
+    if len(values) > 1 or values[0].strip().lower() not in _SWITCH:
+        raise ValueError(f"{COST_EVENTS_QUERY} must be 1 or 0 (given once)")
+    return _SWITCH[values[0].strip().lower()]
+
+
 def ws_url(upstream: str, request: web.Request) -> str:
     """The upstream address of this upgrade, without faregate's own query parameters."""
     base = "ws" + upstream[4:] if upstream.startswith("http") else upstream
-    query = [(k, v) for k, v in request.query.items() if k != TAGS_QUERY]
+    query = [(k, v) for k, v in request.query.items() if k not in _OWN_QUERY]
     qs = "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
     return base + request.path + (f"?{qs}" if qs else "")
 

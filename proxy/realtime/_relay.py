@@ -29,9 +29,18 @@ from .._ids import new_event_id, new_request_id
 from .._runtime import Runtime
 from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
 from ..meter import session_endpoint
-from ..quota import Policy, Quota, Refusal, SessionQuota, concurrency_refusal, time_cut
+from ..quota import (
+    Policy,
+    Quota,
+    Refusal,
+    SessionQuota,
+    budget_headers,
+    concurrency_refusal,
+    time_cut,
+)
 from ._handshake import (
     client_socket,
+    cost_events_asked,
     credential,
     dial,
     offered_subprotocols,
@@ -71,7 +80,7 @@ class Relay:
         rid = new_request_id()
         protocols = offered_subprotocols(request)
         try:
-            caller, in_subprotocol, tags = self._admit(request, rt, protocols, rid)
+            caller, in_subprotocol, tags, cost_events = self._admit(request, rt, protocols, rid)
         except Refused as refused:
             return refused.response
         headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
@@ -82,11 +91,15 @@ class Relay:
             return upstream
         client = client_socket(upstream, protocols, server)
         policy = rt.policy(caller)
+        now = datetime.now(timezone.utc)
+        client.headers.extend(budget_headers(self.quota.budget_counters(policy, now),
+                                             now.timestamp()))
         model = request.query.get("model")
         squota = SessionQuota(self.quota, policy, rt.prices, model)
         session = Session.start(self.services, caller, session_endpoint(request.path), squota,
                                 model, tags)
         session.client_ws = client
+        session.cost_events = policy.session_cost_events if cost_events is None else cost_events
         timer = self._time_limit(session, policy)
         try:
             await client.prepare(request)
@@ -99,8 +112,10 @@ class Relay:
         return client
 
     def _admit(self, request: web.Request, rt: Runtime, protocols: list[str], rid: str
-               ) -> tuple[Caller, bool, dict[str, str]]:
-        """The checks before dialling: draining, origin, identity, tags, limits."""
+               ) -> tuple[Caller, bool, dict[str, str], bool | None]:
+        """The checks before dialling: draining, origin, identity, tags, limits.
+
+        Also the connection's own choice of cost events (None: its policy's)."""
         if self.draining():
             raise Refused(errors.openai_error(
                 503, "api_error", "shutting_down", "faregate is shutting down.",
@@ -121,10 +136,14 @@ class Relay:
         except BadTags as exc:
             raise Refused(errors.invalid_request(f"Bad attribution tags: {exc}",
                                                  "invalid_tags", rid)) from None
+        try:
+            cost_events = cost_events_asked(request)
+        except ValueError as exc:
+            raise Refused(errors.invalid_request(str(exc), "invalid_parameter", rid)) from None
         refusal = self._admit_session(rt, rt.policy(caller), caller, request.query.get("model"))
         if refusal is not None:
             raise Refused(errors.refused(refusal, rid))
-        return caller, in_subprotocol, tags
+        return caller, in_subprotocol, tags, cost_events
 
     def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller, model: str | None
                        ) -> Refusal | None:
@@ -276,12 +295,15 @@ class Relay:
             async for frame in upstream:
                 session.server_frame(frame)
                 if session.client_gone or client.closed:
+                    session.notices.clear()
                     continue  # draining billing events after the client left
                 try:
                     if isinstance(frame, str):
                         await client.send_str(frame)
                     else:
                         await client.send_bytes(frame)
+                    while session.notices:  # faregate's own events follow the frame
+                        await client.send_str(session.notices.pop(0))
                 except (ConnectionResetError, RuntimeError):
                     session.client_gone = True
         except ConnectionClosed:

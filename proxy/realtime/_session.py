@@ -3,8 +3,10 @@
 The relay owns the sockets; a `Session` owns the money. Each client frame is
 read once by the meter and handed to the session's quota; each server frame
 is metered, and what it meters is billed at once (a crash loses no finished
-response). The totals become one session row when the session ends.
-`Sessions` lists the active ones.
+response). With cost events on (tier/tenant `session_cost_events`, or the
+connection's `faregate_cost_events=1`), each charge also queues one
+`faregate.session.cost` event for the client. The totals become one
+session row when the session ends. `Sessions` lists the active ones.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+import orjson
+
 from faregate.pricing import INPUT_CLASSES, Usage
-from faregate.storage import SessionRecord
+from faregate.storage import SessionRecord, format_usd
 
 from .._capture import CLIENT_TEXT, SERVER_TEXT, Capture
-from .._ids import new_session_id
+from .._ids import new_event_id, new_session_id
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import Caller
 from ..meter import Account, Biller, Metered, SessionMeter
-from ..quota import Cut, SessionQuota
+from ..quota import Cut, SessionQuota, tightest
 
 log = logging.getLogger("faregate.session")
 
@@ -95,6 +99,8 @@ class Session:
     cut_event: asyncio.Event = field(default_factory=asyncio.Event)
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     capturing: bool = False  # the tenant opted in to conversation capture
+    cost_events: bool = False  # send `faregate.session.cost` after each charge
+    notices: list[str] = field(default_factory=list)  # faregate's events, sent after the frame
     _seq: int = 0
 
     @classmethod
@@ -174,12 +180,25 @@ class Session:
         self.cost_nanos += row.cost_nanos
         for k, v in row.breakdown.items():
             self.breakdown[k] = self.breakdown.get(k, 0) + v
+        if self.cost_events:
+            self.notices.append(self._cost_event(metered.response_id, row.cost_nanos))
         u = metered.usage
         inputs = sum(getattr(u, c) for c in INPUT_CLASSES) if metered.kind == "response" else None
         input_nanos = sum(row.breakdown.get(c, 0) for c in INPUT_CLASSES)
         cut = self.squota.after_charge(inputs, input_nanos)
         if cut is not None:
             self.request_cut(cut)
+
+    def _cost_event(self, response_id: str | None, cost_nanos: int) -> str:
+        """What this charge cost, the session so far, and the tightest budget's rest."""
+        quota, policy = self.squota.quota, self.squota.policy
+        found = tightest(quota.budget_counters(policy, datetime.now(timezone.utc)))
+        return orjson.dumps({
+            "type": "faregate.session.cost", "event_id": new_event_id(),
+            "response_id": response_id, "cost_usd": format_usd(cost_nanos),
+            "session_cost_usd": format_usd(self.cost_nanos),
+            "remaining_usd": None if found is None else format_usd(max(0, found[1])),
+        }).decode()
 
     def request_cut(self, cut: Cut) -> None:
         """Ask the relay to end the session (error event, then close 1008)."""

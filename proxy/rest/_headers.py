@@ -4,12 +4,14 @@ The client's headers go upstream minus the connection-specific ones and
 faregate's own, with the upstream credential in place of the caller's. A
 call faregate must read is asked of the upstream uncompressed. The
 upstream's headers come back minus the hop-by-hop ones, plus
-`x-faregate-request-id`.
+`x-faregate-request-id` and, for an admitted call of a caller with a USD
+budget, `x-faregate-budget-*` (the tightest budget after this call's hold).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 
 import aiohttp
 from aiohttp import web
@@ -17,6 +19,7 @@ from multidict import CIMultiDictProxy
 
 from .._runtime import Runtime
 from ..meter import Flow
+from ..quota import budget_headers
 
 # RFC 9110 §7.6.1 connection-specific fields, plus the ones we set ourselves.
 HOP_BY_HOP = frozenset(
@@ -55,6 +58,8 @@ def _request_drop(tenant_header: str, user_header: str, readable: bool) -> froze
 
 
 _RESPONSE_DROP = {False: HOP_BY_HOP, True: HOP_BY_HOP | {"content-length"}}
+_BUDGET_HEADERS = frozenset({"x-faregate-budget-remaining", "x-faregate-budget-limit",
+                             "x-faregate-budget-reset", "x-faregate-budget-scope"})
 
 
 def upstream_headers(request: web.Request, flow: Flow, rt: Runtime, body_changed: bool
@@ -87,6 +92,12 @@ def response_headers(upstream: aiohttp.ClientResponse, flow: Flow, length_change
     drop = _RESPONSE_DROP[length_changes]
     if "connection" in upstream.headers:
         drop = drop | _connection_listed(upstream.headers)
+    budget = (budget_headers(flow.admission.budgets, time.time())
+              if flow.admission is not None and flow.admission.budgets else None)
+    if budget:  # ours replace any the upstream sent (a faregate in front of a faregate)
+        drop = drop | _BUDGET_HEADERS
     out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in drop]
     out.append(("x-faregate-request-id", flow.request_id))
+    if budget:
+        out += budget
     return out
