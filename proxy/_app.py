@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ._config import Settings
 from ._metrics import Metrics
-from ._runtime import Reloader, Runtime, restart_only_changes
+from ._runtime import Reloader, Runtime, log_warnings, restart_only_changes
 from ._services import Services
 from .admin import Admin
 
@@ -35,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def build_app(settings: Settings, config_path: Path | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.server.max_body_bytes)
-    app[_BOOT_KEY] = Runtime.build(settings)
+    app[_BOOT_KEY] = Runtime.build(settings, str(config_path or "<config>"))
     app[_METRICS_KEY] = metrics = Metrics()
 
     def apply(runtime: Runtime) -> None:
@@ -69,6 +69,7 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
 async def _startup(app: web.Application) -> None:
     reloader = app[RELOADER_KEY]
     app[SERVICES_KEY] = await Services.start(app[_BOOT_KEY], app[_METRICS_KEY], reloader.reload)
+    log_warnings(app[_BOOT_KEY], str(reloader.path or "built-in defaults"))
     reloader.start()
     try:
         asyncio.get_running_loop().add_signal_handler(

@@ -19,6 +19,7 @@ from typing import Callable
 from faregate.pricing import PriceTable, load_price_table
 
 from ._config import ConfigError, Settings, load_settings
+from ._preflight import alias_problems, refusals, warnings
 from .caller import Caller, Directory
 from .quota import Policy, policy_for
 
@@ -55,11 +56,16 @@ class Runtime:
         return t is not None and t.capture
 
     @classmethod
-    def build(cls, settings: Settings) -> "Runtime":
+    def build(cls, settings: Settings, source: str = "<config>") -> "Runtime":
+        """The config in force; `ConfigError` when the price table cannot honour it."""
         overrides = {name: p.rates() for name, p in settings.pricing.models.items()}
         table = load_price_table()
         if overrides:
             table = table.with_overrides(overrides)
+        problems = alias_problems(settings.pricing.aliases, table)
+        if problems:
+            raise ConfigError(source, problems)
+        table = table.with_aliases(settings.pricing.aliases)
         return cls(settings, Directory(settings), table)
 
 
@@ -78,6 +84,9 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
         changed.append("[server] listen")
     if old.storage != new.storage:
         changed.append("[storage]")
+    if (old.server.tls_cert_file, old.server.tls_key_file) != (
+            new.server.tls_cert_file, new.server.tls_key_file):
+        changed.append("[server] tls_cert_file / tls_key_file")  # their contents reload live
     return changed
 
 
@@ -120,7 +129,10 @@ class Reloader:
             return False, "no config file: running on built-in defaults"
         try:
             settings = await asyncio.to_thread(load_settings, self.path)
-            runtime = Runtime.build(settings)
+            runtime = Runtime.build(settings, str(self.path))
+            refused = refusals(settings)
+            if refused:
+                raise ConfigError(str(self.path), refused)
         except ConfigError as exc:
             log.error(
                 "config reload rejected; the running config stays in force",
@@ -131,4 +143,12 @@ class Reloader:
         self._apply(runtime)
         self._on_result("applied")
         log.info("config reloaded", extra={"path": str(self.path)})
+        log_warnings(runtime, str(self.path))
         return True, "applied"
+
+
+def log_warnings(runtime: Runtime, source: str) -> None:
+    """One structured line for what a valid config probably does not mean to do."""
+    found = warnings(runtime.settings, runtime.prices)
+    if found:
+        log.warning("config warnings", extra={"path": source, "warnings": [str(w) for w in found]})
