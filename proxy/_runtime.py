@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -20,12 +19,11 @@ from faregate.pricing import PriceTable, load_price_table
 
 from ._config import ConfigError, Settings, load_settings
 from ._preflight import alias_problems, refusals, warnings
+from ._watch import FileWatch, Stamps
 from .caller import Caller, Directory
 from .quota import Policy, policy_for
 
 log = logging.getLogger("faregate.config")
-
-POLL_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,14 +67,6 @@ class Runtime:
         return cls(settings, Directory(settings), table)
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
 def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     """The changed settings that a running faregate applies only at its next start."""
     changed = []
@@ -98,30 +88,21 @@ class Reloader:
         self.path = path
         self._apply = apply
         self._on_result = on_result or (lambda result: None)
-        self._stamp = _stamp(path) if path else None
-        self._task: asyncio.Task | None = None
+        self._watch = FileWatch([path], self._changed) if path else None
 
     def start(self) -> None:
-        if self.path is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
+        if self._watch is not None:
+            self._watch.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._watch is not None:
+            await self._watch.stop()
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_INTERVAL_S)
-            stamp = await asyncio.to_thread(_stamp, self.path)
-            if stamp is None or stamp == self._stamp:
-                continue
-            self._stamp = stamp
-            await self.reload()
+    async def _changed(self, stamps: Stamps) -> bool:
+        if stamps[0] is None:
+            return False  # missing (mid-replace): look again at the next poll
+        await self.reload()  # an invalid file is rejected once, not every second
+        return True
 
     async def reload(self) -> tuple[bool, str]:
         """Load and apply the file now. Returns (applied, message)."""

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 
+from ._watch import POLL_INTERVAL_S, FileWatch, Stamps
+
 log = logging.getLogger("faregate.tls")
-
-POLL_INTERVAL_S = 1.0
-
-Stamp = tuple[tuple[int, int] | None, tuple[int, int] | None]
 
 
 class TlsError(Exception):
@@ -47,14 +44,6 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
-def _stamp(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
 class CertificateWatcher:
     """Reloads the pair into `context` when either file changes (polled each second)."""
 
@@ -63,47 +52,28 @@ class CertificateWatcher:
         self.context = context
         self.cert_file = cert_file
         self.key_file = key_file
-        self.interval_s = interval_s
-        self._stamp = self._stamps()
-        self._failed: Stamp | None = None
-        self._task: asyncio.Task | None = None
-
-    def _stamps(self) -> Stamp:
-        return (_stamp(self.cert_file), _stamp(self.key_file))
+        self._watch = FileWatch([cert_file, key_file], self.reload, interval_s)
+        self._failed: Stamps | None = None
 
     async def start(self, _app: object = None) -> None:
         """An aiohttp startup hook."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
+        self._watch.start()
 
     async def stop(self, _app: object = None) -> None:
         """An aiohttp cleanup hook."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._watch.stop()
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            stamp = await asyncio.to_thread(self._stamps)
-            if stamp != self._stamp:
-                await self.reload(stamp)
-
-    async def reload(self, stamp: Stamp | None = None) -> bool:
+    async def reload(self, stamps: Stamps | None = None) -> bool:
         """Load the files now; True when the new pair is in force."""
-        stamp = stamp or await asyncio.to_thread(self._stamps)
+        stamps = stamps or await asyncio.to_thread(self._watch.read)
         try:
             await asyncio.to_thread(_load, self.context, self.cert_file, self.key_file)
         except TlsError as exc:
-            if stamp != self._failed:  # once per version of the files, not every second
+            if stamps != self._failed:  # once per version of the files, not every second
                 log.error("TLS certificate reload failed; the previous one stays in force",
                           extra={"cert_file": self.cert_file, "error": str(exc)})
-            self._failed = stamp
+            self._failed = stamps
             return False
-        self._stamp, self._failed = stamp, None
+        self._failed = None
         log.info("TLS certificate reloaded", extra={"cert_file": self.cert_file})
         return True

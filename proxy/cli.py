@@ -14,6 +14,7 @@ import os
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from ._config import (
     ConfigError,
@@ -76,8 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"faregate: --listen must be HOST:PORT, got {listen!r}", file=sys.stderr)
         return EXIT_CONFIG
-    for problem in refusals(settings):
-        print(f"faregate: cannot start: {problem}", file=sys.stderr)
+    refused = refusals(settings)
+    if refused:
+        print(f"faregate: cannot start: {refused[0]}", file=sys.stderr)
         return EXIT_CONFIG
     # Everything that can refuse is checked before the ledger or journal exists.
     try:
@@ -111,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tls(settings: Settings) -> "CertificateWatcher | None":
+def _tls(settings: Settings) -> CertificateWatcher | None:
     server = settings.server
     if server.tls_cert_file is None or server.tls_key_file is None:
         return None
@@ -119,8 +121,8 @@ def _tls(settings: Settings) -> "CertificateWatcher | None":
     return CertificateWatcher(context, server.tls_cert_file, server.tls_key_file)
 
 
-def _announce(line: str):
-    async def announce(_app) -> None:
+def _announce(line: str) -> Callable[[object], Awaitable[None]]:
+    async def announce(_app: object) -> None:
         print(line, file=sys.stderr, flush=True)  # the ledger is open: really serving
     return announce
 

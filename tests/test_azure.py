@@ -16,11 +16,9 @@ from decimal import Decimal
 import openai
 import pytest
 
-from conftest import gateway_config, start_gateway
 from fake_sessions import FakeSessions
 from fake_upstream import FakeUpstream
 from faregate.pricing import load_price_table
-from faregate.proxy import parse_settings
 
 TEAM_KEY = "fg-team-key"
 AZURE_KEY = "azure-key-0123456789"
@@ -40,25 +38,20 @@ async def azure():
 
 
 @pytest.fixture
-async def azure_gateway(azure, tmp_path, monkeypatch):
+def azure_gateway(azure, make_gateway, monkeypatch):
+    """faregate in front of the fake Azure resource (conftest's make_gateway)."""
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", AZURE_KEY)
-    started = []
 
     async def make(mode: str = "keys", aliases: dict | None = None, **extra):
-        config = gateway_config(azure.url + "/openai", tmp_path, {
-            "server": {"upstream_auth": "api-key", "upstream_api_key_env": "AZURE_OPENAI_API_KEY"},
+        return await make_gateway({
+            "server": {"upstream": azure.url + "/openai", "upstream_auth": "api-key",
+                       "upstream_api_key_env": "AZURE_OPENAI_API_KEY"},
             "identity": {"mode": mode},
             "keys": [{"sha256": hashlib.sha256(TEAM_KEY.encode()).hexdigest(),
                       "tenant": "search"}],
             "pricing": {"aliases": ALIASES if aliases is None else aliases},
-            **extra}, db=f"azure-{len(started)}.db")
-        gw = await start_gateway(parse_settings(config))
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        await gw.stop()
+            **extra})
+    return make
 
 
 def cost(model: str, prompt: int, completion: int) -> Decimal:
