@@ -95,7 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.on_startup.append(_tune_gc)
     app.on_startup.append(_announce(
         f"faregate listening on {'https' if tls else 'http'}://{bound_address(sockets)} -> "
-        f"{settings.server.upstream} (config: {_source(path)})"))
+        f"{settings.server.upstream} (config: {_source(path)}; "
+        f"ledger: {redact_url(settings.storage.url)})"))
     app.on_shutdown.insert(0, _second_signal_exits)
     try:
         web.run_app(
@@ -106,8 +107,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print=None,
             shutdown_timeout=settings.server.shutdown_grace_s,
         )
-    except JournalBusy as exc:
-        print(f"faregate: {exc} (each faregate needs its own [storage] journal_dir)",
+    except JournalBusy:
+        print(f"faregate: journal {os.path.abspath(settings.storage.journal_dir)} is in use by "
+              "another faregate process (each faregate needs its own [storage] journal_dir)",
               file=sys.stderr)
         return EXIT_CONFIG
     return 0

@@ -49,6 +49,10 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
 async def test_serve_without_config_uses_builtin_defaults(tmp_path):
     proc, url = await start_serve(tmp_path)
     try:
+        first = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
+        assert first.strip() == (  # said once the ledger is open, with the real address
+            f"faregate listening on {url} -> https://api.openai.com "
+            "(config: built-in defaults; ledger: sqlite:///faregate.db)")
         async with aiohttp.ClientSession() as s:
             async with s.get(url + "/readyz") as r:
                 assert r.status == 200
@@ -167,7 +171,7 @@ async def test_a_second_serve_in_the_same_directory_is_one_line_and_exit_2(tmp_p
         code, err = await run_serve(tmp_path, "--listen", f"127.0.0.1:{free_port()}")
         assert code == 2
         line = one_line(err)
-        assert "faregate-journal is in use by another faregate process" in line
+        assert f"journal {tmp_path / 'faregate-journal'} is in use by another faregate" in line
         assert "journal_dir" in line
         async with aiohttp.ClientSession() as s:  # the first one is unharmed
             async with s.get(url + "/readyz") as r:
