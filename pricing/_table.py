@@ -150,6 +150,30 @@ class PriceTable:
         base = self.version.split("+config.", 1)[0]
         return replace(self, version=f"{base}+config.{digest}", periods=periods)
 
+    def with_aliases(self, aliases: Mapping[str, str]) -> "PriceTable":
+        """A copy where each name in `aliases` is priced as the model it names.
+
+        For names the table cannot derive, such as an Azure deployment
+        (`my-deployment = "gpt-4o-mini"`). A target may be any name the table
+        resolves (family, snapshot, alias) and the name is priced at its
+        family's rates. A name that has its own entry, or a target the table
+        cannot price, raises PriceTableError.
+        """
+        if not aliases:
+            return self
+        merged = dict(self.aliases)
+        for raw_name, raw_target in aliases.items():
+            name = normalise_name(str(raw_name))
+            if not name:
+                raise PriceTableError("pricing.aliases: empty model name")
+            if name in self.periods:
+                raise PriceTableError(f"pricing.aliases.{raw_name}: {name!r} has its own prices")
+            family = self.resolve(str(raw_target))
+            if family is None:
+                raise PriceTableError(f"pricing.aliases.{raw_name}: unknown model {raw_target!r}")
+            merged[name] = family
+        return replace(self, aliases=merged)
+
 
 def resolve_model(name: str, table: PriceTable) -> str | None:
     """The family `name` resolves to in `table` (the table in force), or None."""

@@ -21,7 +21,7 @@ from . import _errors as errors
 from ._config import Settings
 from ._ids import new_request_id
 from ._metrics import Metrics
-from ._runtime import Reloader, Runtime, restart_only_changes
+from ._runtime import Reloader, Runtime, log_warnings, restart_only_changes
 from ._services import Services
 from .admin import Admin
 
@@ -37,7 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def build_app(settings: Settings, config_path: Path | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.server.max_body_bytes)
-    app[_BOOT_KEY] = Runtime.build(settings)
+    app[_BOOT_KEY] = Runtime.build(settings, str(config_path or "<config>"))
     app[_METRICS_KEY] = metrics = Metrics()
 
     def apply(runtime: Runtime) -> None:
@@ -82,6 +82,7 @@ async def _elsewhere(request: web.Request) -> web.Response:
 async def _startup(app: web.Application) -> None:
     reloader = app[RELOADER_KEY]
     app[SERVICES_KEY] = await Services.start(app[_BOOT_KEY], app[_METRICS_KEY], reloader.reload)
+    log_warnings(app[_BOOT_KEY], str(reloader.path or "built-in defaults"))
     reloader.start()
     try:
         asyncio.get_running_loop().add_signal_handler(

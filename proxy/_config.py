@@ -1,6 +1,6 @@
 """The operator's TOML file, validated into typed settings.
 
-Every section of DESIGN §3 is parsed and checked here, so a typo anywhere is
+Every section of the config file is parsed and checked here, so a typo anywhere is
 an error with its TOML key path (``tenants.acme.monthly_usd``) instead of a
 silently disabled budget. Money is read as ``Decimal`` (TOML floats are
 parsed as decimals, never through ``float``).
@@ -24,6 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from ._config_hints import unknown_key, unknown_tiers
+from ._config_paths import anchored
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_CONFIG_NAME = "faregate.toml"
@@ -55,6 +58,13 @@ class ServerSettings(_Strict):
     cancel_grace_s: float = Field(5.0, ge=0)  # client left mid-response: wait for its usage
     #: Browser origins allowed to open Realtime/Live WebSockets; empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
+    #: PEM certificate chain and key: faregate itself serves https:// and wss://
+    #: (the files are re-read when they change on disk).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: How the upstream credential is sent: `Authorization: Bearer` (OpenAI) or
+    #: the `api-key` header (Azure OpenAI).
+    upstream_auth: Literal["bearer", "api-key"] = "bearer"
 
     @field_validator("listen")
     @classmethod
@@ -76,6 +86,12 @@ class ServerSettings(_Strict):
         if not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ServerSettings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
 
 
 class StorageSettings(_Strict):
@@ -209,6 +225,8 @@ class ModelPrice(_Strict):
 class PricingSettings(_Strict):
     unknown_model: Literal["record", "reject"] = "record"
     models: dict[str, ModelPrice] = Field(default_factory=dict)
+    #: other name -> priced model (e.g. an Azure deployment -> "gpt-4o-mini")
+    aliases: dict[str, str] = Field(default_factory=dict)
 
 
 class CaptureSettings(_Strict):
@@ -256,15 +274,9 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "Settings":
-        problems = []
-        for i, key in enumerate(self.keys):
-            if key.tier is not None and key.tier not in self.tiers:
-                problems.append(f"keys[{i}].tier: unknown tier {key.tier!r}")
-        for name, tenant in self.tenants.items():
-            if tenant.tier is not None and tenant.tier not in self.tiers:
-                problems.append(f"tenants.{name}.tier: unknown tier {tenant.tier!r}")
+        problems = unknown_tiers(self.model_dump(include={"keys", "tiers", "tenants"}))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(f"{path}: {message}" for path, message in problems))
         return self
 
 
@@ -298,23 +310,31 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 
 
 def parse_settings(data: dict[str, Any], source: str = "<config>") -> Settings:
-    """Validate an already-parsed TOML document."""
+    """Validate an already-parsed TOML document; every problem is reported at once."""
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            if not err["loc"]:
+                continue  # the whole-file check: repeated below, one line per key
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key"
+                msg = unknown_key(Settings, err["loc"])
             elif msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
             problems.append(ConfigProblem(_key_path(err["loc"]), msg))
+        problems += [ConfigProblem(path, msg) for path, msg in unknown_tiers(data)]
         raise ConfigError(source, problems) from None
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
-    """Read and validate a TOML file; raise `ConfigError` listing every problem."""
+    """Read and validate a TOML file; raise `ConfigError` listing every problem.
+
+    Relative paths in it (a SQLite ledger, the journal, capture, TLS files) are
+    relative to the file's own directory, so `--config other/faregate.toml`
+    finds the same ledger from any working directory.
+    """
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -324,7 +344,8 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         data = tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [ConfigProblem("", f"not valid TOML: {exc}")]) from None
-    return parse_settings(data, str(p))
+    # abspath, not resolve(): a mounted ConfigMap is a symlink into a dated directory.
+    return anchored(parse_settings(data, str(p)), Path(os.path.abspath(p)).parent)
 
 
 def find_config(explicit: str | None) -> Path | None:
@@ -351,8 +372,9 @@ def summary(settings: Settings) -> str:
     """One screen describing what a valid config will do."""
     s = settings
     lines = [
-        f"listen        {s.server.listen}",
-        f"upstream      {s.server.upstream}",
+        f"listen        {'https' if s.server.tls_cert_file else 'http'}://{s.server.listen}",
+        f"upstream      {s.server.upstream}"
+        + (" (api-key header)" if s.server.upstream_auth == "api-key" else ""),
         f"storage       {redact_url(s.storage.url)}",
         f"identity      {s.identity.mode}"
         + (" (header identity allowed)" if s.identity.allow_header_identity else ""),
@@ -362,8 +384,8 @@ def summary(settings: Settings) -> str:
         f"alerts        thresholds {', '.join(str(t) for t in s.alerts.thresholds)}"
         + (", webhook" if s.alerts.webhook_url else "")
         + (f", email {len(s.alerts.email_to)}" if s.alerts.email_to else ""),
-        f"pricing       {len(s.pricing.models)} override(s), unknown models: "
-        f"{s.pricing.unknown_model}",
+        f"pricing       {len(s.pricing.models)} override(s), {len(s.pricing.aliases)} alias(es), "
+        f"unknown models: {s.pricing.unknown_model}",
     ]
     return "\n".join(lines)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -19,12 +18,12 @@ from typing import Callable
 from faregate.pricing import PriceTable, load_price_table
 
 from ._config import ConfigError, Settings, load_settings
+from ._preflight import alias_problems, refusals, warnings
+from ._watch import FileWatch, Stamps
 from .caller import Caller, Directory
 from .quota import Policy, policy_for
 
 log = logging.getLogger("faregate.config")
-
-POLL_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,20 +54,17 @@ class Runtime:
         return t is not None and t.capture
 
     @classmethod
-    def build(cls, settings: Settings) -> "Runtime":
+    def build(cls, settings: Settings, source: str = "<config>") -> "Runtime":
+        """The config in force; `ConfigError` when the price table cannot honour it."""
         overrides = {name: p.rates() for name, p in settings.pricing.models.items()}
         table = load_price_table()
         if overrides:
             table = table.with_overrides(overrides)
+        problems = alias_problems(settings.pricing.aliases, table)
+        if problems:
+            raise ConfigError(source, problems)
+        table = table.with_aliases(settings.pricing.aliases)
         return cls(settings, Directory(settings), table)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
 
 
 def restart_only_changes(old: Settings, new: Settings) -> list[str]:
@@ -78,6 +74,9 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
         changed.append("[server] listen")
     if old.storage != new.storage:
         changed.append("[storage]")
+    if (old.server.tls_cert_file, old.server.tls_key_file) != (
+            new.server.tls_cert_file, new.server.tls_key_file):
+        changed.append("[server] tls_cert_file / tls_key_file")  # their contents reload live
     return changed
 
 
@@ -89,30 +88,21 @@ class Reloader:
         self.path = path
         self._apply = apply
         self._on_result = on_result or (lambda result: None)
-        self._stamp = _stamp(path) if path else None
-        self._task: asyncio.Task | None = None
+        self._watch = FileWatch([path], self._changed) if path else None
 
     def start(self) -> None:
-        if self.path is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
+        if self._watch is not None:
+            self._watch.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._watch is not None:
+            await self._watch.stop()
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_INTERVAL_S)
-            stamp = await asyncio.to_thread(_stamp, self.path)
-            if stamp is None or stamp == self._stamp:
-                continue
-            self._stamp = stamp
-            await self.reload()
+    async def _changed(self, stamps: Stamps) -> bool:
+        if stamps[0] is None:
+            return False  # missing (mid-replace): look again at the next poll
+        await self.reload()  # an invalid file is rejected once, not every second
+        return True
 
     async def reload(self) -> tuple[bool, str]:
         """Load and apply the file now. Returns (applied, message)."""
@@ -120,7 +110,10 @@ class Reloader:
             return False, "no config file: running on built-in defaults"
         try:
             settings = await asyncio.to_thread(load_settings, self.path)
-            runtime = Runtime.build(settings)
+            runtime = Runtime.build(settings, str(self.path))
+            refused = refusals(settings)
+            if refused:
+                raise ConfigError(str(self.path), refused)
         except ConfigError as exc:
             log.error(
                 "config reload rejected; the running config stays in force",
@@ -131,4 +124,12 @@ class Reloader:
         self._apply(runtime)
         self._on_result("applied")
         log.info("config reloaded", extra={"path": str(self.path)})
+        log_warnings(runtime, str(self.path))
         return True, "applied"
+
+
+def log_warnings(runtime: Runtime, source: str) -> None:
+    """One structured line for what a valid config probably does not mean to do."""
+    found = warnings(runtime.settings, runtime.prices)
+    if found:
+        log.warning("config warnings", extra={"path": source, "warnings": [str(w) for w in found]})

@@ -1,4 +1,9 @@
-"""The `faregate` command (DESIGN §2): serve, check-config, report, prices, migrate."""
+"""faregate, a metering proxy for the OpenAI API.
+
+Commands: serve, check-config, report, prices, migrate. The config is found
+by --config, else $FAREGATE_CONFIG, else ./faregate.toml, else built-in
+defaults (see README.md and config.example.toml).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,18 @@ import os
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Awaitable, Callable
 
-from ._config import ConfigError, Settings, find_config, load_settings, parse_listen, summary
+from ._config import (
+    ConfigError,
+    Settings,
+    find_config,
+    load_settings,
+    parse_listen,
+    redact_url,
+    summary,
+)
+from ._tls import CertificateWatcher, TlsError, server_context
 
 EXIT_CONFIG = 2
 EXIT_SECOND_SIGNAL = 130
@@ -40,11 +55,19 @@ async def _tune_gc(_app) -> None:
     gc.set_threshold(GC_YOUNG, middle, old)
 
 
+def _source(path: Path | None) -> str:
+    return str(path) if path else "built-in defaults"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from faregate.storage import JournalBusy
+
     from ._app import build_app
+    from ._listen import ListenError, bind, bound_address
     from ._logging import setup_logging
+    from ._preflight import refusals
 
     setup_logging(os.environ.get("FAREGATE_LOG_LEVEL", "INFO"))
     settings, path = _settings(args.config)
@@ -54,24 +77,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"faregate: --listen must be HOST:PORT, got {listen!r}", file=sys.stderr)
         return EXIT_CONFIG
+    refused = refusals(settings)
+    if refused:
+        print(f"faregate: cannot start: {refused[0]}", file=sys.stderr)
+        return EXIT_CONFIG
+    # Everything that can refuse is checked before the ledger or journal exists.
+    try:
+        tls = _tls(settings)
+        sockets = bind(host, port)
+    except (TlsError, ListenError) as exc:
+        print(f"faregate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     app = build_app(settings, path)
+    if tls is not None:
+        app.on_startup.append(tls.start)
+        app.on_cleanup.append(tls.stop)
     app.on_startup.append(_tune_gc)
+    app.on_startup.append(_announce(
+        f"faregate listening on {'https' if tls else 'http'}://{bound_address(sockets)} -> "
+        f"{settings.server.upstream} (config: {_source(path)}; "
+        f"ledger: {redact_url(settings.storage.url)})"))
     app.on_shutdown.insert(0, _second_signal_exits)
-    print(
-        f"faregate listening on http://{listen} -> {settings.server.upstream} "
-        f"(config: {path or 'built-in defaults'})",
-        file=sys.stderr,
-        flush=True,
-    )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=settings.server.shutdown_grace_s,
-    )
+    try:
+        web.run_app(
+            app,
+            sock=sockets,
+            ssl_context=tls.context if tls else None,
+            access_log=None,
+            print=None,
+            shutdown_timeout=settings.server.shutdown_grace_s,
+        )
+    except JournalBusy:
+        print(f"faregate: journal {os.path.abspath(settings.storage.journal_dir)} is in use by "
+              "another faregate process (each faregate needs its own [storage] journal_dir)",
+              file=sys.stderr)
+        return EXIT_CONFIG
     return 0
+
+
+def _tls(settings: Settings) -> CertificateWatcher | None:
+    server = settings.server
+    if server.tls_cert_file is None or server.tls_key_file is None:
+        return None
+    context = server_context(server.tls_cert_file, server.tls_key_file)
+    return CertificateWatcher(context, server.tls_cert_file, server.tls_key_file)
+
+
+def _announce(line: str) -> Callable[[object], Awaitable[None]]:
+    async def announce(_app: object) -> None:
+        print(line, file=sys.stderr, flush=True)  # the ledger is open: really serving
+    return announce
 
 
 async def _second_signal_exits(app) -> None:
@@ -97,19 +152,31 @@ async def _second_signal_exits(app) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from ._preflight import warnings
     from ._runtime import Runtime
 
-    settings = load_settings(args.path)
-    Runtime.build(settings)  # price overrides and keys must load too
-    print(f"{args.path}: OK")
+    if args.path and args.config:
+        print("faregate check-config: give the file once (PATH or --config)", file=sys.stderr)
+        return EXIT_CONFIG
+    settings, path = _settings(args.path or args.config)
+    if path is None:
+        print("no config file (--config, $FAREGATE_CONFIG, ./faregate.toml): "
+              "checking the built-in defaults")
+    runtime = Runtime.build(settings, _source(path))  # price overrides and aliases must load
+    print(f"{_source(path)}: OK")
     print(summary(settings))
+    found = warnings(settings, runtime.prices)
+    for warning in found:
+        print(f"warning: {warning}")
+    if found:
+        print(f"{len(found)} warning(s)")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from faregate.storage import Ledger, parse_date_range, period_bounds, render_report
 
-    settings, _ = _settings(args.config)
+    settings, path = _settings(args.config)
     if args.date_from or args.date_to:
         try:
             start, end = parse_date_range(args.date_from, args.date_to)
@@ -118,6 +185,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
     else:
         start, end = period_bounds(args.period, datetime.now(timezone.utc))
+    missing = _missing_sqlite(settings.storage.url)
+    if missing is not None:
+        print(f"faregate report: no ledger at {missing} (config: {_source(path)}); "
+              "nothing recorded there yet, or [storage] url names another one", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"ledger: {redact_url(settings.storage.url)} (config: {_source(path)})",
+          file=sys.stderr)
 
     async def run() -> str:
         ledger = await Ledger.open(settings.storage.url)
@@ -159,17 +233,24 @@ def _date_arg(text: str) -> datetime:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from faregate.storage import Ledger
 
-    from ._config import redact_url
-
-    settings, _ = _settings(args.config)
+    settings, path = _settings(args.config)
 
     async def run() -> None:
         ledger = await Ledger.open(settings.storage.url)
         await ledger.close()
 
     asyncio.run(run())
-    print(f"migrations applied: {redact_url(settings.storage.url)}")
+    print(f"migrations applied: {redact_url(settings.storage.url)} (config: {_source(path)})")
     return 0
+
+
+def _missing_sqlite(url: str) -> str | None:
+    """The path of a SQLite ledger that does not exist (`report` never creates one)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix):].startswith(":"):
+        return None
+    path = Path(url[len(prefix):])
+    return None if path.exists() else str(path.absolute())
 
 
 def _grouping(value: str) -> str:
@@ -182,8 +263,19 @@ def _grouping(value: str) -> str:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("faregate")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faregate", description=__doc__)
+    p = argparse.ArgumentParser(prog="faregate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"faregate {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the proxy")
@@ -191,8 +283,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", help="HOST:PORT (overrides [server] listen)")
     s.set_defaults(func=cmd_serve)
 
-    c = sub.add_parser("check-config", help="validate a config file")
-    c.add_argument("path")
+    c = sub.add_parser("check-config", help="validate a config file (default: the one serve uses)")
+    c.add_argument("path", nargs="?")
+    c.add_argument("--config")
     c.set_defaults(func=cmd_check_config)
 
     r = sub.add_parser("report", help="usage and cost from the ledger")

@@ -119,6 +119,7 @@ class FakeSessions:
         auth = request.headers.get("authorization", "")
         if key is None and auth.lower().startswith("bearer "):
             key = auth[7:].strip()
+        key = key or request.headers.get("api-key")  # Azure OpenAI
         if self.refuse_next is not None:
             status, body = self.refuse_next
             self.refuse_next = None

@@ -29,6 +29,11 @@ the computed usage; None drops usage), `fail_next`, `delay_s`,
 `chunk_delay_s`, `valid_keys`, `embedding_dim`, `gate` (an asyncio.Event
 every call waits for once recorded, so a test can look at faregate while
 calls are in flight); and read `requests`.
+
+Azure OpenAI mode (`FakeUpstream(azure_deployments={"my-mini": "gpt-4o-mini"})`):
+the v1 API under `/openai/v1/...`, the key in the `api-key` header (a bearer
+token is refused), the body's `model` naming a deployment (an unknown one is
+404 DeploymentNotFound), answers naming the deployed model, as Azure does.
 """
 
 from __future__ import annotations
@@ -112,6 +117,10 @@ class RecordedRequest:
         auth = self.headers.get("authorization", "")
         return (auth[7:].strip() or None) if auth.startswith("Bearer ") else None
 
+    @property
+    def azure_key(self) -> str | None:
+        return self.headers.get("api-key") or None
+
 
 def words(value: Any) -> int:
     """Whitespace-separated words in every text found in a request fragment."""
@@ -161,7 +170,9 @@ PNG_B64 = base64.b64encode(_tiny_png()).decode()
 class FakeUpstream:
     """A fake OpenAI API on 127.0.0.1; use `async with FakeUpstream() as fake`."""
 
-    def __init__(self, *, embedding_dim: int = 1536, stream_chunks: int = 5) -> None:
+    def __init__(self, *, embedding_dim: int = 1536, stream_chunks: int = 5,
+                 azure_deployments: dict[str, str] | None = None) -> None:
+        self.azure_deployments = azure_deployments  # deployment -> model; None: OpenAI
         self.requests: list[RecordedRequest] = []
         self.usage: dict[str, dict | None] = {}  # path -> override merged into usage
         self.fail_next: list[tuple] = []  # (status, body[, headers]) per next call
@@ -302,9 +313,34 @@ class FakeUpstream:
             await asyncio.sleep(self.delay_s)
         if self.gate is not None:
             await self.gate.wait()
+        if self.azure_deployments is not None:
+            return await self._azure(request, rec)
         if not rec.path.startswith("/v1/"):
             return self._json(openai_error(f"Invalid URL ({rec.method} {rec.path})"), 404)
-        key = rec.api_key
+        return await self._serve(request, rec, rec.path, rec.api_key)
+
+    async def _azure(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        """Azure OpenAI's v1 API: `/openai/v1/...`, `api-key`, deployments for models."""
+        if not rec.path.startswith("/openai/v1/"):
+            return self._json({"error": {"code": "404", "message": "Resource not found"}}, 404)
+        if not rec.azure_key:
+            return self._json({"error": {"code": "401", "message": (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+                "to provide a valid key for an active subscription and use a correct regional "
+                "API endpoint for your resource.")}}, 401)
+        params = rec.form if rec.form is not None else rec.json
+        if rec.method == "POST" and isinstance(params, dict) and params.get("model"):
+            deployed = self.azure_deployments.get(params["model"])
+            if deployed is None:
+                return self._json({"error": {"code": "DeploymentNotFound", "message": (
+                    "The API deployment for this resource does not exist. If you created the "
+                    "deployment within the last 5 minutes, please wait a moment and try "
+                    "again.")}}, 404)
+            params["model"] = deployed
+        return await self._serve(request, rec, rec.path[len("/openai"):], rec.azure_key)
+
+    async def _serve(self, request: web.Request, rec: RecordedRequest, path: str,
+                     key: str | None) -> web.StreamResponse:
         if not key:
             return self._json(openai_error(
                 "You didn't provide an API key. You need to provide your API key in an "
@@ -316,9 +352,9 @@ class FakeUpstream:
             status, body, *extra = self.fail_next.pop(0)
             return self._json(body, status, extra[0] if extra else None)
         for method, prefix, routed in self._prefix_routes:
-            if rec.method == method and rec.path.startswith(prefix):
+            if rec.method == method and path.startswith(prefix):
                 return await routed(request)
-        handler = self._routes.get((rec.method, rec.path))
+        handler = self._routes.get((rec.method, path))
         if handler is None:
             return self._json(openai_error(f"Invalid URL ({rec.method} {rec.path})"), 404)
         params = rec.form if rec.form is not None else rec.json

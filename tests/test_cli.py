@@ -108,7 +108,73 @@ async def test_report_top_users_with_savings_and_margin(make_gateway, tmp_path):
 def test_report_groups_by_a_tag_and_refuses_unknown_groupings(tmp_path):
     config = tmp_path / "faregate.toml"
     config.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "l.db"}"\n')
+    assert faregate("migrate", "--config", str(config)).returncode == 0
     ok = faregate("report", "--config", str(config), "--by", "tag:feature")
     assert ok.returncode == 0 and ok.stdout.startswith("TAG:FEATURE"), ok.stderr
     bad = faregate("report", "--config", str(config), "--by", "colour")
     assert bad.returncode == 2 and "tag:<key>" in bad.stderr
+
+
+async def test_report_and_migrate_read_the_ledger_beside_their_config(upstream, tmp_path):
+    """`--config other/faregate.toml` finds other/faregate.db from any directory, and
+    says which ledger it read; it never creates an empty one elsewhere."""
+    from conftest import start_gateway
+    from faregate.proxy import load_settings
+
+    other = tmp_path / "other"
+    other.mkdir()
+    config = other / "faregate.toml"
+    config.write_text(f'[server]\nupstream = "{upstream.url}"\nlisten = "127.0.0.1:0"\n'
+                      '[storage]\nurl = "sqlite:///faregate.db"\nflush_interval_ms = 20\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    migrated = faregate("migrate", "--config", "../other/faregate.toml", cwd=elsewhere)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"sqlite:///{other / 'faregate.db'}" in migrated.stdout
+
+    gw = await start_gateway(load_settings(config), config)  # as `serve --config` would
+    try:
+        for _ in range(2):
+            await gw.client().chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        await gw.ledger_rows(2)
+    finally:
+        await gw.stop()
+    assert (other / "faregate-journal").is_dir()
+
+    out = faregate("report", "--config", "other/faregate.toml", "--format", "json",
+                   cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["rows"][0]["requests"] == 2
+    assert f"ledger: sqlite:///{other / 'faregate.db'}" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "other"]
+    assert list(elsewhere.iterdir()) == []
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text('[storage]\nurl = "sqlite:///nothing-here.db"\n')
+    missing = faregate("report", "--config", str(empty), cwd=elsewhere)
+    assert missing.returncode == 2
+    assert f"no ledger at {tmp_path / 'nothing-here.db'}" in missing.stderr
+    assert not (tmp_path / "nothing-here.db").exists()
+
+
+def test_migrate_and_report_name_a_postgres_ledger_without_its_password(pg_database, tmp_path):
+    url = pg_database.replace("postgresql://postgres@", "postgresql://postgres:s3cret@")
+    config = tmp_path / "faregate.toml"
+    config.write_text(f'[storage]\nurl = "{url}"\n')
+    for command in ("migrate", "report"):
+        out = faregate(command, "--config", str(config))
+        assert out.returncode == 0, out.stderr
+        assert "postgresql://postgres:***@" in out.stdout + out.stderr
+        assert "s3cret" not in out.stdout + out.stderr
+
+
+def test_version_and_help_stand_on_their_own():
+    from importlib.metadata import version as installed
+
+    version = faregate("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"faregate {installed('faregate')}"
+    helped = faregate("--help")
+    assert helped.returncode == 0
+    for text in ("DESIGN", "§", "shared/"):
+        assert text not in helped.stdout
+    assert "$FAREGATE_CONFIG" in helped.stdout and "--version" in helped.stdout

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -111,3 +112,87 @@ def test_rules_and_config_pass_promtool(tmp_path):
                  ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")]):
         out = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _configs() -> dict[str, dict]:
+    return {"deploy/faregate.toml": tomllib.loads((DEPLOY / "faregate.toml").read_text()),
+            "deploy/k8s ConfigMap": tomllib.loads(k8s("ConfigMap")["data"]["faregate.toml"])}
+
+
+def test_no_password_in_a_config_file_or_configmap():
+    for where, config in _configs().items():
+        url = urlsplit(config["storage"]["url"])
+        assert url.scheme == "postgresql" and url.password is None, where
+        # A relative path would land in the read-only config directory.
+        for path in (config["storage"]["journal_dir"],
+                     config.get("capture", {}).get("directory", "/")):
+            assert path.startswith("/"), (where, path)
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml_docs(path):
+            if doc.get("kind") == "ConfigMap":
+                assert not re.search(r"://[^/\s@]+:[^/\s@]+@", json.dumps(doc)), path
+
+
+def test_k8s_postgres_is_wired_to_a_service_and_the_secret():
+    url = urlsplit(_configs()["deploy/k8s ConfigMap"]["storage"]["url"])
+    services = {d["metadata"]["name"]: d for p in (DEPLOY / "k8s").glob("*.yaml")
+                for d in yaml_docs(p) if d.get("kind") == "Service"}
+    database = services[url.hostname]  # "bring your own": a Service to point at it
+    assert database["spec"]["type"] == "ExternalName"
+    assert "REPLACE_ME" in database["spec"]["externalName"]
+    assert "BRING YOUR OWN" in (DEPLOY / "k8s" / "postgres.yaml").read_text()
+    secret = k8s("Secret")
+    assert set(secret["stringData"]) == {"PGPASSWORD", "FAREGATE_ADMIN_TOKEN"}
+    [container] = k8s("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"secretRef": {"name": secret["metadata"]["name"]}} in container["envFrom"]
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    manifests = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == manifests
+
+
+def test_compose_asks_only_for_what_its_config_uses():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    env = services["faregate"]["environment"]
+    config = _configs()["deploy/faregate.toml"]
+    required = {name for name, value in env.items() if ":?" in str(value)}
+    assert config["identity"]["mode"] == "passthrough"
+    assert required == set(), required  # passthrough: no upstream key to demand
+    # The database password reaches faregate from the same variable as PostgreSQL.
+    pg = services["postgres"]["environment"]
+    assert env["PGPASSWORD"] == pg["POSTGRES_PASSWORD"] and "${" in pg["POSTGRES_PASSWORD"]
+    url = urlsplit(config["storage"]["url"])
+    assert (url.hostname, url.username, url.path.lstrip("/")) == (
+        "postgres", pg["POSTGRES_USER"], pg["POSTGRES_DB"])
+
+
+def test_dashboard_titles_say_what_their_queries_show():
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "faregate.json").read_text())
+    assert dashboard["timezone"] == "utc"  # "today" is the budgets' UTC day
+    for panel in dashboard["panels"]:
+        title = panel["title"].lower()
+        exprs = [t["expr"] for t in panel["targets"]]
+        ranged = any("$__range" in e for e in exprs)
+        if "today" in title:
+            assert panel.get("timeFrom") == "now/d" and ranged, title
+        elif ranged:  # the selected range: the title must not claim a fixed one
+            assert "range" in title, title
+        if "(1h)" in title or "/ hour" in title:
+            assert all("[1h]" in e for e in exprs), title
+        if "/ s" in title or "per second" in title:
+            assert all("rate(" in e for e in exprs), title
+        for target in panel["targets"]:
+            legend = target.get("legendFormat", "")
+            if re.fullmatch(r"p\d+", legend):
+                quantile = float("0." + legend[1:])
+                assert f"histogram_quantile({quantile}," in target["expr"], (title, legend)
+
+
+def test_deploy_readme_describes_the_files_that_are_there():
+    text = (DEPLOY / "README.md").read_text()
+    assert "systemd" not in text and "land here" not in text
+    for path in sorted(DEPLOY.rglob("*")):
+        if path.is_file() and path.name != "README.md":
+            rel = path.relative_to(DEPLOY)
+            named = {str(rel), rel.name} | {f"{d}/" for d in rel.parents if str(d) != "."}
+            assert any(n in text for n in named), rel

@@ -231,3 +231,28 @@ async def test_auth_and_unknown_paths(fake_upstream):
             assert r.status == 401
             assert (await r.json())["error"]["code"] == "invalid_api_key"
     assert [r.api_key for r in fake_upstream.requests] == [None, "sk-test", "sk-test"]
+
+
+async def test_azure_mode_serves_the_v1_api_under_openai_with_api_key():
+    async with FakeUpstream(azure_deployments={"my-mini": "gpt-4o-mini"}) as fake:
+        base = fake.url + "/openai/v1"
+        keyed = openai.AsyncOpenAI(base_url=base, api_key="x", max_retries=0,
+                                   default_headers={"api-key": "azure-key"})
+        bearer = openai.AsyncOpenAI(base_url=base, api_key="azure-key", max_retries=0)
+        plain = openai.AsyncOpenAI(base_url=fake.url + "/v1", api_key="x", max_retries=0,
+                                   default_headers={"api-key": "azure-key"})
+        try:
+            chat = await keyed.chat.completions.create(
+                model="my-mini", messages=[{"role": "user", "content": "hi"}])
+            assert chat.model == "gpt-4o-mini-2024-07-18" and chat.usage.prompt_tokens == 8
+            assert fake.last_request.path == "/openai/v1/chat/completions"
+            with pytest.raises(openai.NotFoundError) as missing:
+                await keyed.chat.completions.create(model="gpt-4o-mini", messages=[])
+            assert missing.value.code == "DeploymentNotFound"
+            with pytest.raises(openai.AuthenticationError):
+                await bearer.models.list()
+            with pytest.raises(openai.NotFoundError):
+                await plain.models.list()
+        finally:
+            for client in (keyed, bearer, plain):
+                await client.close()

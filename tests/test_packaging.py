@@ -59,3 +59,11 @@ def test_wheel_installs_as_faregate_namespace_only(tmp_path):
     assert out.stdout.splitlines()[0].startswith(purelib)
     for generic in ("proxy", "pricing", "storage"):
         assert not (Path(purelib) / generic).exists()
+
+
+def test_readme_stands_on_its_own_and_names_what_tests_need():
+    text = (ROOT / "README.md").read_text()
+    assert "DESIGN" not in text and "../shared" not in text  # not in the repository
+    after_tests = text.split(readme_commands()[1], 1)[1].split("\n## ", 1)[0]
+    for need in ("chromium", "promtool", "node", ".ci/run"):
+        assert need in after_tests, need

@@ -452,6 +452,24 @@ def test_override_version_is_stable_and_specific():
     assert base.with_overrides({}) is base
 
 
+def test_aliases_price_other_names_as_a_model():
+    """`[pricing.aliases]`: an Azure deployment name is priced as the model it runs."""
+    base = load_price_table()
+    table = base.with_aliases({"My-Deployment": "gpt-4o-mini-2024-07-18", "voice": "gpt-realtime"})
+    assert table.resolve("my-deployment") == "gpt-4o-mini"  # a snapshot target -> its family
+    usage = Usage(input=1000, output=1000)
+    aliased = price(usage, "my-deployment", AT, table)
+    assert aliased.cost == price(usage, "gpt-4o-mini", AT, base).cost
+    assert aliased.family == "gpt-4o-mini"
+    assert "priced_by_family" not in aliased.usage.flags
+    assert base.resolve("my-deployment") is None  # the shipped table is untouched
+    assert base.with_aliases({}) is base
+    with pytest.raises(PriceTableError, match="unknown model"):
+        base.with_aliases({"x": "gpt-4o-mni"})
+    with pytest.raises(PriceTableError, match="has its own prices"):
+        base.with_aliases({"gpt-4o": "gpt-4o-mini"})
+
+
 @pytest.mark.parametrize("bad", [{"inptu": D(1)}, {"input": D(-1)}, {"input": "abc"}])
 def test_bad_overrides_rejected(bad):
     with pytest.raises(PriceTableError):

@@ -19,13 +19,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_serve(cwd: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_serve(cwd: Path, *args: str, env: dict | None = None
+                      ) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     exe = Path(sys.executable).with_name("faregate")
     proc = await asyncio.create_subprocess_exec(
         str(exe), "serve", "--listen", f"127.0.0.1:{port}", *args,
         cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin", "FAREGATE_LOG_LEVEL": "WARNING"},
+        env={"PATH": "/usr/bin:/bin", "FAREGATE_LOG_LEVEL": "WARNING", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as s:
@@ -48,6 +49,10 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
 async def test_serve_without_config_uses_builtin_defaults(tmp_path):
     proc, url = await start_serve(tmp_path)
     try:
+        first = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
+        assert first.strip() == (  # said once the ledger is open, with the real address
+            f"faregate listening on {url} -> https://api.openai.com "
+            "(config: built-in defaults; ledger: sqlite:///faregate.db)")
         async with aiohttp.ClientSession() as s:
             async with s.get(url + "/readyz") as r:
                 assert r.status == 200
@@ -124,3 +129,65 @@ async def test_second_signal_exits_at_once_and_the_journal_keeps_every_charge(
         assert await stop(proc) == 0
     assert sqlite3.connect(tmp_path / "ledger.db").execute(
         "SELECT COUNT(*) FROM charges").fetchone()[0] == 5
+
+
+async def run_serve(cwd: Path, *args: str, env: dict | None = None) -> tuple[int, str]:
+    """`faregate serve` expected to refuse: (exit code, stderr)."""
+    exe = Path(sys.executable).with_name("faregate")
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), "serve", *args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "FAREGATE_LOG_LEVEL": "WARNING", **(env or {})})
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError("faregate serve did not refuse to start") from None
+    return proc.returncode, err.decode()
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+async def test_a_taken_port_is_one_line_and_exit_2_with_nothing_created(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = await run_serve(tmp_path, "--listen", f"127.0.0.1:{port}")
+    assert code == 2
+    line = one_line(err)
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "in use" in line
+    assert list(tmp_path.iterdir()) == []  # no faregate.db, no journal
+
+
+async def test_a_second_serve_in_the_same_directory_is_one_line_and_exit_2(tmp_path):
+    proc, url = await start_serve(tmp_path)
+    try:
+        code, err = await run_serve(tmp_path, "--listen", f"127.0.0.1:{free_port()}")
+        assert code == 2
+        line = one_line(err)
+        assert f"journal {tmp_path / 'faregate-journal'} is in use by another faregate" in line
+        assert "journal_dir" in line
+        async with aiohttp.ClientSession() as s:  # the first one is unharmed
+            async with s.get(url + "/readyz") as r:
+                assert r.status == 200
+    finally:
+        assert await stop(proc) == 0
+
+
+async def test_keys_mode_without_the_upstream_key_refuses_to_start(tmp_path):
+    (tmp_path / "faregate.toml").write_text(
+        '[identity]\nmode = "keys"\n[[keys]]\nsha256 = "' + "a" * 64 + '"\ntenant = "t"\n')
+    code, err = await run_serve(tmp_path, "--listen", f"127.0.0.1:{free_port()}")
+    assert code == 2
+    line = one_line(err)
+    assert "cannot start" in line and "$OPENAI_API_KEY is not set" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faregate.toml"]
+    # With the variable set it serves.
+    proc, _ = await start_serve(tmp_path, env={"OPENAI_API_KEY": "sk-real"})
+    assert await stop(proc) == 0

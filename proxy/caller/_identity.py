@@ -10,6 +10,9 @@ Two modes (DESIGN §3 `[identity]`):
   swapped for the real key read from ``upstream_api_key_env``. An unknown
   key is refused with 401 and never reaches the upstream.
 
+The credential goes upstream as ``Authorization: Bearer`` or, with ``[server]
+upstream_auth = "api-key"`` (Azure OpenAI), in the ``api-key`` header.
+
 Keys are compared by sha256 digest in a dict lookup; the plaintext key is
 never stored, logged, or recorded (the ledger gets a short fingerprint).
 """
@@ -17,14 +20,11 @@ never stored, logged, or recorded (the ledger gets a short fingerprint).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from dataclasses import dataclass
 from typing import Mapping
 
 from .._config import KeyEntry, Settings
-
-log = logging.getLogger("faregate.identity")
 
 DEFAULT_TENANT = "default"
 MAX_NAME = 128
@@ -38,6 +38,7 @@ class Caller:
     tier: str | None
     key_id: str | None  # fingerprint, safe to store
     upstream_authorization: str | None  # header value sent upstream
+    upstream_header: str = "Authorization"  # or "api-key" ([server] upstream_auth, Azure)
 
 
 class IdentityError(Exception):
@@ -104,19 +105,15 @@ class Directory:
         env = os.environ if environ is None else environ
         self.settings = settings
         self._by_digest: dict[str, KeyEntry] = {}
-        for i, entry in enumerate(settings.keys):
+        for entry in settings.keys:
             if entry.sha256:
                 self._by_digest[entry.sha256] = entry
-            elif entry.key_env:
+            elif entry.key_env:  # an unset variable is a config warning (_preflight)
                 value = env.get(entry.key_env)
                 if value:
                     self._by_digest[digest(value)] = entry
-                else:
-                    log.warning(
-                        "key entry has no key: environment variable unset",
-                        extra={"key_path": f"keys[{i}].key_env", "variable": entry.key_env},
-                    )
         self._upstream_key = env.get(settings.server.upstream_api_key_env) or None
+        self._api_key_header = settings.server.upstream_auth == "api-key"
 
     def identify(
         self,
@@ -139,9 +136,9 @@ class Directory:
                 raise UnknownKey(given=token is not None)
             if not self._upstream_key:
                 raise MissingUpstreamKey(self.settings.server.upstream_api_key_env)
-            upstream_auth = f"Bearer {self._upstream_key}"
+            upstream_key: str | None = self._upstream_key
         else:
-            upstream_auth = f"Bearer {token}" if token else None
+            upstream_key = token
 
         if entry is not None:
             tenant = entry.tenant
@@ -154,4 +151,8 @@ class Directory:
         if tier is None:
             tenant_cfg = self.settings.tenants.get(tenant)
             tier = tenant_cfg.tier if tenant_cfg else None
-        return Caller(tenant, user, tier, kid, upstream_auth)
+        if upstream_key is None:
+            return Caller(tenant, user, tier, kid, None)
+        if self._api_key_header:
+            return Caller(tenant, user, tier, kid, upstream_key, "api-key")
+        return Caller(tenant, user, tier, kid, f"Bearer {upstream_key}")

@@ -110,7 +110,7 @@ def upstream_offer(request: web.Request, caller: Caller, protocols: list[str],
         and not k.lower().startswith("x-faregate-")
     ]
     if not in_subprotocol and caller.upstream_authorization:
-        headers.append(("Authorization", caller.upstream_authorization))
+        headers.append((caller.upstream_header, caller.upstream_authorization))
     if "user-agent" in request.headers:
         headers.append(("User-Agent", request.headers["user-agent"]))
     return headers, subprotocols

@@ -1,7 +1,8 @@
 """Headers across the proxy: hop-by-hop handling (RFC 9110 §7.6.1) and auth.
 
 The client's headers go upstream minus the connection-specific ones and
-faregate's own, with the upstream credential in place of the caller's. A
+faregate's own, with the upstream credential in place of the caller's (in
+`Authorization`, or in `api-key` for Azure OpenAI). A
 call faregate must read is asked of the upstream uncompressed. The
 upstream's headers come back minus the hop-by-hop ones, plus
 `x-faregate-request-id` and, for an admitted call of a caller with a USD
@@ -76,7 +77,7 @@ def upstream_headers(request: web.Request, flow: Flow, rt: Runtime, body_changed
         drop = drop | _connection_listed(headers) | ({"content-encoding"} if encoded else set())
     out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
     if flow.caller and flow.caller.upstream_authorization:
-        out.append(("Authorization", flow.caller.upstream_authorization))
+        out.append((flow.caller.upstream_header, flow.caller.upstream_authorization))
     length = headers.get("content-length")
     if length is not None and not body_changed and not encoded:
         out.append(("Content-Length", length))
