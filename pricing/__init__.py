@@ -31,7 +31,7 @@ from ._check import describe as describe_price_table
 from ._compare import Comparison, Difference
 from ._compare import compare as compare_prices
 from ._find import find_json_str, find_usage
-from ._format import format_price_table, table_heading
+from ._format import format_price_table, override_snippet, table_heading
 from ._load import load_price_table, loads_price_table
 from ._media_usage import usage_from_images, usage_from_speech, usage_from_transcription
 from ._normalise import usage_for_endpoint
@@ -61,6 +61,7 @@ __all__ = [
     "UNCONFIRMED_PRICE",
     "compare_prices",
     "table_heading",
+    "override_snippet",
     "unconfirmed_periods",
     "DEFAULT_TIERS",
     "INPUT_CLASSES",

@@ -137,3 +137,13 @@ def _money(value: Decimal) -> str:
     if v.as_tuple().exponent > -2:  # type: ignore[operator]
         v = v.quantize(Decimal("0.01"))
     return format(v, "f")
+
+
+def override_snippet(model: str) -> str:
+    """The config lines that price `model` (rates to fill in): what to add when a
+    model resolves to no price. USD per 1M tokens, as `[pricing.models]` reads them."""
+    name = model.replace("\\", "\\\\").replace('"', '\\"')
+    name = "".join(c if c.isprintable() else "?" for c in name)[:128]
+    return (f'[pricing.models."{name}"]\n'
+            "input = 0.00   # USD per 1M input tokens: fill in the model's price\n"
+            "output = 0.00  # USD per 1M output tokens")

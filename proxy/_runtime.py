@@ -4,6 +4,11 @@ A `Runtime` is an immutable snapshot (settings, key directory, price table).
 Requests read `state.runtime` once at their start, so a reload swaps the
 snapshot atomically between requests and never half-applies. An invalid
 file is rejected with a logged error and the running config stays.
+
+The price table in force is the shipped one, with the operator's
+`[pricing] table` file read over it and `[pricing.models]` on top. The
+price file is watched like the config file: saving either reloads both,
+and a price file that does not load or check keeps the running table.
 """
 
 from __future__ import annotations
@@ -16,15 +21,66 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-from faregate.pricing import PriceTable, load_price_table
+from faregate.pricing import (
+    PriceTable,
+    PriceTableError,
+    check_price_table,
+    load_price_table,
+    loads_price_table,
+)
 
-from ._config import ConfigError, Settings, load_settings
+from ._config import ConfigError, ConfigProblem, PricingSettings, Settings, load_settings
 from .caller import Caller, Directory
 from .quota import Policy, policy_for
 
 log = logging.getLogger("faregate.config")
 
 POLL_INTERVAL_S = 1.0
+#: An operator price file larger than this is refused (the shipped one is ~60 KB).
+MAX_PRICE_FILE_BYTES = 8 * 1024 * 1024
+
+
+def read_price_file(path: str | os.PathLike[str], base: PriceTable,
+                    check: bool = True) -> PriceTable:
+    """An operator's price file read over `base`, checked like the shipped table.
+
+    Raises `PriceTableError` naming what is wrong (unreadable, too large, not
+    the format, or — with `check` — problems `faregate prices --check` would list).
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_PRICE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PriceTableError(f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_PRICE_FILE_BYTES:
+        raise PriceTableError(f"larger than {MAX_PRICE_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PriceTableError("not UTF-8 text") from None
+    table = loads_price_table(text, base=base)
+    problems = check_price_table(table) if check else []
+    if problems:
+        raise PriceTableError("; ".join(problems[:20]))
+    return table
+
+
+def price_table(pricing: PricingSettings) -> PriceTable:
+    """The table in force for `[pricing]`: shipped, operator file over it, overrides on top."""
+    table = load_price_table()
+    if pricing.table:
+        try:
+            table = read_price_file(pricing.table, table)
+        except PriceTableError as exc:
+            raise ConfigError(pricing.table, [ConfigProblem("pricing.table", str(exc))]) from None
+    overrides = {name: p.rates() for name, p in pricing.models.items()}
+    if overrides:
+        try:
+            table = table.with_overrides(overrides)
+        except PriceTableError as exc:
+            raise ConfigError("<config>", [ConfigProblem("pricing.models", str(exc))]) from None
+    return table
 
 
 @dataclass(frozen=True)
@@ -56,11 +112,13 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
-        overrides = {name: p.rates() for name, p in settings.pricing.models.items()}
-        table = load_price_table()
-        if overrides:
-            table = table.with_overrides(overrides)
-        return cls(settings, Directory(settings), table)
+        """The snapshot for `settings`; reads the operator's price file (call it off
+        the event loop). Raises `ConfigError` when that file does not load."""
+        return cls(settings, Directory(settings), price_table(settings.pricing))
+
+
+def _load_runtime(path: Path) -> Runtime:
+    return Runtime.build(load_settings(path))
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -82,15 +140,21 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
 
 
 class Reloader:
-    """Watches the config file and applies valid changes."""
+    """Watches the config file (and the price file it names) and applies valid changes."""
 
     def __init__(self, path: Path | None, apply: Callable[[Runtime], None],
-                 on_result: Callable[[str], None] | None = None):
+                 on_result: Callable[[str], None] | None = None, table: str | None = None):
         self.path = path
         self._apply = apply
         self._on_result = on_result or (lambda result: None)
-        self._stamp = _stamp(path) if path else None
+        self._table = Path(table) if table else None
+        self._stamp = self._stamps()
         self._task: asyncio.Task | None = None
+
+    def _stamps(self) -> tuple:
+        """The config file's and the price file's (mtime, size): a change in either reloads."""
+        return (_stamp(self.path) if self.path else None,
+                _stamp(self._table) if self._table else None)
 
     def start(self) -> None:
         if self.path is not None and self._task is None:
@@ -108,8 +172,8 @@ class Reloader:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_INTERVAL_S)
-            stamp = await asyncio.to_thread(_stamp, self.path)
-            if stamp is None or stamp == self._stamp:
+            stamp = await asyncio.to_thread(self._stamps)
+            if stamp[0] is None or stamp == self._stamp:
                 continue
             self._stamp = stamp
             await self.reload()
@@ -119,8 +183,7 @@ class Reloader:
         if self.path is None:
             return False, "no config file: running on built-in defaults"
         try:
-            settings = await asyncio.to_thread(load_settings, self.path)
-            runtime = Runtime.build(settings)
+            runtime = await asyncio.to_thread(_load_runtime, self.path)
         except ConfigError as exc:
             log.error(
                 "config reload rejected; the running config stays in force",
@@ -128,7 +191,12 @@ class Reloader:
             )
             self._on_result("rejected")
             return False, str(exc)
+        table = runtime.settings.pricing.table
+        if (Path(table) if table else None) != self._table:
+            self._table = Path(table) if table else None
+            self._stamp = await asyncio.to_thread(self._stamps)
         self._apply(runtime)
         self._on_result("applied")
-        log.info("config reloaded", extra={"path": str(self.path)})
+        log.info("config reloaded", extra={"path": str(self.path),
+                                           "price_table": runtime.prices.version})
         return True, "applied"
