@@ -268,18 +268,10 @@ def _token_parts(usage: Usage, entry: Price, parts: dict[str, Decimal]) -> bool:
     """Each token class (and cache-write part) at its rate; True if one had none."""
     missing = False
     written = usage.cache_write + usage.cache_write_12h
-    for name, n in zip(TOKEN_CLASSES, token_counts(usage)):
-        if name == "input":
-            n -= written  # the writes are billed below, at their own rates
-        if n <= 0:
-            continue
-        rate = rate_for(entry, name)
-        if rate is None:
-            missing = True
-            continue
-        parts[name] = Decimal(n) * rate / _MILLION
-    for name in WRITE_PARTS:
-        n = getattr(usage, name)
+    counts = [(name, n - written if name == "input" else n)  # writes: at their own rates
+              for name, n in zip(TOKEN_CLASSES, token_counts(usage))]
+    counts += [(name, getattr(usage, name)) for name in WRITE_PARTS]
+    for name, n in counts:
         if n <= 0:
             continue
         rate = rate_for(entry, name)

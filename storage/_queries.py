@@ -78,6 +78,19 @@ def _tag_expr(p: Placeholder, dialect: str, key: str) -> tuple[str, Any]:
     return f"json_extract(tags, {p(1)})", f'$."{key}"'
 
 
+def _range(p: Placeholder, start: datetime | None, end: datetime | None, tenant: str | None,
+           clauses: list[str], args: list[Any]) -> None:
+    """The report range and tenant as WHERE clauses (arguments appended in order)."""
+    for cond, value in (
+        ("ts_ms >= {}", None if start is None else epoch_ms(start)),
+        ("ts_ms < {}", None if end is None else epoch_ms(end)),
+        ("tenant = {}", tenant),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(cond.format(p(len(args))))
+
+
 def usage_sql(
     p: Placeholder,
     start: datetime | None,
@@ -95,14 +108,7 @@ def usage_sql(
         args.append(arg)
     else:
         key, key2 = GROUP_SQL[group_by]
-    for cond, value in (
-        ("ts_ms >= {}", None if start is None else epoch_ms(start)),
-        ("ts_ms < {}", None if end is None else epoch_ms(end)),
-        ("tenant = {}", tenant),
-    ):
-        if value is not None:
-            args.append(value)
-            clauses.append(cond.format(p(len(args))))
+    _range(p, start, end, tenant, clauses, args)
     group = "k" if key2 == "NULL" else f"k, {key2}"
     sql = (f"SELECT {key} AS k, {key2} AS k2, {USAGE_SUMS} "
            f"FROM charges {_where(clauses)} GROUP BY {group}")
@@ -117,15 +123,9 @@ def unpriced_models_sql(
     p: Placeholder, start: datetime | None, end: datetime | None, tenant: str | None,
 ) -> tuple[str, list[Any]]:
     """The models of unpriced calls in a report's range, most calls first."""
-    clauses, args = ["priced = 0"], []
-    for cond, value in (
-        ("ts_ms >= {}", None if start is None else epoch_ms(start)),
-        ("ts_ms < {}", None if end is None else epoch_ms(end)),
-        ("tenant = {}", tenant),
-    ):
-        if value is not None:
-            args.append(value)
-            clauses.append(cond.format(p(len(args))))
+    clauses: list[str] = ["priced = 0"]
+    args: list[Any] = []
+    _range(p, start, end, tenant, clauses, args)
     sql = (f"SELECT model, COUNT(*) AS n FROM charges {_where(clauses)} "
            f"GROUP BY model ORDER BY n DESC, model LIMIT {UNPRICED_MODELS_SHOWN}")
     return sql, args
