@@ -55,7 +55,8 @@ UNIT_KEYS = {
 #: Cost keys faregate has no rate for, and why.
 UNMODELLED = {
     "cache_creation_input_audio_token_cost": "no audio cache-write class (Realtime reports none)",
-    "output_cost_per_second": "speech is priced per token or character, not per second",
+    "output_cost_per_second": "a per-second output estimate: speech is priced per token or "
+                              "character, transcription by its input audio",
     "input_cost_per_image": "a per-size estimate for a token-billed image model",
     "input_cost_per_pixel": "dall-e is priced per image by size",
     "output_cost_per_pixel": "dall-e is priced per image by size",
