@@ -13,8 +13,12 @@
   `cost_of` is its amount alone, for reservations.
 - `ToolScan` / `find_service_tier` / `request_tool_options`: the hosted-tool
   calls and the applied service tier, read from response bytes.
-- `check_price_table`: whole-table checks for `faregate prices --check`.
-- `format_price_table`: the table as text, for `faregate prices`.
+- `check_price_table` / `unconfirmed_periods`: whole-table checks for
+  `faregate prices --check`.
+- `format_price_table` / `table_heading`: the table as text, for `faregate prices`.
+- `compare_prices`: differences with a LiteLLM-format community table
+  (`faregate prices --compare`).
+- `loads_price_table(text, base=…)`: an operator's price file over the shipped table.
 
 Whatever needs rates takes the table in force as an argument, with no
 default: the shipped table alone lacks the operator's models and overrides,
@@ -22,15 +26,17 @@ so falling back to it would misprice (or refuse) their calls.
 """
 
 from ._charge import Charge, to_nanos
-from ._check import check_price_table
+from ._check import check_price_table, unconfirmed_periods
 from ._check import describe as describe_price_table
+from ._compare import Comparison, Difference
+from ._compare import compare as compare_prices
 from ._find import find_json_str, find_usage
-from ._format import format_price_table
+from ._format import format_price_table, override_snippet, table_heading
 from ._load import load_price_table, loads_price_table
 from ._media_usage import usage_from_images, usage_from_speech, usage_from_transcription
 from ._normalise import usage_for_endpoint
-from ._period import DEFAULT_TIERS, RATE_KEYS, Price
-from ._price import cost_of, price
+from ._period import DEFAULT_TIERS, RATE_KEYS, UNCONFIRMED, Price
+from ._price import UNCONFIRMED_PRICE, cost_of, price
 from ._read import PriceTableError
 from ._realtime_usage import usage_from_realtime
 from ._table import PriceTable, resolve_model
@@ -49,6 +55,14 @@ from ._usage import (
 __all__ = [
     "CACHED_CLASSES",
     "Charge",
+    "Comparison",
+    "Difference",
+    "UNCONFIRMED",
+    "UNCONFIRMED_PRICE",
+    "compare_prices",
+    "table_heading",
+    "override_snippet",
+    "unconfirmed_periods",
     "DEFAULT_TIERS",
     "INPUT_CLASSES",
     "OUTPUT_CLASSES",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from ._period import RATE_KEYS, Price
@@ -22,7 +22,19 @@ _SHORT = {
     "per_minute": "per_minute",
     "per_1k_chars": "per_1k_chars",
     "per_image": "per_image",
+    "cache_write": "cache_write",
+    "cache_write_12h": "cache_write_12h",
+    "standby_per_minute": "standby_per_min",
 }
+
+
+def table_heading(table: PriceTable, today: date) -> str:
+    """`price table V (shipped table D, N days old)`: what priced calls, and how fresh."""
+    age = table.age_days(today)
+    shipped = f"shipped table {table.shipped_version}"
+    if age is not None:
+        shipped += f", {age} day{'s' if age != 1 else ''} old"
+    return f"price table {table.version} ({shipped})"
 
 
 def format_price_table(
@@ -32,8 +44,11 @@ def format_price_table(
 
     With `model`, only its family, every dated period of it and its per-image
     variants. Token rates are USD per 1M tokens; `per_*` columns per unit.
+    Retired models are marked `(retired D)`, unconfirmed periods `?`.
     """
-    head = f"price table {table.version} (USD per 1M tokens; per_* columns per unit)"
+    today = (at or datetime.now(timezone.utc)).date()
+    head = (f"{table_heading(table, today)}\n"
+            "USD per 1M tokens; per_* columns per unit; ? = unconfirmed")
     if model is not None:
         family = table.resolve(model)
         if family is None:
@@ -43,8 +58,15 @@ def format_price_table(
         lines = [head]
         if family != model.strip().lower():
             lines.append(f"{model} is priced as {family}")
-        lines.append(_grid(rows, mark=current))
+        lines.append(_grid(rows, mark=current, table=table))
         lines.append("(* = in force)")
+        if current is not None and (current.context_window or current.max_output_tokens):
+            lines.append(f"limits: context window {current.context_window or '-'}, "
+                         f"max output tokens {current.max_output_tokens or '-'}")
+        retired = table.retired_on(model)
+        if retired is not None:
+            lines.append(f"retired {retired.isoformat()}: no longer served; kept to price "
+                         "old records")
         for period in rows:
             for tier, rates in period.tiers.items():
                 parts = ", ".join(f"{_SHORT[k]} {_money(v)}" for k, v in rates.items())
@@ -61,7 +83,7 @@ def format_price_table(
                     lines.append(f"  {key.ljust(width)}  {_money(value)}")
         return "\n".join(lines) + "\n"
     rows = [p for f in sorted(table.periods) if (p := table.entry(f, at)) is not None]
-    return f"{head}\n{_grid(rows)}\n{_tools(table, at)}"
+    return f"{head}\n{_grid(rows, table=table)}\n{_tools(table, at)}"
 
 
 def _tools(table: PriceTable, at: datetime | None) -> str:
@@ -80,12 +102,16 @@ def _tools(table: PriceTable, at: datetime | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _grid(rows: list[Price], mark: Price | None = None) -> str:
+def _grid(rows: list[Price], mark: Price | None = None, table: PriceTable | None = None) -> str:
     used = [k for k in RATE_KEYS if any(k in p.rates for p in rows)]
     header = ["model", *(_SHORT[k] for k in used), "tiers", "effective", "source"]
     body = []
     for p in rows:
-        name = p.family + (" *" if mark is not None and p is mark else "")
+        name = p.family + ("?" if p.unconfirmed else "")
+        name += " *" if mark is not None and p is mark else ""
+        retired = table.retired.get(p.family) if table is not None else None
+        if retired is not None and mark is None:
+            name += f" (retired {retired[0].isoformat()})"
         rates = [_money(p.rates[k]) if k in p.rates else "-" for k in used]
         tiers = ",".join([*p.tiers, *(["long"] if p.long_context else [])]) or "-"
         body.append([name, *rates, tiers, _date(p), p.source])
@@ -111,3 +137,13 @@ def _money(value: Decimal) -> str:
     if v.as_tuple().exponent > -2:  # type: ignore[operator]
         v = v.quantize(Decimal("0.01"))
     return format(v, "f")
+
+
+def override_snippet(model: str) -> str:
+    """The config lines that price `model` (rates to fill in): what to add when a
+    model resolves to no price. USD per 1M tokens, as `[pricing.models]` reads them."""
+    name = model.replace("\\", "\\\\").replace('"', '\\"')
+    name = "".join(c if c.isprintable() else "?" for c in name)[:128]
+    return (f'[pricing.models."{name}"]\n'
+            "input = 0.00   # USD per 1M input tokens: fill in the model's price\n"
+            "output = 0.00  # USD per 1M output tokens")

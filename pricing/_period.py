@@ -15,11 +15,18 @@ from fnmatch import fnmatchcase
 
 from ._usage import TOKEN_CLASSES
 
-#: Rates that are not per 1M tokens.
-UNIT_RATES: tuple[str, ...] = ("per_second", "per_minute", "per_1k_chars", "per_image")
+#: Rates that are not per 1M tokens (`standby_per_minute`: a Live session's paused time).
+UNIT_RATES: tuple[str, ...] = (
+    "per_second", "per_minute", "per_1k_chars", "per_image", "standby_per_minute")
+
+#: Rates per 1M tokens of a *part* of a class: prompt-cache writes, part of `input`.
+PART_RATES: tuple[str, ...] = ("cache_write", "cache_write_12h")
 
 #: Every rate key a price (or a config override) may carry.
-RATE_KEYS: tuple[str, ...] = TOKEN_CLASSES + UNIT_RATES
+RATE_KEYS: tuple[str, ...] = TOKEN_CLASSES + PART_RATES + UNIT_RATES
+
+#: `confidence` of a period whose figures no source confirms (or sources dispute).
+UNCONFIRMED = "unconfirmed"
 
 #: Service tiers a period may price on its own (`default` is the base rates).
 TIERS: tuple[str, ...] = ("priority", "ultrafast", "flex", "batch", "scale")
@@ -51,10 +58,17 @@ class LongContext:
 class Price:
     """The rates of one model family for one period.
 
-    `rates` maps token classes to USD per 1M tokens and `per_second`,
-    `per_minute`, `per_1k_chars`, `per_image` to USD per unit; a class that is
-    absent has no own rate. `per_image_variants` maps "quality:size" or "size"
-    to USD per image (the first listed variant of a size is its default).
+    `rates` maps token classes (and the cache-write parts) to USD per 1M
+    tokens and `per_second`, `per_minute`, `per_1k_chars`, `per_image`,
+    `standby_per_minute` to USD per unit; a class that is absent has no own
+    rate. `per_image_variants` maps "quality:size" or "size" to USD per image
+    (the first listed variant of a size is its default).
+
+    `context_window` and `max_output_tokens` are the model's published limits
+    in tokens (None: not listed), for reservations and plausibility bounds.
+    `confidence` is "unconfirmed" when no source confirms the figures (or
+    sources disagree): charges priced from such a period carry the flag
+    `price_unconfirmed`.
     """
 
     family: str
@@ -64,6 +78,14 @@ class Price:
     source: str = ""
     tiers: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # tier -> own rates
     long_context: LongContext | None = None
+    tier_sources: dict[str, str] = field(default_factory=dict)  # tier -> its own source
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    confidence: str = ""  # "" (sourced) or UNCONFIRMED
+
+    @property
+    def unconfirmed(self) -> bool:
+        return self.confidence == UNCONFIRMED
 
     def rate(self, name: str) -> Decimal | None:
         return self.rates.get(name)

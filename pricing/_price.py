@@ -17,6 +17,15 @@ difference between its uncached class's rate and its own. Seconds, characters an
 informational (not flagged) when the call also billed tokens: a token-billed
 image or speech model reports its image count / characters too.
 
+Prompt-cache writes are a part of `input` billed at their own rates, as the
+breakdown classes `cache_write` (30-minute retention) and `cache_write_12h`
+(12-hour): input = (input − writes) × input rate + writes × write rate. A
+model without write rates bills them as plain input (older models charge
+nothing extra for writing the cache). Likewise a Live session's
+`standby_seconds` are a part of `seconds` billed at `standby_per_minute`
+(breakdown class `standby_seconds`); without that rate they are billed as
+active time.
+
 Service tier: the tier the upstream *applied* (`usage.service_tier`) selects
 the period's tier rates (`priority`, `flex`, `batch`, `scale`), class by
 class over the base rates; a model without its own rates for the tier takes
@@ -32,6 +41,10 @@ the table's `[tools]` fees in force at `at`, as its own breakdown class
 
 Snapshots: a dated model name the table does not list for its family is
 priced at the family's rates and flagged `priced_by_family`.
+
+Unconfirmed prices: a charge priced from a period marked `confidence =
+"unconfirmed"` is flagged `price_unconfirmed`, so reports can say how much
+money rests on figures no source confirms.
 
 `price_version` names the table, the period and the rule used:
 `<table version>:<family>@<effective>[:<tier>][:long_context]`.
@@ -58,6 +71,7 @@ from ._usage import INPUT_CLASSES, TOKEN_CLASSES, Usage, token_counts
 RATE_MISSING = "rate_missing"
 TIER_UNPRICED = "tier_unpriced"
 BY_FAMILY = "priced_by_family"
+UNCONFIRMED_PRICE = "price_unconfirmed"
 
 #: Where a class without its own rate takes one from, nearest first.
 FALLBACK: dict[str, tuple[str, ...]] = {
@@ -70,7 +84,12 @@ FALLBACK: dict[str, tuple[str, ...]] = {
     "image_input": ("input",),
     "cached_image_input": ("image_input", "input"),
     "image_output": ("output",),
+    "cache_write": ("input",),
+    "cache_write_12h": ("input",),
 }
+
+#: The cache-write parts of `input`: (Usage field, breakdown class and rate key).
+WRITE_PARTS: tuple[str, ...] = ("cache_write", "cache_write_12h")
 
 _ZERO = Decimal(0)
 _MILLION = Decimal(1_000_000)
@@ -114,6 +133,8 @@ def price(usage: Usage, model: str, at: datetime | None, table: PriceTable) -> C
         flags.append(RATE_MISSING)
     if table.by_family(model, entry.family):
         flags.append(BY_FAMILY)
+    if entry.unconfirmed:
+        flags.append(UNCONFIRMED_PRICE)
     new = tuple(f for f in flags if f not in usage.flags)
     if new:
         usage = dataclasses.replace(usage, flags=usage.flags + new)
@@ -157,7 +178,7 @@ def cost_of(usage: Usage, model: str, at: datetime | None, table: PriceTable) ->
 def _tokens_only(usage: Usage, entry: Price) -> bool:
     """Plain token counts, sane, below any long-context threshold, nothing else."""
     if (not plainly_sane(usage) or usage.seconds or usage.characters or usage.images
-            or usage.service_tier is not None):
+            or usage.service_tier is not None or usage.cache_write or usage.cache_write_12h):
         return False
     rule = entry.long_context
     return rule is None or prompt_tokens(usage) <= rule.above
@@ -237,41 +258,62 @@ def _savings(usage: Usage, entry: Price) -> Decimal:
 
 def _breakdown(usage: Usage, entry: Price) -> tuple[dict[str, Decimal], bool]:
     parts: dict[str, Decimal] = {}
-    missing = False
     with decimal.localcontext(_CONTEXT):
-        for name, n in zip(TOKEN_CLASSES, token_counts(usage)):
-            if n <= 0:
-                continue
-            rate = rate_for(entry, name)
-            if rate is None:
-                missing = True
-                continue
-            parts[name] = Decimal(n) * rate / _MILLION
-        tokens_billed = bool(parts)
-
-        if usage.seconds > 0:
-            per_second, per_minute = entry.rate("per_second"), entry.rate("per_minute")
-            if per_second is None and per_minute is None:
-                missing = missing or not tokens_billed
-            else:
-                amount = _ZERO
-                if per_second is not None:
-                    amount += usage.seconds * per_second
-                if per_minute is not None:
-                    amount += usage.seconds * per_minute / 60
-                parts["seconds"] = amount
-
-        if usage.characters > 0:
-            per_1k = entry.rate("per_1k_chars")
-            if per_1k is None:
-                missing = missing or not tokens_billed
-            else:
-                parts["characters"] = Decimal(usage.characters) * per_1k / 1000
-
-        if usage.images > 0:
-            per_image = entry.image_rate(usage.image_size, usage.image_quality)
-            if per_image is None:
-                missing = missing or not tokens_billed
-            else:
-                parts["images"] = Decimal(usage.images) * per_image
+        missing = _token_parts(usage, entry, parts)
+        missing = _unit_parts(usage, entry, parts, tokens_billed=bool(parts)) or missing
     return parts, missing
+
+
+def _token_parts(usage: Usage, entry: Price, parts: dict[str, Decimal]) -> bool:
+    """Each token class (and cache-write part) at its rate; True if one had none."""
+    missing = False
+    written = usage.cache_write + usage.cache_write_12h
+    counts = [(name, n - written if name == "input" else n)  # writes: at their own rates
+              for name, n in zip(TOKEN_CLASSES, token_counts(usage))]
+    counts += [(name, getattr(usage, name)) for name in WRITE_PARTS]
+    for name, n in counts:
+        if n <= 0:
+            continue
+        rate = rate_for(entry, name)
+        if rate is None:
+            missing = True
+            continue
+        parts[name] = Decimal(n) * rate / _MILLION
+    return missing
+
+
+def _unit_parts(usage: Usage, entry: Price, parts: dict[str, Decimal],
+                tokens_billed: bool) -> bool:
+    """Seconds, characters and images at their unit rates; True if one had none."""
+    missing = False
+    if usage.seconds > 0:
+        per_second, per_minute = entry.rate("per_second"), entry.rate("per_minute")
+        if per_second is None and per_minute is None:
+            missing = missing or not tokens_billed
+        else:
+            standby_rate = entry.rate("standby_per_minute")
+            standby = usage.standby_seconds if standby_rate is not None else _ZERO
+            active = usage.seconds - standby
+            amount = _ZERO
+            if per_second is not None:
+                amount += active * per_second
+            if per_minute is not None:
+                amount += active * per_minute / 60
+            parts["seconds"] = amount
+            if standby > 0:
+                parts["standby_seconds"] = standby * standby_rate / 60
+
+    if usage.characters > 0:
+        per_1k = entry.rate("per_1k_chars")
+        if per_1k is None:
+            missing = missing or not tokens_billed
+        else:
+            parts["characters"] = Decimal(usage.characters) * per_1k / 1000
+
+    if usage.images > 0:
+        per_image = entry.image_rate(usage.image_size, usage.image_quality)
+        if per_image is None:
+            missing = missing or not tokens_billed
+        else:
+            parts["images"] = Decimal(usage.images) * per_image
+    return missing

@@ -14,10 +14,14 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ._period import RATE_KEYS, TIERS, LongContext, Price, ToolPrice
+from ._period import RATE_KEYS, TIERS, UNCONFIRMED, LongContext, Price, ToolPrice
 from ._resolve import normalise_name
 
-_PERIOD_META = ("effective", "source", "per_image_variants", "long_context") + TIERS
+_LIMITS = ("context_window", "max_output_tokens")
+_PERIOD_META = ("effective", "source", "per_image_variants", "long_context", "confidence",
+                *_LIMITS) + TIERS
+#: A token limit above this is a typo, not a model (a billion tokens).
+MAX_LIMIT = 10**9
 _TOOL_KEYS = ("effective", "source", "per_call", "variants", "by_model")
 
 
@@ -76,6 +80,7 @@ def read_period(family: str, raw: Mapping[str, Any], where: str) -> Price:
         tier: rates(table_at(raw[tier], f"{where}.{tier}"), f"{where}.{tier}", meta=("source",))
         for tier in TIERS if tier in raw
     }
+    tier_sources = {tier: source(raw[tier], f"{where}.{tier}") for tier in tiers}
     long_context = None
     if "long_context" in raw:
         long_context = _long_context(raw["long_context"], f"{where}.long_context")
@@ -86,8 +91,29 @@ def read_period(family: str, raw: Mapping[str, Any], where: str) -> Price:
         effective=_date(raw["effective"], f"{where}.effective"),
         source=source(raw, where),
         tiers=tiers,
+        tier_sources={t: src for t, src in tier_sources.items() if src},
         long_context=long_context,
+        context_window=limit(raw.get("context_window"), f"{where}.context_window"),
+        max_output_tokens=limit(raw.get("max_output_tokens"), f"{where}.max_output_tokens"),
+        confidence=_confidence(raw.get("confidence"), f"{where}.confidence"),
     )
+
+
+def limit(value: Any, where: str) -> int | None:
+    """A token limit: a positive integer, or None when not given."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_LIMIT:
+        raise PriceTableError(f"{where}: expected a positive token count")
+    return value
+
+
+def _confidence(value: Any, where: str) -> str:
+    if value is None or value == "confirmed":
+        return ""
+    if value != UNCONFIRMED:
+        raise PriceTableError(f"{where}: expected \"{UNCONFIRMED}\" (or leave it out)")
+    return UNCONFIRMED
 
 
 def read_tool_period(name: str, raw: Mapping[str, Any], where: str) -> ToolPrice:
@@ -115,6 +141,11 @@ def source(raw: Mapping[str, Any], where: str) -> str:
     if not isinstance(value, str):
         raise PriceTableError(f"{where}.source: expected a string")
     return value
+
+
+def read_date(value: Any, where: str) -> date:
+    """A YYYY-MM-DD date (TOML date or string)."""
+    return _date(value, where)
 
 
 def _date(value: Any, where: str) -> date:

@@ -40,7 +40,8 @@ def _tool_calls(calls: object) -> tuple[tuple[str, int], ...]:
     return tuple(kept)
 
 
-_COUNTED = TOKEN_CLASSES + ("reasoning", "characters", "images")
+_COUNTED = TOKEN_CLASSES + ("reasoning", "characters", "images", "cache_write",
+                            "cache_write_12h")
 _counts = operator.attrgetter(*_COUNTED)
 
 
@@ -62,19 +63,9 @@ def sane(usage: Usage) -> Usage:
         if n < 0 or n > MAX_COUNT:
             bad = True
             changes[name] = max(0, min(n, MAX_COUNT))
-    s = usage.seconds
-    if not isinstance(s, Decimal):
-        try:
-            s = Decimal(str(s)) if not isinstance(s, bool) else Decimal("NaN")
-        except (decimal.InvalidOperation, ValueError):
-            s = Decimal("NaN")
-        changes["seconds"] = s
-    if not s.is_finite() or s < 0:
-        bad = True
-        changes["seconds"] = _ZERO
-    elif s > MAX_SECONDS:
-        bad = True
-        changes["seconds"] = MAX_SECONDS
+    for name in ("seconds", "standby_seconds"):
+        bad = _seconds(usage, name, changes) or bad
+    bad = _parts(usage, changes) or bad
     tier = usage.service_tier
     clean = tier.strip().lower() if isinstance(tier, str) else None
     if tier is not None and not (clean and len(clean) <= MAX_TIER_NAME):
@@ -94,12 +85,49 @@ def sane(usage: Usage) -> Usage:
     return dataclasses.replace(usage, flags=flags, **changes)
 
 
+def _seconds(usage: Usage, name: str, changes: dict[str, object]) -> bool:
+    """Clamp a seconds field into changes; True if it was bad."""
+    s = getattr(usage, name)
+    if not isinstance(s, Decimal):
+        try:
+            s = Decimal(str(s)) if not isinstance(s, bool) else Decimal("NaN")
+        except (decimal.InvalidOperation, ValueError):
+            s = Decimal("NaN")
+        changes[name] = s
+    if not s.is_finite() or s < 0:
+        changes[name] = _ZERO
+        return True
+    if s > MAX_SECONDS:
+        changes[name] = MAX_SECONDS
+        return True
+    return False
+
+
+def _parts(usage: Usage, changes: dict[str, object]) -> bool:
+    """Parts never claim more than their whole (cache writes of input, standby of
+    seconds); True if one had to be cut."""
+    get = lambda name: changes.get(name, getattr(usage, name))  # noqa: E731
+    bad = False
+    room = get("input")
+    for name in ("cache_write_12h", "cache_write"):
+        n = get(name)
+        if n > room:
+            changes[name], n, bad = room, room, True
+        room -= n
+    if get("standby_seconds") > get("seconds"):
+        changes["standby_seconds"], bad = get("seconds"), True
+    return bad
+
+
 def plainly_sane(usage: Usage) -> bool:
     """The common case, checked in C where possible: `sane` would change nothing."""
     if not believable(_counts(usage)):
         return False
     s, tier = usage.seconds, usage.service_tier
     return (type(s) is Decimal and s.is_finite() and 0 <= s <= MAX_SECONDS
+            and usage.cache_write + usage.cache_write_12h <= usage.input
+            and (usage.standby_seconds == 0 or (
+                type(usage.standby_seconds) is Decimal and 0 <= usage.standby_seconds <= s))
             and usage.tool_calls == ()
             and (tier is None or (type(tier) is str and 0 < len(tier) <= MAX_TIER_NAME
                                   and tier == tier.strip().lower())))

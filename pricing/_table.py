@@ -1,11 +1,13 @@
 """The price table: which rates were in force for a model at a time.
 
 A table maps each family to its price periods (oldest first), plus the
-aliases, the known dated snapshots, the built-in tool fees and the
-service-tier factors. It is immutable: config overrides produce a new table
-whose version string names them, so a ledger row's `price_version` always
-identifies the exact rates used. Lookups are dictionary walks, memoised per
-table; reading a table in is `_load`'s job.
+aliases, the known dated snapshots, the built-in tool fees, the
+service-tier factors, the shut-down dates of retired models and the
+documented differences with the community price table. It is immutable: an
+operator's price file (`layered_over`) and config overrides produce new
+tables whose version strings name them, so a ledger row's `price_version`
+always identifies the exact rates used. Lookups are dictionary walks,
+memoised per table; reading a table in is `_load`'s job.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class PriceTable:
     tools: Mapping[str, tuple[ToolPrice, ...]] = field(default_factory=dict)
     #: tier -> (factor of the base rates, source), for models without own tier rates
     tier_factors: Mapping[str, tuple[Decimal, str]] = field(default_factory=dict)
+    #: model name -> (shut-down date, source): no longer served, still priced for old records
+    retired: Mapping[str, tuple[date, str]] = field(default_factory=dict)
+    #: model name -> why faregate's figures differ from the community table's (`--compare`)
+    differences: Mapping[str, str] = field(default_factory=dict)
 
     #: model name -> family, memoised (names are caller-chosen: bounded, reset when full)
     _resolved: dict[str, str | None] = field(
@@ -122,6 +128,46 @@ class PriceTable:
         if family is None:
             return None
         return _in_force(self.periods[family], _utc_date(at))
+
+    def alias_target(self, name: str) -> str | None:
+        """The priced model an alias (a deployment name, a `-latest` name) stands for."""
+        return self.aliases.get(normalise_name(name))
+
+    def retired_on(self, model: str) -> date | None:
+        """The day `model` (or the family it resolves to) was shut down, or None."""
+        n = normalise_name(model) if isinstance(model, str) else ""
+        hit = self.retired.get(n)
+        if hit is None:
+            family = self.resolve(model)
+            hit = self.retired.get(family) if family else None
+        return hit[0] if hit else None
+
+    @property
+    def shipped_version(self) -> str:
+        """The version of the table this one was built on (before `+table.`/`+config.`)."""
+        return self.version.split("+", 1)[0]
+
+    def age_days(self, today: date) -> int | None:
+        """Days since the shipped table's version date, or None if it is not a date."""
+        try:
+            made = date.fromisoformat(self.shipped_version[:10])
+        except ValueError:
+            return None
+        return (today - made).days
+
+    def layered_over(self, base: "PriceTable") -> "PriceTable":
+        """This (operator) table over `base`: each family, alias, tool fee, tier factor
+        and retirement given here replaces the base's; everything else is kept."""
+        return PriceTable(
+            version=f"{base.version}+table.{self.version}",
+            periods={**base.periods, **self.periods},
+            aliases={**base.aliases, **self.aliases},
+            snapshots={**base.snapshots, **self.snapshots},
+            tools={**base.tools, **self.tools},
+            tier_factors={**base.tier_factors, **self.tier_factors},
+            retired={**base.retired, **self.retired},
+            differences={**base.differences, **self.differences},
+        )
 
     def with_overrides(self, models: Mapping[str, Mapping[str, Any]]) -> "PriceTable":
         """A copy where each named model's rates are replaced by the given ones.

@@ -6,6 +6,12 @@ Overlapping provider counts are split so the classes are disjoint: chat
 Responses `input_tokens` = input + cached_input. Each of chat and Responses
 has a quick path for a well-formed report (every count a plain int that adds
 up) and the careful `Reader` path for anything else.
+
+Prompt-cache writes (`input_tokens_details.cache_write_tokens`, chat
+`prompt_tokens_details.cache_write_tokens`) are a part of the uncached
+input, split by retention in `cache_write_tokens_details` (`ttl_30m_tokens`,
+`ttl_12h_tokens`); writes the details do not explain are 30-minute writes,
+the default retention.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ def _chat_quick(u: Any) -> Usage | None:
     cd = plain_details(u, "completion_tokens_details")
     if pd is None or cd is None:
         return None
+    if "cache_write_tokens" in pd:
+        return None  # rare on chat: the careful path splits the writes
     counts = plain_counts(u.get("prompt_tokens"), u.get("completion_tokens"),
                            pd.get("cached_tokens"), pd.get("audio_tokens"),
                            cd.get("audio_tokens"), cd.get("reasoning_tokens"))
@@ -45,14 +53,20 @@ def _responses_quick(u: Any) -> Usage | None:
     odt = plain_details(u, "output_tokens_details", "output_token_details")
     if idt is None or odt is None:
         return None
+    wdt = plain_details(idt, "cache_write_tokens_details")
+    if wdt is None:
+        return None
     counts = plain_counts(u.get("input_tokens"), u.get("output_tokens"),
-                           idt.get("cached_tokens"), odt.get("reasoning_tokens"))
+                           idt.get("cached_tokens"), odt.get("reasoning_tokens"),
+                           idt.get("cache_write_tokens"), wdt.get("ttl_12h_tokens"),
+                           wdt.get("ttl_30m_tokens"))
     if counts is None:
         return None
-    inp, out, cached, reasoning = counts
-    if cached > inp or reasoning > out:
+    inp, out, cached, reasoning, written, w12, w30 = counts
+    if cached > inp or reasoning > out or written > inp - cached or w12 + w30 > written:
         return None
-    return Usage(input=inp - cached, cached_input=cached, output=out, reasoning=reasoning)
+    return Usage(input=inp - cached, cached_input=cached, output=out, reasoning=reasoning,
+                 cache_write=written - w12, cache_write_12h=w12)
 
 
 def usage_from_chat(u: Any) -> Usage:
@@ -73,15 +87,29 @@ def _chat_read(u: Any) -> Usage:
     audio_in = r.part(r.count(pd, "audio_tokens"), prompt - cached)
     audio_out = r.part(r.count(cd, "audio_tokens"), completion)
     reasoning = r.part(r.count(cd, "reasoning_tokens"), completion - audio_out)
+    text_in = prompt - cached - audio_in
+    written, w12 = cache_writes(r, pd, text_in)
     return Usage(
-        input=prompt - cached - audio_in,
+        input=text_in,
         cached_input=cached,
         audio_input=audio_in,
         output=completion - audio_out,
         audio_output=audio_out,
         reasoning=reasoning,
+        cache_write=written - w12,
+        cache_write_12h=w12,
         flags=r.flags(),
     )
+
+
+def cache_writes(r: Reader, details: Any, uncached: int) -> tuple[int, int]:
+    """(tokens written to the cache, of which with 12-hour retention), each clamped
+    to what it can be part of."""
+    written = r.part(r.count(details, "cache_write_tokens"), uncached)
+    wdt = details_of(r, details, "cache_write_tokens_details")
+    w12 = r.part(r.count(wdt, "ttl_12h_tokens"), written)
+    r.part(r.count(wdt, "ttl_30m_tokens"), written - w12)  # only checked: the rest is 30m
+    return written, w12
 
 
 def usage_from_responses(u: Any) -> Usage:
@@ -100,8 +128,10 @@ def _responses_read(u: Any) -> Usage:
     odt = details_of(r, top, "output_tokens_details", "output_token_details")
     cached = r.part(r.count(idt, "cached_tokens"), inp)
     reasoning = r.part(r.count(odt, "reasoning_tokens"), out)
+    written, w12 = cache_writes(r, idt, inp - cached)
     return Usage(
-        input=inp - cached, cached_input=cached, output=out, reasoning=reasoning, flags=r.flags()
+        input=inp - cached, cached_input=cached, output=out, reasoning=reasoning,
+        cache_write=written - w12, cache_write_12h=w12, flags=r.flags()
     )
 
 

@@ -6,6 +6,13 @@ transcription `seconds`, ...). They all become one `Usage` value whose
 token classes are *disjoint*: `input` is uncached text input only, cached
 text input is in `cached_input`, and so on. Summing the classes gives the
 total; pricing multiplies each class by its own rate.
+
+A few counts are *parts* of a class rather than classes of their own, as the
+provider reports them: `reasoning` of `output`, the prompt-cache writes
+`cache_write` / `cache_write_12h` of `input` (priced at their own rates, see
+`_price`), and a Live session's `standby_seconds` of `seconds`. Keeping them
+inside their class keeps the ledger's token columns what the provider
+counted (input includes the tokens written to the cache).
 """
 
 from __future__ import annotations
@@ -55,7 +62,10 @@ class Usage:
     cached_image_input: int = 0
     image_output: int = 0
     reasoning: int = 0  # informational: the part of `output` spent reasoning
+    cache_write: int = 0  # the part of `input` written to the prompt cache (30-minute retention)
+    cache_write_12h: int = 0  # the part of `input` written with 12-hour retention
     seconds: Decimal = Decimal(0)  # duration-billed audio / seconds-billed sessions
+    standby_seconds: Decimal = Decimal(0)  # the part of `seconds` a Live session stood by (paused)
     characters: int = 0  # characters-billed speech (tts-1)
     images: int = 0  # generated images (per-image billing)
     image_size: str | None = None  # e.g. "1024x1024", for per-image prices

@@ -48,7 +48,8 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
         services.apply(runtime)
 
     app[RELOADER_KEY] = Reloader(
-        config_path, apply, lambda result: metrics.config_reloads.labels(result).inc())
+        config_path, apply, lambda result: metrics.config_reloads.labels(result).inc(),
+        table=settings.pricing.table)
 
     def edge(pick: Callable[[Services], Handler]) -> Handler:
         """A route whose handler is built at startup."""

@@ -206,10 +206,13 @@ class ModelPrice(_Strict):
     image_input: Money | None = None
     cached_image_input: Money | None = None
     image_output: Money | None = None
+    cache_write: Money | None = None  # prompt-cache writes, 30-minute retention
+    cache_write_12h: Money | None = None  # prompt-cache writes, 12-hour retention
     per_second: Money | None = None
     per_minute: Money | None = None
     per_1k_chars: Money | None = None
     per_image: Money | None = None
+    standby_per_minute: Money | None = None  # a Live session's paused time
 
     @model_validator(mode="after")
     def _rates(self) -> "ModelPrice":
@@ -224,9 +227,18 @@ class ModelPrice(_Strict):
 
 class PricingSettings(_Strict):
     unknown_model: Literal["record", "reject"] = "record"
+    #: An operator price file in the shipped table's format, read over it (hot-reloaded).
+    table: str | None = None
     models: dict[str, ModelPrice] = Field(default_factory=dict)
     #: other name -> priced model (e.g. an Azure deployment -> "gpt-4o-mini")
     aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must be the path of a price file (or left out)")
+        return v
 
 
 class CaptureSettings(_Strict):
@@ -385,7 +397,8 @@ def summary(settings: Settings) -> str:
         + (", webhook" if s.alerts.webhook_url else "")
         + (f", email {len(s.alerts.email_to)}" if s.alerts.email_to else ""),
         f"pricing       {len(s.pricing.models)} override(s), {len(s.pricing.aliases)} alias(es), "
-        f"unknown models: {s.pricing.unknown_model}",
+        f"unknown models: {s.pricing.unknown_model}"
+        + (f", table {s.pricing.table}" if s.pricing.table else ""),
     ]
     return "\n".join(lines)
 

@@ -2,8 +2,8 @@
 
 `faregate report --config other/faregate.toml` must read the ledger that
 `faregate serve --config other/faregate.toml` writes, from any working
-directory: a SQLite ledger, the journal, the capture directory and the TLS
-files named (or defaulted) by a file are anchored at its directory. Without
+directory: a SQLite ledger, the journal, the capture directory, the
+operator's price file and the TLS files named (or defaulted) by a file are anchored at its directory. Without
 a file, the built-in defaults stay relative to the working directory.
 """
 
@@ -36,7 +36,9 @@ def _anchor_sqlite(url: str, base: Path) -> str:
 def anchored(settings: Settings, base: Path) -> Settings:
     """`settings` with every relative file path made relative to `base`."""
     server, storage, capture = settings.server, settings.storage, settings.capture
+    pricing = settings.pricing
     return settings.model_copy(update={
+        "pricing": pricing.model_copy(update={"table": _anchor(pricing.table, base)}),
         "server": server.model_copy(update={
             "tls_cert_file": _anchor(server.tls_cert_file, base),
             "tls_key_file": _anchor(server.tls_key_file, base)}),

@@ -2,13 +2,23 @@
 
 Labels are bounded: tenants come from config (or operator-enabled
 headers), models are price-table families or "unpriced", endpoints are the
-metered paths or "other". No per-user labels.
+metered paths or "other". No per-user labels. The one label a caller names
+freely, the model of an unpriced call, is kept to names that look like a
+model and to `MAX_UNPRICED_MODELS` distinct values (`unpriced_model`); the
+rest count as "other".
 """
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
+
+#: What a model name looks like (OpenAI names, fine-tunes, deployment names).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,95}")
+#: Distinct unpriced model names given their own label value; later ones are "other".
+MAX_UNPRICED_MODELS = 100
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
@@ -53,7 +63,9 @@ _DEFINITIONS: tuple[tuple[str, type, str, str, tuple[str, ...], tuple | None], .
     ("billed_seconds", Counter, "faregate_billed_seconds",
      "Seconds billed (duration-priced audio, Live sessions).", ("tenant", "model"), None),
     ("unpriced", Counter, "faregate_unpriced_requests",
-     "Calls recorded at zero because the model has no price.", ("tenant", "endpoint"), None),
+     "Calls recorded at zero because the model has no price.", ("tenant", "model"), None),
+    ("price_table_age", Gauge, "faregate_price_table_age_days",
+     "Days since the shipped price table's version date.", (), None),
     ("batch_lines", Counter, "faregate_batch_lines", "Batch output lines read through "
      "faregate, by result (charged, failed, malformed, too_long).", ("result",), None),
     ("usage_problems", Counter, "faregate_usage_problems",
@@ -98,6 +110,7 @@ class Metrics:
     cost: Counter
     billed_seconds: Counter
     unpriced: Counter
+    price_table_age: Gauge
     batch_lines: Counter
     usage_problems: Counter
     sessions_active: Gauge
@@ -121,6 +134,18 @@ class Metrics:
             extra = {"buckets": buckets} if buckets is not None else {}
             metric = kind(name, help_text, list(labels), registry=self.registry, **extra)
             setattr(self, attr, _cache_children(metric) if labels else metric)
+        self._unpriced_models: set[str] = set()
+
+    def unpriced_model(self, model: str) -> str:
+        """The `model` label of an unpriced call: the name when it looks like a model
+        name and fewer than MAX_UNPRICED_MODELS names were seen, else "other"."""
+        if model in self._unpriced_models:
+            return model
+        if (not isinstance(model, str) or not MODEL_NAME.fullmatch(model)
+                or len(self._unpriced_models) >= MAX_UNPRICED_MODELS):
+            return "other"
+        self._unpriced_models.add(model)
+        return model
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

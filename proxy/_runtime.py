@@ -4,6 +4,11 @@ A `Runtime` is an immutable snapshot (settings, key directory, price table).
 Requests read `state.runtime` once at their start, so a reload swaps the
 snapshot atomically between requests and never half-applies. An invalid
 file is rejected with a logged error and the running config stays.
+
+The price table in force is the shipped one, with the operator's
+`[pricing] table` file read over it and `[pricing.models]` on top. The
+price file is watched like the config file: saving either reloads both,
+and a price file that does not load or check keeps the running table.
 """
 
 from __future__ import annotations
@@ -15,15 +20,67 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-from faregate.pricing import PriceTable, load_price_table
+from faregate.pricing import (
+    PriceTable,
+    PriceTableError,
+    check_price_table,
+    load_price_table,
+    loads_price_table,
+)
 
-from ._config import ConfigError, Settings, load_settings
+from ._config import ConfigError, ConfigProblem, PricingSettings, Settings, load_settings
 from ._preflight import alias_problems, refusals, warnings
 from ._watch import FileWatch, Stamps
 from .caller import Caller, Directory
 from .quota import Policy, policy_for
 
 log = logging.getLogger("faregate.config")
+
+#: An operator price file larger than this is refused (the shipped one is ~60 KB).
+MAX_PRICE_FILE_BYTES = 8 * 1024 * 1024
+
+
+def read_price_file(path: str | os.PathLike[str], base: PriceTable,
+                    check: bool = True) -> PriceTable:
+    """An operator's price file read over `base`, checked like the shipped table.
+
+    Raises `PriceTableError` naming what is wrong (unreadable, too large, not
+    the format, or — with `check` — problems `faregate prices --check` would list).
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_PRICE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PriceTableError(f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_PRICE_FILE_BYTES:
+        raise PriceTableError(f"larger than {MAX_PRICE_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PriceTableError("not UTF-8 text") from None
+    table = loads_price_table(text, base=base)
+    problems = check_price_table(table) if check else []
+    if problems:
+        raise PriceTableError("; ".join(problems[:20]))
+    return table
+
+
+def price_table(pricing: PricingSettings) -> PriceTable:
+    """The table in force for `[pricing]`: shipped, operator file over it, overrides on top."""
+    table = load_price_table()
+    if pricing.table:
+        try:
+            table = read_price_file(pricing.table, table)
+        except PriceTableError as exc:
+            raise ConfigError(pricing.table, [ConfigProblem("pricing.table", str(exc))]) from None
+    overrides = {name: p.rates() for name, p in pricing.models.items()}
+    if overrides:
+        try:
+            table = table.with_overrides(overrides)
+        except PriceTableError as exc:
+            raise ConfigError("<config>", [ConfigProblem("pricing.models", str(exc))]) from None
+    return table
 
 
 @dataclass(frozen=True)
@@ -55,16 +112,23 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, source: str = "<config>") -> "Runtime":
-        """The config in force; `ConfigError` when the price table cannot honour it."""
-        overrides = {name: p.rates() for name, p in settings.pricing.models.items()}
-        table = load_price_table()
-        if overrides:
-            table = table.with_overrides(overrides)
+        """The config in force; reads the operator's price file (call it off the event
+        loop). `ConfigError` when that file does not load or the table cannot honour
+        the config (its aliases)."""
+        table = price_table(settings.pricing)
         problems = alias_problems(settings.pricing.aliases, table)
         if problems:
             raise ConfigError(source, problems)
-        table = table.with_aliases(settings.pricing.aliases)
-        return cls(settings, Directory(settings), table)
+        return cls(settings, Directory(settings), table.with_aliases(settings.pricing.aliases))
+
+
+def _load_runtime(path: Path) -> Runtime:
+    settings = load_settings(path)
+    runtime = Runtime.build(settings, str(path))
+    refused = refusals(settings)
+    if refused:
+        raise ConfigError(str(path), refused)
+    return runtime
 
 
 def restart_only_changes(old: Settings, new: Settings) -> list[str]:
@@ -81,14 +145,20 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
 
 
 class Reloader:
-    """Watches the config file and applies valid changes."""
+    """Watches the config file (and the price file it names) and applies valid changes."""
 
     def __init__(self, path: Path | None, apply: Callable[[Runtime], None],
-                 on_result: Callable[[str], None] | None = None):
+                 on_result: Callable[[str], None] | None = None, table: str | None = None):
         self.path = path
         self._apply = apply
         self._on_result = on_result or (lambda result: None)
-        self._watch = FileWatch([path], self._changed) if path else None
+        self._table = Path(table) if table else None
+        self._watch = FileWatch(self._files(), self._changed) if path else None
+
+    def _files(self) -> list[Path]:
+        """The config file and the price file it names: a change in either reloads."""
+        return [p for p in (self.path, self._table) if p is not None]
+
 
     def start(self) -> None:
         if self._watch is not None:
@@ -109,11 +179,7 @@ class Reloader:
         if self.path is None:
             return False, "no config file: running on built-in defaults"
         try:
-            settings = await asyncio.to_thread(load_settings, self.path)
-            runtime = Runtime.build(settings, str(self.path))
-            refused = refusals(settings)
-            if refused:
-                raise ConfigError(str(self.path), refused)
+            runtime = await asyncio.to_thread(_load_runtime, self.path)
         except ConfigError as exc:
             log.error(
                 "config reload rejected; the running config stays in force",
@@ -121,9 +187,15 @@ class Reloader:
             )
             self._on_result("rejected")
             return False, str(exc)
+        table = runtime.settings.pricing.table
+        if (Path(table) if table else None) != self._table and self._watch is not None:
+            self._table = Path(table) if table else None
+            self._watch.paths = tuple(self._files())
+            self._watch.stamps = await asyncio.to_thread(self._watch.read)
         self._apply(runtime)
         self._on_result("applied")
-        log.info("config reloaded", extra={"path": str(self.path)})
+        log.info("config reloaded", extra={"path": str(self.path),
+                                           "price_table": runtime.prices.version})
         log_warnings(runtime, str(self.path))
         return True, "applied"
 

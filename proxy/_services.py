@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from faregate.pricing import PriceTable
 from faregate.storage import Ledger, LedgerRecord
 
 from . import _errors as errors
@@ -39,6 +40,12 @@ Reload = Callable[[], Awaitable[tuple[bool, str]]]
 
 def _json(payload: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def price_table_detail(table: PriceTable) -> dict:
+    """The price table in force, for /readyz: version, the shipped table's version and age."""
+    return {"version": table.version, "shipped_version": table.shipped_version,
+            "shipped_age_days": table.age_days(datetime.now(timezone.utc).date())}
 
 
 def upstream_client(runtime: Runtime) -> aiohttp.ClientSession:
@@ -166,6 +173,9 @@ class Services:
         m.ledger_queue_depth.set(ledger.queue_depth)
         m.ledger_journal_bytes.set(ledger.journal_bytes)
         m.ledger_oldest_unwritten.set(ledger.oldest_unwritten_seconds)
+        age = self.runtime.prices.age_days(datetime.now(timezone.utc).date())
+        if age is not None:
+            m.price_table_age.set(age)
         return web.Response(body=m.render(), headers={"content-type": CONTENT_TYPE})
 
     async def healthz(self, _: web.Request) -> web.Response:
@@ -178,7 +188,8 @@ class Services:
             "accepting": not self.draining,
         }
         ok = all(checks.values())
-        body: dict = {"status": "ready" if ok else "degraded", "checks": checks}
+        body: dict = {"status": "ready" if ok else "degraded", "checks": checks,
+                      "prices": price_table_detail(self.runtime.prices)}
         if not self.ledger.healthy:
             body["reasons"] = {"ledger": self.ledger.last_error}
         return _json(body, 200 if ok else 503)

@@ -8,6 +8,7 @@ about writing (queue, journal, writer). Every query is dialect-neutral SQL
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 
 from ._kinds import ALERTS, BATCHES, SESSIONS
@@ -21,6 +22,7 @@ from ._lookups import (
     sessions_sql,
     spend_since_sql,
 )
+from ._queries import unpriced_models_sql
 from ._record import AlertRecord, BatchEvent, LedgerRecord, SessionRecord
 from ._report import UsageReport
 from ._sessions import REBUILD_SELECT, rebuilt_session
@@ -46,7 +48,12 @@ class LedgerQueries:
         group_by: str,
         tenant: str | None = None,
     ) -> UsageReport:
-        return await self._store.usage(start, end, group_by, tenant)
+        report = await self._store.usage(start, end, group_by, tenant)
+        if any(r.unpriced for r in report.rows):  # name them, with the lines that price them
+            sql, args = unpriced_models_sql(self._store.placeholder, start, end, tenant)
+            rows = await self._store.fetch(sql, args)
+            report = replace(report, unpriced_models=tuple((str(m), int(n)) for m, n in rows))
+        return report
 
     async def logs(
         self,

@@ -34,6 +34,9 @@ GROUP_SQL = {
 FALLBACK_FLAGS = ("priced_by_family", "tier_unpriced", "rate_missing")
 FALLBACK_SQL = "(" + " OR ".join(f"flags LIKE '%{f}%'" for f in FALLBACK_FLAGS) + ")"
 
+#: Charges priced from a period no source confirms (`confidence = "unconfirmed"`).
+UNCONFIRMED_SQL = "flags LIKE '%price_unconfirmed%'"
+
 USAGE_SUMS = ", ".join((
     "COUNT(*)",
     *(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS),
@@ -43,6 +46,8 @@ USAGE_SUMS = ", ".join((
     "SUM(COALESCE(billed_nanos, cost_nanos))",
     f"SUM(CASE WHEN {FALLBACK_SQL} THEN 1 ELSE 0 END)",
     f"SUM(CASE WHEN {FALLBACK_SQL} THEN cost_nanos ELSE 0 END)",
+    f"SUM(CASE WHEN {UNCONFIRMED_SQL} THEN 1 ELSE 0 END)",
+    f"SUM(CASE WHEN {UNCONFIRMED_SQL} THEN cost_nanos ELSE 0 END)",
 ))
 
 
@@ -73,6 +78,19 @@ def _tag_expr(p: Placeholder, dialect: str, key: str) -> tuple[str, Any]:
     return f"json_extract(tags, {p(1)})", f'$."{key}"'
 
 
+def _range(p: Placeholder, start: datetime | None, end: datetime | None, tenant: str | None,
+           clauses: list[str], args: list[Any]) -> None:
+    """The report range and tenant as WHERE clauses (arguments appended in order)."""
+    for cond, value in (
+        ("ts_ms >= {}", None if start is None else epoch_ms(start)),
+        ("ts_ms < {}", None if end is None else epoch_ms(end)),
+        ("tenant = {}", tenant),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(cond.format(p(len(args))))
+
+
 def usage_sql(
     p: Placeholder,
     start: datetime | None,
@@ -90,17 +108,26 @@ def usage_sql(
         args.append(arg)
     else:
         key, key2 = GROUP_SQL[group_by]
-    for cond, value in (
-        ("ts_ms >= {}", None if start is None else epoch_ms(start)),
-        ("ts_ms < {}", None if end is None else epoch_ms(end)),
-        ("tenant = {}", tenant),
-    ):
-        if value is not None:
-            args.append(value)
-            clauses.append(cond.format(p(len(args))))
+    _range(p, start, end, tenant, clauses, args)
     group = "k" if key2 == "NULL" else f"k, {key2}"
     sql = (f"SELECT {key} AS k, {key2} AS k2, {USAGE_SUMS} "
            f"FROM charges {_where(clauses)} GROUP BY {group}")
+    return sql, args
+
+
+#: How many unpriced models a report names (with the config lines that price them).
+UNPRICED_MODELS_SHOWN = 10
+
+
+def unpriced_models_sql(
+    p: Placeholder, start: datetime | None, end: datetime | None, tenant: str | None,
+) -> tuple[str, list[Any]]:
+    """The models of unpriced calls in a report's range, most calls first."""
+    clauses: list[str] = ["priced = 0"]
+    args: list[Any] = []
+    _range(p, start, end, tenant, clauses, args)
+    sql = (f"SELECT model, COUNT(*) AS n FROM charges {_where(clauses)} "
+           f"GROUP BY model ORDER BY n DESC, model LIMIT {UNPRICED_MODELS_SHOWN}")
     return sql, args
 
 

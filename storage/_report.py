@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from faregate.pricing import CACHED_CLASSES, INPUT_CLASSES, OUTPUT_CLASSES
+from faregate.pricing import CACHED_CLASSES, INPUT_CLASSES, OUTPUT_CLASSES, override_snippet
 
 from ._money import format_usd, plain_decimal
 from ._record import TOKEN_COLUMNS
@@ -39,19 +39,21 @@ class UsageRow:
     billed_nanos: int = 0
     fallback: int = 0  # charges priced by a fallback rule (see _queries.FALLBACK_FLAGS)
     fallback_cost_nanos: int = 0
+    unconfirmed: int = 0  # charges priced from an unconfirmed period (`price_unconfirmed`)
+    unconfirmed_cost_nanos: int = 0
     tenant: str | None = None  # set when grouped by user (a user is unique per tenant)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "UsageRow":
         """From a `USAGE_SUMS` row: (key, key2, count, *token sums, reasoning,
         seconds_ms, chars, images, cost, unpriced, estimated, estimated cost,
-        savings, billed, fallback, fallback cost)."""
+        savings, billed, fallback, fallback cost, unconfirmed, unconfirmed cost)."""
         key, key2, *sums = row
         n = len(TOKEN_COLUMNS)
         vals = [int(v or 0) for v in sums]
         tokens = dict(zip(TOKEN_COLUMNS, vals[1 : 1 + n]))
         (reasoning, seconds_ms, chars, images, cost, unpriced, estimated, est_cost, savings,
-         billed, fallback, fallback_cost) = vals[1 + n :]
+         billed, fallback, fallback_cost, unconfirmed, unconfirmed_cost) = vals[1 + n :]
         return cls(
             key=None if key is None else str(key),
             requests=vals[0],
@@ -68,6 +70,8 @@ class UsageRow:
             billed_nanos=billed,
             fallback=fallback,
             fallback_cost_nanos=fallback_cost,
+            unconfirmed=unconfirmed,
+            unconfirmed_cost_nanos=unconfirmed_cost,
             tenant=None if key2 is None else str(key2),
         )
 
@@ -106,6 +110,8 @@ class UsageRow:
             "estimated_cost_usd": format_usd(self.estimated_cost_nanos),
             "fallback_priced": self.fallback,
             "fallback_cost_usd": format_usd(self.fallback_cost_nanos),
+            "unconfirmed_priced": self.unconfirmed,
+            "unconfirmed_cost_usd": format_usd(self.unconfirmed_cost_nanos),
             "seconds": plain_decimal(self.seconds),
             "characters": self.characters,
             "images": self.images,
@@ -118,6 +124,8 @@ class UsageRow:
 class UsageReport:
     group_by: str
     rows: list[UsageRow] = field(default_factory=list)
+    #: (model, calls) of the unpriced calls in the range, most first (see the note)
+    unpriced_models: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def of(cls, rows: list[UsageRow], group_by: str) -> "UsageReport":
@@ -153,6 +161,7 @@ class UsageReport:
             "total_margin_usd": format_usd(self.total("margin_nanos")),
             "total_estimated_cost_usd": format_usd(self.total("estimated_cost_nanos")),
             "total_fallback_cost_usd": format_usd(self.total("fallback_cost_nanos")),
+            "total_unconfirmed_cost_usd": format_usd(self.total("unconfirmed_cost_nanos")),
         }
 
 
@@ -166,6 +175,8 @@ def report_dict(report: UsageReport, top: int | None = None) -> dict[str, Any]:
         "group_by": report.group_by,
         "rows": [r.as_dict(report.group_by) for r in _top(report, top)],
         **report.totals(),
+        "unpriced_models": [{"model": m, "calls": n, "config": override_snippet(m)}
+                            for m, n in report.unpriced_models],
     }
 
 
@@ -177,6 +188,7 @@ CSV_FIELDS = (
     "requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
     "seconds", "characters", "images", "cost_usd", "savings_usd", "billed_usd", "margin_usd",
     "unpriced", "estimated", "estimated_cost_usd", "fallback_priced", "fallback_cost_usd",
+    "unconfirmed_priced", "unconfirmed_cost_usd",
 )
 
 
@@ -242,9 +254,7 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
     out += [rule, line(total)]
     if top and len(report.rows) > top:
         out.append(f"(top {top} of {len(report.rows)}; TOTAL covers all)")
-    if any(r.unpriced for r in report.rows):
-        out.append(f"UNPRICED: {report.total('unpriced')} calls to models without a price, "
-                   "recorded at $0; add [pricing.models.\"NAME\"] to price them.")
+    out += _unpriced_note(report)
     if any(r.estimated for r in report.rows):
         out.append(f"ESTIMATED: {report.total('estimated')} calls "
                    f"(${format_usd(report.total('estimated_cost_nanos'))}) were priced from "
@@ -254,9 +264,28 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
                    f"(${format_usd(report.total('fallback_cost_nanos'))}) were priced by a "
                    "fallback rule (an unlisted snapshot at its family's price, or a service "
                    "tier without its own rates); see `faregate prices --check`.")
+    if any(r.unconfirmed for r in report.rows):
+        out.append(f"UNCONFIRMED: {report.total('unconfirmed')} calls "
+                   f"(${format_usd(report.total('unconfirmed_cost_nanos'))}) were priced from "
+                   "prices no source confirms (or that sources dispute); see "
+                   "`faregate prices --check`.")
     if report.has_margin:
         out.append("BILLED = cost × (1 + the tenant's markup) at the time of each call.")
     return "\n".join(out)
+
+
+def _unpriced_note(report: UsageReport) -> list[str]:
+    """UNPRICED: how many calls rest at $0, and the config lines that price each model."""
+    if not any(r.unpriced for r in report.rows):
+        return []
+    out = [f"UNPRICED: {report.total('unpriced')} calls to models without a price, "
+           "recorded at $0; add to the config (and fill in the rates):"]
+    if not report.unpriced_models:
+        out.append('[pricing.models."NAME"]  # see `faregate report --by model` for the names')
+    for model, calls in report.unpriced_models:
+        out.append(f"# {model}: {calls} call{'s' if calls != 1 else ''}")
+        out.append(override_snippet(model))
+    return out
 
 
 def render_report(

@@ -190,7 +190,7 @@ def test_exact_costs(kind, usage, model, extra, cost, breakdown):
     table = load_price_table()
     entry = table.entry(model, AT)
     assert charge.price_version == f"{table.version}:{entry.family}@{entry.effective}"
-    assert charge.usage.flags == ()
+    assert charge.usage.flags == (("price_unconfirmed",) if entry.unconfirmed else ())
 
 
 def test_cost_is_exact_decimal_and_nanos():
@@ -381,10 +381,13 @@ def test_unknown_model_is_unpriced():
         ("gpt-4o-mini-realtime-preview-2024-12-17", "gpt-4o-mini-realtime-preview"),
         ("gpt-4-0613", "gpt-4"),
         ("chatgpt-4o-latest", "chatgpt-4o-latest"),
-        ("gpt-5-chat-latest", "gpt-5"),
+        ("gpt-5-chat-latest", "gpt-5-chat-latest"),  # own limits: 128K, not gpt-5's 400K
+        ("gpt-5-chat", "gpt-5-chat-latest"),
+        ("ft:gpt-3.5-turbo-0125:acme::x", "ft:gpt-3.5-turbo"),
+        ("ft:gpt-3.5-turbo-1106:acme::x", "ft:gpt-3.5-turbo-1106"),
         ("omni-moderation-latest", "omni-moderation"),
         ("ft:gpt-4o-mini-2024-07-18:acme:support:AbC123", "ft:gpt-4o-mini"),
-        ("ft:gpt-3.5-turbo-0125:acme::x", None),  # no fine-tune price: unpriced
+        ("ft:gpt-5:acme::x", None),  # no fine-tune price: unpriced
         ("gpt-4o-minimal", None),  # no prefix matching
         ("gpt-4o-2024-08-06-extra", None),
         ("", None),

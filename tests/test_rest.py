@@ -324,7 +324,7 @@ async def test_unknown_model_recorded_unpriced_and_flagged(gw):
     assert not row.priced and row.cost_nanos == 0
     assert row.tokens["input"] == HELLO_PROMPT  # usage is still kept
     metrics = await gw.metrics_text()
-    assert 'faregate_unpriced_requests_total{endpoint="/v1/chat/completions",tenant="default"} 1.0' \
+    assert 'faregate_unpriced_requests_total{model="my-mystery-model",tenant="default"} 1.0' \
         in metrics
 
 

@@ -2,7 +2,9 @@
 
 Kept apart from delivery (`_notify`): the Slack-compatible webhook body, the
 machine-readable fields and the email subject/body are pure functions of an
-`Alert`, tested without any network.
+`Alert`, tested without any network. A `Notice` is an operational line that
+goes through the same channels (a model nobody can price, once a day): its
+renderings are its text.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ class Alert:
     projected_usd: Decimal  # period-end spend at the current run rate
     top_models: tuple[tuple[str, Decimal], ...]  # (model, usd), largest first
     at: datetime
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One operational line for the alert channels (not a budget threshold)."""
+
+    id: str  # stable dedupe id, e.g. "unpriced|2026-11-23|acme-model"
+    subject: str
+    text: str  # the whole message (may span lines)
+    fields: dict  # machine-readable, every value a string
+    at: datetime
+    level: str = "warning"
 
 
 # -- rendering (pure) ---------------------------------------------------------------------
@@ -92,7 +106,10 @@ def machine_fields(alert: Alert) -> dict:
     }
 
 
-def webhook_body(alert: Alert) -> dict:
+def webhook_body(alert: "Alert | Notice") -> dict:
+    if isinstance(alert, Notice):
+        return {"text": alert.text, "faregate": {"id": alert.id, "level": alert.level,
+                                                 **alert.fields, "at": alert.at.isoformat()}}
     text = headline(alert)
     return {
         "text": text,
@@ -109,12 +126,16 @@ def webhook_body(alert: Alert) -> dict:
     }
 
 
-def email_subject(alert: Alert) -> str:
+def email_subject(alert: "Alert | Notice") -> str:
+    if isinstance(alert, Notice):
+        return f"[faregate] {alert.subject}"
     return (f"[faregate] budget {_percent(alert.threshold)} — {describe_scope(alert.scope)} "
             f"({alert.period} {alert.period_start})")
 
 
-def email_body(alert: Alert) -> str:
+def email_body(alert: "Alert | Notice") -> str:
+    if isinstance(alert, Notice):
+        return alert.text + "\n"
     rows = [
         ("Level", alert.level),
         ("Threshold", _percent(alert.threshold)),

@@ -22,6 +22,7 @@ from faregate.storage import AlertRecord, plain_decimal
 
 from ..quota import BudgetLimit, Budgets, Counter, Policy, period_key, period_keys
 from ._alert import Alert, level_for
+from ._unpriced import UnpricedNotes
 
 log = logging.getLogger("faregate.alerts")
 
@@ -59,11 +60,16 @@ class Alerting:
         self.fired: set[str] = set()
         self._models: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
         self._live: tuple[str, str] = ("", "")
+        self.unpriced = UnpricedNotes(lambda notice: self._send(notice))
 
     def attach(self, record: Callable, send: Callable, claim: Callable | None = None) -> None:
         """`claim` (shared databases): an async insert that says whether *this*
         replica is the one to send the alert."""
         self._record, self._send, self._claim = record, send, claim
+
+    def note_unpriced(self, model: str, tenant: str, now: datetime) -> None:
+        """A call to a model without a price: said once a day per model (see `_unpriced`)."""
+        self.unpriced.note(model, tenant, now)
 
     def seed(self, ids) -> None:
         self.fired.update(ids)

@@ -112,13 +112,18 @@ def count_charge(metrics: Metrics, tenant: str, charge: Charge, endpoint: str,
         metrics.cost.labels(tenant, model).inc(float(charge.cost))
     if u.seconds > 0:
         metrics.billed_seconds.labels(tenant, model).inc(float(u.seconds))
-    if not charge.priced and not u.is_empty():
-        metrics.unpriced.labels(tenant, endpoint).inc()
+    if unpriced(charge):
+        metrics.unpriced.labels(tenant, metrics.unpriced_model(charge.model)).inc()
     if problem:
         metrics.usage_problems.labels(endpoint, problem).inc()
     for flag in u.flags:
         if flag != problem:
             metrics.usage_problems.labels(endpoint, flag).inc()
+
+
+def unpriced(charge: Charge) -> bool:
+    """Something was consumed and the model has no price: recorded at $0, said aloud."""
+    return not charge.priced and not charge.usage.is_empty()
 
 
 def observe(metrics: Metrics, flow: Flow, charge: Charge | None, problem: str | None) -> None:
@@ -182,6 +187,8 @@ class Biller:
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
             response_id=flow.reading.response_id, markup=markup, tags=flow.tags))
         observe(self.metrics, flow, charge, problem)
+        if unpriced(charge):
+            self.alerting.note_unpriced(model, flow.caller.tenant if flow.caller else "default", at)
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)
         elif flow.admission is not None:
@@ -211,6 +218,8 @@ class Biller:
         if spend:
             count_charge(self.metrics, account.caller.tenant, charge, account.endpoint)
             self._settle(policy, hold, charge, at)
+            if unpriced(charge):
+                self.alerting.note_unpriced(model, account.caller.tenant, at)
         elif hold is not None:
             self.quota.release(hold)
         return row

@@ -140,6 +140,7 @@ class SessionMeter:
     last_type: str | None = None  # the type of the last server frame
     _charged: set[str] = field(default_factory=set)
     _live_seconds: Decimal = Decimal(0)
+    _live_paused: Decimal = Decimal(0)
     _live_tokens: dict[str, int] = field(default_factory=dict)
 
     # -- server -> client ---------------------------------------------------
@@ -237,6 +238,15 @@ class SessionMeter:
             flags=("usage_missing",),
         )
 
+    def _paused_increase(self, usage: dict[str, Any]) -> Decimal:
+        """The increase of a WebRTC session's cumulative `paused_seconds` (the
+        standby part of its seconds, billed at the standby rate); 0 without it."""
+        paused = _seconds(usage.get("paused_seconds"))
+        if paused is None or paused <= self._live_paused:
+            return Decimal(0)
+        increase, self._live_paused = paused - self._live_paused, paused
+        return increase
+
     def _live_usage(self, obj: dict[str, Any]) -> list[Metered]:
         """Cumulative counters -> the increase since the last report."""
         usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else obj
@@ -246,10 +256,12 @@ class SessionMeter:
             seconds = _seconds(usage.get(key))
             if seconds is not None:
                 break
+        standby = self._paused_increase(usage)
         if seconds is not None and seconds > self._live_seconds:
             delta = seconds - self._live_seconds
             self._live_seconds = seconds
-            out.append(Metered(Usage(seconds=delta), self.model, None, "live"))
+            out.append(Metered(Usage(seconds=delta, standby_seconds=min(standby, delta)),
+                               self.model, None, "live"))
         tokens = usage.get("tokens") if isinstance(usage.get("tokens"), dict) else None
         if tokens is None and any(k in usage for k in ("input_tokens", "output_tokens")):
             tokens = usage
