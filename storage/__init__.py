@@ -11,6 +11,16 @@ from ._ledger import Ledger
 from ._money import format_usd, nanos_to_usd
 from ._periods import PERIODS, parse_date_range, period_bounds
 from ._queries import group_tag
+from ._provider import (
+    FROM_PROVIDER_FLAG,
+    UNCONFIRMED_FLAG,
+    DailyTotal,
+    DelegatedEvent,
+    DelegatedSession,
+    LimitChange,
+    LineItemTotal,
+    Reconciliation,
+)
 from ._journal import JournalBusy
 from ._record import (
     END_REASONS,
@@ -35,6 +45,14 @@ from ._report import (
 __all__ = [
     "AlertRecord",
     "BatchEvent",
+    "DailyTotal",
+    "DelegatedEvent",
+    "DelegatedSession",
+    "FROM_PROVIDER_FLAG",
+    "LimitChange",
+    "LineItemTotal",
+    "Reconciliation",
+    "UNCONFIRMED_FLAG",
     "END_REASONS",
     "GROUPS",
     "INPUT_CLASSES",

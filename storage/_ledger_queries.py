@@ -21,6 +21,7 @@ from ._lookups import (
     sessions_sql,
     spend_since_sql,
 )
+from ._provider import ProviderQueries
 from ._record import AlertRecord, BatchEvent, LedgerRecord, SessionRecord
 from ._report import UsageReport
 from ._sessions import REBUILD_SELECT, rebuilt_session
@@ -34,7 +35,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class LedgerQueries:
+class LedgerQueries(ProviderQueries):
     _store: Store
 
     # -- queries ----------------------------------------------------------
