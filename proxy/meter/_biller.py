@@ -213,6 +213,29 @@ class Biller:
             self.quota.release(hold)
         return row
 
+    def bill_from_provider(self, account: Account, *, model: str, nanos: int, at: datetime,
+                           record_id: str, response_id: str, policy: Policy | None,
+                           note: str = "") -> LedgerRecord:
+        """The provider's cost for traffic faregate could not meter, attributed to the
+        session's creator by reconciliation: recorded as the provider billed it
+        (flagged `from_provider`), counted, and spent against the creator's budgets
+        (`policy`; None: recorded and counted only)."""
+        caller = account.caller
+        row = LedgerRecord(
+            tenant=caller.tenant, user=caller.user, key_id=caller.key_id, model=model[:128],
+            endpoint=account.endpoint, status=200, cost_nanos=nanos, id=record_id, ts=at,
+            request_id=account.request_id, breakdown={"from_provider": nanos},
+            price_version=f"provider:{note}" if note else "provider", flags=("from_provider",),
+            session_id=account.session_id, response_id=response_id, tags=account.tags)
+        self._record(row)
+        if nanos > 0:  # Prometheus counters are floats; the ledger keeps the exact amount
+            family = self._runtime().prices.resolve(model) or "unpriced"
+            self.metrics.cost.labels(caller.tenant, family).inc(float(Decimal(nanos).scaleb(-9)))
+        if policy is not None:
+            self.quota.spend(policy, nanos, at)
+            self.alerting.note_model(policy, at, model, nanos)
+        return row
+
     def _settle(self, policy: Policy, hold: Admission | None, charge: Charge,
                 at: datetime) -> None:
         if hold is not None:

@@ -6,7 +6,8 @@ trip per call): `policy_for` turns config into a caller's `Policy`;
 image caps, rate limits and the shared upstream limits, or returns a
 `Refusal`; `settle`/`release` end the hold. `Leases` share budgets between
 replicas on PostgreSQL; `SessionQuota` admits each Realtime response and
-decides when a session is `Cut`.
+decides when a session is `Cut`; `UnseenHolds` keeps the admissions of
+Realtime sessions faregate cannot meter (minted keys, WebRTC calls).
 """
 
 from ._budget import PERIODS, BudgetBook, Counter, period_key, period_keys
@@ -15,6 +16,7 @@ from ._policy import BudgetLimit, Policy, policy_for
 from ._quota import Admission, Budgets, Quota
 from ._refusals import Refusal, budget_refusal, concurrency_refusal, model_refusal
 from ._session import Cut, SessionQuota, time_cut
+from ._unseen import UnseenHolds
 from ._upstream import UpstreamLimits
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Quota",
     "Refusal",
     "SessionQuota",
+    "UnseenHolds",
     "UpstreamLimits",
     "budget_refusal",
     "concurrency_refusal",
