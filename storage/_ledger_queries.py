@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from ._kinds import ALERTS, BATCHES, SESSIONS
+from ._kinds import ALERTS, BATCHES, CHARGES, SESSIONS
 from ._lookups import (
     alerts_sql,
     batch_events_by_id_sql,
@@ -128,6 +128,11 @@ class LedgerQueries(ProviderQueries):
     async def claim_batch(self, event: BatchEvent) -> bool:
         """Write a batch event now; False if it exists (another process claimed it)."""
         return bool(await self._store.fetch(*claim_sql(self._store.placeholder, BATCHES, event)))
+
+    async def claim_charge(self, record: LedgerRecord) -> bool:
+        """Write a charge now, off the request path; False if its id (or its session
+        and response) is already there — so only one process counts it."""
+        return bool(await self._store.fetch(*claim_sql(self._store.placeholder, CHARGES, record)))
 
     async def unclaim_batch(self, event_id: str) -> None:
         """Remove a claim row (a download that broke off before the file's end)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
 
@@ -302,18 +302,6 @@ class ProviderQueries:
         return [DelegatedSession(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], int(r[8]),
                                  None if r[9] is None else int(r[9]),
                                  None if r[10] is None else int(r[10])) for r in rows]
-
-    async def existing_charges(self, ids: Iterable[str]) -> set[str]:
-        """Which of these charge ids the database already holds."""
-        wanted = list(dict.fromkeys(ids))
-        found: set[str] = set()
-        p = self._store.placeholder
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            marks = ", ".join(p(i + 1) for i in range(len(chunk)))
-            rows = await self._store.fetch(f"SELECT id FROM charges WHERE id IN ({marks})", chunk)
-            found.update(r[0] for r in rows)
-        return found
 
     async def save_reconciliations(self, results: Sequence[Reconciliation]) -> None:
         """Store results, replacing earlier ones for the same day, grouping and group."""

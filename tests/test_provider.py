@@ -158,8 +158,10 @@ async def test_ledger_daily_totals_and_delegated_sessions(ledger_url):
         [change] = await ledger.limit_changes()
         assert (change.project, change.tenants, change.old_cents) == ("proj_acme", ("acme",),
                                                                       None)
-        ids = [r.id for r in records[:2]] + ["0" * 32]
-        assert await ledger.existing_charges(ids) == set(ids[:2])
+        assert not await ledger.claim_charge(records[0])  # already there: not claimed
+        fresh = charge(OCT31, "acme", "0.01", flags=("from_provider",))
+        assert await ledger.claim_charge(fresh) and not await ledger.claim_charge(fresh)
+        assert fresh.id in {r.id for r in await ledger.logs(limit=100)}
     finally:
         await ledger.close()
 

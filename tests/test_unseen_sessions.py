@@ -264,3 +264,25 @@ async def test_the_daily_job_syncs_limits_when_asked(gateway, admin):
     assert {c.project for c in await gw.state.ledger.limit_changes()} == {
         "proj_acme", "proj_globex"}
     assert (await gw.state.provider.run_once())["limits"] == 0
+
+
+async def test_unseen_holds_expire_move_and_stay_bounded():
+    from faregate.proxy._metrics import Metrics
+    from faregate.proxy.quota import BudgetLimit, Policy, Quota, UnseenHolds
+
+    quota = Quota(Metrics(), lambda *a: None)
+    policy = Policy("acme", None, True, (BudgetLimit("tenant:acme", "month", 10**9),))
+    now = datetime.now(timezone.utc)
+    counter = quota.book.counter("tenant:acme", "month", now)
+    holds = UnseenHolds(quota, capacity=2)
+    for ref in ("a", "b", "c"):
+        holds.keep(ref, quota.admit(policy, 100, now), 3600)
+    assert len(holds) == 2 and "a" not in holds  # the oldest went first
+    assert counter.reserved == 200
+    moved = holds.take("b")
+    holds.keep("b2", moved, 0)  # its time is up at once
+    assert counter.reserved == 200
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert "b2" not in holds and counter.reserved == 100
+    assert holds.release("c") and not holds.release("c") and counter.reserved == 0

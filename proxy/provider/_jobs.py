@@ -66,7 +66,6 @@ class ProviderJobs:
         self.metrics = metrics
         self._send = send
         self._api = api or (lambda rt: ProviderApi.from_settings(rt.settings))
-        self._attributed: set[str] = set()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -120,7 +119,6 @@ class ProviderJobs:
                                        now)
         done["attributed"] = await self._attribute(rt, outcome.attributions)
         if done["attributed"]:  # reconcile again so the stored rows include them
-            await self.ledger.flush()
             outcome = await reconcile_days(rt.settings, rt.prices, self.ledger, api,
                                            outcome.first, outcome.last, "project", now)
         await self.ledger.save_reconciliations(outcome.rows)
@@ -142,24 +140,21 @@ class ProviderJobs:
                 done["alerts"] += 1
 
     async def _attribute(self, rt: Runtime, attributions: list[Attribution]) -> int:
-        """Charge each new attribution once (this process, another, or an earlier run
-        may have recorded it: its id is deterministic)."""
-        fresh = [a for a in attributions if a.record_id not in self._attributed]
-        existing = await self.ledger.existing_charges(a.record_id for a in fresh)
-        count = 0
-        for a in fresh:
-            self._attributed.add(a.record_id)
-            if a.record_id in existing:
-                continue
+        """Charge each attribution once: its id is deterministic, and only the process
+        whose insert writes it counts it (another replica, a restart or a re-run finds
+        it there)."""
+        count = nanos = 0
+        for a in attributions:
             s = a.session
             caller = Caller(s.tenant, s.user, None, s.key_id, None)
             account = Account(caller, ENDPOINTS.get(s.kind, "/v1/realtime/calls"),
                               f"reconcile:{a.day.isoformat()}", session_id=s.session_id)
-            self.biller.bill_from_provider(
-                account, model=s.model, nanos=a.nanos, at=a.at, record_id=a.record_id,
-                response_id=a.response_id, policy=rt.policy(caller), note=a.day.isoformat())
-            count += 1
+            if await self.biller.bill_from_provider(
+                    account, model=s.model, nanos=a.nanos, at=a.at, record_id=a.record_id,
+                    response_id=a.response_id, policy=rt.policy(caller),
+                    claim=self.ledger.claim_charge, note=a.day.isoformat()):
+                count, nanos = count + 1, nanos + a.nanos
         if count:
             log.warning("provider cost attributed to sessions faregate could not see",
-                        extra={"charges": count, "nanos": sum(a.nanos for a in fresh)})
+                        extra={"charges": count, "nanos": nanos})
         return count
