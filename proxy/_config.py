@@ -141,6 +141,9 @@ class KeyEntry(_Strict):
         return self
 
 
+_PROJECT_ID = re.compile(r"proj_[A-Za-z0-9]{1,64}")
+
+
 class Limits(_Strict):
     """Limits shared by tiers and tenants (a tenant overrides its tier's)."""
 
@@ -162,6 +165,10 @@ class Limits(_Strict):
     default_max_output_tokens: int | None = Field(None, gt=0)  # reservation when none is given
     #: Realtime/Live: a `faregate.session.cost` event to the client after each charge
     session_cost_events: bool | None = None
+    #: Ephemeral Realtime keys (`POST /v1/realtime/client_secrets`): "allow" or "deny";
+    #: unset: allowed unless the caller has a USD limit (their spend can pass unseen).
+    client_secrets: Literal["allow", "deny"] | None = None
+    client_secret_ttl_s: int | None = Field(None, ge=10, le=7200)  # longest expiry a mint gets
 
     _money = field_validator(
         "daily_usd", "monthly_usd", "per_user_daily_usd", "per_user_monthly_usd"
@@ -173,8 +180,16 @@ class TenantSettings(Limits):
     on_exceed: Literal["block", "alert_only"] = "block"
     markup: Decimal | None = None
     capture: bool = False  # opt-in conversation capture ([capture] needs its key)
+    openai_project: str | None = None  # the tenant's OpenAI project (reconcile, backstops)
 
     _markup = field_validator("markup")(_non_negative)
+
+    @field_validator("openai_project")
+    @classmethod
+    def _project(cls, v: str | None) -> str | None:
+        if v is not None and not _PROJECT_ID.fullmatch(v):
+            raise ValueError("must be an OpenAI project id like proj_abc123")
+        return v
 
 
 class AlertSettings(_Strict):
@@ -270,6 +285,26 @@ class UpstreamLimitSettings(_Strict):
     max_concurrent_sessions: int | None = Field(None, gt=0)
 
 
+class ProviderSettings(_Strict):
+    """The OpenAI organization Admin API: reconciliation and provider-side backstops."""
+
+    admin_key_env: str = "OPENAI_ADMIN_KEY"
+    admin_url: str | None = None  # default: the origin of [server] upstream
+    drift_tolerance: Decimal = Field(Decimal("0.02"), ge=0, le=1)
+    reconcile_daily: bool = False
+    sync_limits: bool = False
+    backstop_factor: Decimal = Field(Decimal("1.1"), ge=1, le=100)
+    timeout_s: float = Field(30.0, gt=0, le=600)  # one Admin API attempt
+    final_after_hours: int = Field(36, ge=0, le=24 * 31)  # the provider's day is final after
+
+    @field_validator("admin_url")
+    @classmethod
+    def _admin_url(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+
 class Settings(_Strict):
     """The whole file. Built-in defaults make a working metering proxy."""
 
@@ -283,6 +318,7 @@ class Settings(_Strict):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     upstream_limits: UpstreamLimitSettings = Field(default_factory=UpstreamLimitSettings)
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    provider: ProviderSettings = Field(default_factory=ProviderSettings)
 
     @model_validator(mode="after")
     def _references(self) -> "Settings":
@@ -399,6 +435,10 @@ def summary(settings: Settings) -> str:
         f"pricing       {len(s.pricing.models)} override(s), {len(s.pricing.aliases)} alias(es), "
         f"unknown models: {s.pricing.unknown_model}"
         + (f", table {s.pricing.table}" if s.pricing.table else ""),
+        f"provider      {sum(1 for t in s.tenants.values() if t.openai_project)} mapped "
+        f"project(s), drift tolerance {s.provider.drift_tolerance}"
+        + (", daily reconcile" if s.provider.reconcile_daily else "")
+        + (", daily limit sync" if s.provider.sync_limits else ""),
     ]
     return "\n".join(lines)
 

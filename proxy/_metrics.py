@@ -99,6 +99,9 @@ _DEFINITIONS: tuple[tuple[str, type, str, str, tuple[str, ...], tuple | None], .
      "Captured conversation records by outcome.", ("result",), None),
     ("config_reloads", Counter, "faregate_config_reloads", "Config reload attempts.",
      ("result",), None),
+    ("reconcile_drift", Gauge, "faregate_reconcile_drift_usd",
+     "The provider's cost minus faregate's ledger on the latest final UTC day, per group "
+     "(OpenAI project, or 'unmapped').", ("group",), None),
 )
 
 
@@ -127,6 +130,7 @@ class Metrics:
     alerts_sent: Counter
     capture_records: Counter
     config_reloads: Counter
+    reconcile_drift: Gauge
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -29,7 +29,8 @@ from .admin import Admin
 from .alerts import Alerting, Notifier
 from .caller import SecretBook
 from .meter import Biller
-from .quota import Leases, Quota
+from .provider import Delegations, ProviderJobs
+from .quota import Leases, Quota, UnseenHolds
 from .realtime import Relay, Sessions, SessionServices, is_websocket
 from .rest import BatchBook, Batches, Forwarder, OwnQuota, own_route, safe_path
 
@@ -77,6 +78,9 @@ class Services:
             self.quota.leases = Leases(
                 ledger, max_fraction=float(settings.storage.lease_max_fraction))
         self.secrets = SecretBook()
+        self.unseen_holds = UnseenHolds(self.quota)
+        self.delegations = Delegations(self.current, self.secrets, self.unseen_holds,
+                                       ledger.record)
         self.sessions = Sessions()
         self.notifier = Notifier(
             settings.alerts, lambda: self.client,
@@ -87,16 +91,18 @@ class Services:
         self.batches = BatchBook(ledger)
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
-            Batches(self.batches, self.biller, self.current, metrics), self.secrets, metrics,
-            self.capture)
+            Batches(self.batches, self.biller, self.current, metrics), self.delegations,
+            metrics, self.capture)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),
-            self.quota, self.secrets, lambda: self.draining)
+            self.quota, self.secrets, lambda: self.draining, self.delegations)
         self.own_quota = OwnQuota(self.current, self.quota, self.secrets, self.sessions.active,
                                   client)
         self.admin = Admin(self.current, ledger, self.sessions, self.quota, self.capture,
                            reload)
+        self.provider = ProviderJobs(self.current, ledger, self.biller, metrics,
+                                     self.notifier.send)
         self._purge: asyncio.Task | None = None
 
     def current(self) -> Runtime:
@@ -139,6 +145,7 @@ class Services:
                              ledger.claim_alert if ledger.shared else None)
         if self.capture is not None:
             self._purge = asyncio.get_running_loop().create_task(self._purge_hourly())
+        self.provider.start()  # daily reconcile / limit sync, when [provider] turns them on
 
     async def _purge_hourly(self) -> None:
         capture = self.capture
@@ -153,6 +160,7 @@ class Services:
         """A reloaded config takes over (counters live in the quota: they survive)."""
         self.runtime = runtime
         self.notifier.update(runtime.settings.alerts)
+        self.provider.start()  # turned on by this config: starts now (idempotent)
 
     # -- the routes faregate answers itself -----------------------------------
 
@@ -206,6 +214,8 @@ class Services:
             returned = await self.quota.leases.release()
             if returned:
                 log.info("returned unspent budget leases", extra={"nanos": returned})
+        await self.provider.close()
+        self.unseen_holds.release_all()
         await self.notifier.close()
         if self._purge is not None:
             self._purge.cancel()

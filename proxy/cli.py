@@ -1,8 +1,8 @@
 """faregate, a metering proxy for the OpenAI API.
 
-Commands: serve, check-config, report, prices, migrate. The config is found
-by --config, else $FAREGATE_CONFIG, else ./faregate.toml, else built-in
-defaults (see README.md and config.example.toml).
+Commands: serve, check-config, report, prices, migrate, reconcile, sync-limits,
+ledger. The config is found by --config, else $FAREGATE_CONFIG, else
+./faregate.toml, else built-in defaults (see README.md and config.example.toml).
 """
 
 from __future__ import annotations
@@ -335,6 +335,20 @@ def _missing_sqlite(url: str) -> str | None:
     return None if path.exists() else str(path.absolute())
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from .provider import reconcile_command
+
+    settings, _ = _settings(args.config)
+    return reconcile_command(settings, args.date_from, args.date_to, args.by, args.format)
+
+
+def cmd_sync_limits(args: argparse.Namespace) -> int:
+    from .provider import sync_limits_command
+
+    settings, _ = _settings(args.config)
+    return sync_limits_command(settings, args.apply)
+
+
 def _grouping(value: str) -> str:
     from faregate.storage import group_tag
 
@@ -399,6 +413,23 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="apply storage migrations")
     m.add_argument("--config")
     m.set_defaults(func=cmd_migrate)
+
+    rc = sub.add_parser("reconcile", help="the ledger beside the provider's daily costs "
+                        "(exit 3 past [provider] drift_tolerance)")
+    rc.add_argument("--config")
+    rc.add_argument("--from", dest="date_from", metavar="DATE",
+                    help="first UTC day (default: 7 days before --to)")
+    rc.add_argument("--to", dest="date_to", metavar="DATE",
+                    help="last UTC day (default: yesterday)")
+    rc.add_argument("--by", choices=["project", "api_key", "line_item"], default="project")
+    rc.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    rc.set_defaults(func=cmd_reconcile)
+
+    sl = sub.add_parser("sync-limits", help="set mapped projects' provider-side hard monthly "
+                        "limits from budgets (dry run unless --apply)")
+    sl.add_argument("--config")
+    sl.add_argument("--apply", action="store_true", help="make the changes")
+    sl.set_defaults(func=cmd_sync_limits)
     return p
 
 

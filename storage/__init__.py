@@ -12,6 +12,16 @@ from ._ledger import Ledger
 from ._money import format_usd, human_usd, nanos_to_usd, plain_decimal
 from ._periods import PERIODS, parse_date_range, period_bounds
 from ._queries import group_tag
+from ._provider import (
+    FROM_PROVIDER_FLAG,
+    UNCONFIRMED_FLAG,
+    DailyTotal,
+    DelegatedEvent,
+    DelegatedSession,
+    LimitChange,
+    LineItemTotal,
+    Reconciliation,
+)
 from ._journal import JournalBusy
 from ._record import (
     END_REASONS,
@@ -34,6 +44,14 @@ from ._report import (
 __all__ = [
     "AlertRecord",
     "BatchEvent",
+    "DailyTotal",
+    "DelegatedEvent",
+    "DelegatedSession",
+    "FROM_PROVIDER_FLAG",
+    "LimitChange",
+    "LineItemTotal",
+    "Reconciliation",
+    "UNCONFIRMED_FLAG",
     "END_REASONS",
     "GROUPS",
     "JournalBusy",

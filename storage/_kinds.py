@@ -18,6 +18,16 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from ._periods import epoch_ms, utc_stamp
+from ._provider import (
+    DELEGATED_COLUMNS,
+    LIMIT_CHANGE_COLUMNS,
+    DelegatedEvent,
+    LimitChange,
+    delegated_from_row,
+    delegated_to_row,
+    limit_change_from_row,
+    limit_change_to_row,
+)
 from ._record import TOKEN_COLUMNS, AlertRecord, BatchEvent, LedgerRecord, SessionRecord
 from ._sessions import (
     SESSION_COLUMNS,
@@ -157,9 +167,14 @@ SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_sessio
                 from_session_row, added=("{}", 0))  # 0008 tags, tool_calls
 ALERTS = Kind("alert", "alerts", ALERT_COLUMNS, AlertRecord, alert_to_row, alert_from_row)
 BATCHES = Kind("batch", "batches", BATCH_COLUMNS, BatchEvent, batch_to_row, batch_from_row)
+DELEGATED = Kind("delegated", "delegated", DELEGATED_COLUMNS, DelegatedEvent, delegated_to_row,
+                 delegated_from_row)  # 0050
+LIMIT_CHANGES = Kind("limit_change", "limit_changes", LIMIT_CHANGE_COLUMNS, LimitChange,
+                     limit_change_to_row, limit_change_from_row)  # 0050
 
 #: Every kind by journal tag. Add new kinds here (and a migration for their table).
-KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES)}
+KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES, DELEGATED,
+                                               LIMIT_CHANGES)}
 _BY_TYPE: dict[type, Kind] = {k.record_type: k for k in KINDS.values()}
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 
-from ._kinds import ALERTS, BATCHES, SESSIONS
+from ._kinds import ALERTS, BATCHES, CHARGES, SESSIONS
 from ._lookups import (
     alerts_sql,
     batch_events_by_id_sql,
@@ -23,6 +23,7 @@ from ._lookups import (
     spend_since_sql,
 )
 from ._queries import unpriced_models_sql
+from ._provider import ProviderQueries
 from ._record import AlertRecord, BatchEvent, LedgerRecord, SessionRecord
 from ._report import UsageReport
 from ._sessions import REBUILD_SELECT, rebuilt_session
@@ -36,7 +37,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class LedgerQueries:
+class LedgerQueries(ProviderQueries):
     _store: Store
 
     # -- queries ----------------------------------------------------------
@@ -134,6 +135,11 @@ class LedgerQueries:
     async def claim_batch(self, event: BatchEvent) -> bool:
         """Write a batch event now; False if it exists (another process claimed it)."""
         return bool(await self._store.fetch(*claim_sql(self._store.placeholder, BATCHES, event)))
+
+    async def claim_charge(self, record: LedgerRecord) -> bool:
+        """Write a charge now, off the request path; False if its id (or its session
+        and response) is already there — so only one process counts it."""
+        return bool(await self._store.fetch(*claim_sql(self._store.placeholder, CHARGES, record)))
 
     async def unclaim_batch(self, event_id: str) -> None:
         """Remove a claim row (a download that broke off before the file's end)."""

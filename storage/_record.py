@@ -93,6 +93,7 @@ END_REASONS: tuple[str, ...] = (
     "error",
     "shutdown",
     "interrupted",  # rebuilt from its charges after a crash
+    "delegated",  # a WebRTC/SIP call or ephemeral key: its media flows past faregate
 )
 
 

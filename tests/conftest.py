@@ -126,6 +126,26 @@ async def gateway(make_gateway):
 
 
 @pytest.fixture
+async def webhook():
+    """A Slack-compatible webhook receiver: (url, bodies received)."""
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}/hook", received
+    await runner.cleanup()
+
+
+@pytest.fixture
 async def direct(upstream):
     """The SDK pointed straight at the fake upstream, for comparisons."""
     client = openai.AsyncOpenAI(base_url=upstream.url + "/v1", api_key=CLIENT_KEY, max_retries=0)

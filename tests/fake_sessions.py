@@ -2,8 +2,10 @@
 
 `FakeSessions` is an aiohttp server on 127.0.0.1 that speaks enough of
 `GET /v1/realtime` and `GET /v1/live/sessions` for the official SDK, plus
-`POST /v1/realtime/client_secrets`. Usage is deterministic so tests can
-compute exact costs:
+`POST /v1/realtime/client_secrets`, and the WebRTC/SIP call endpoints
+(`POST /v1/realtime/calls` answers an SDP with `Location:
+/v1/realtime/calls/rtc_…`; `POST /v1/realtime/calls/{id}/accept`). Usage is
+deterministic so tests can compute exact costs:
 
 Realtime, per `response.done` (the n-th response of a session, n from 1):
   input text tokens   = 10 + words of text items added since the session began
@@ -17,6 +19,8 @@ Live: `session.start` → `session.started`; each `session.input_audio.append`
   cumulative seconds grow by 1.5; `session.close` → `session.closed` with the
   final cumulative usage, then a normal close.
 
+Inspection of the REST side: `minted` (secrets), `mint_bodies` (their request
+bodies), `calls` (call id, authorization, content type) and `accepted`.
 Knobs: `refuse_next = (status, body)`, `close_after_response = (code, reason)`,
 `omit_usage`, `delta_delay_s`; inspection: `sessions` (one `SeenSession` per
 connection: key, subprotocol, headers, query, events received, close code).
@@ -86,6 +90,9 @@ class FakeSessions:
         self.tool_calls_per_response = 0  # function_call items in each response's output
         self.live_seconds_step = LIVE_SECONDS_STEP  # cumulative Live seconds per audio append
         self.minted: list[str] = []
+        self.mint_bodies: list[dict] = []
+        self.calls: list[tuple[str, str, str]] = []
+        self.accepted: list[str] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -95,6 +102,8 @@ class FakeSessions:
         app.router.add_get("/v1/realtime", self.realtime)
         app.router.add_get("/v1/live/sessions", self._live)
         app.router.add_post("/v1/realtime/client_secrets", self._client_secret)
+        app.router.add_post("/v1/realtime/calls", self._call)
+        app.router.add_post("/v1/realtime/calls/{call_id}/accept", self._accept_call)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -140,10 +149,28 @@ class FakeSessions:
         secret = f"ek_fake{next(self._ids):08d}"
         self.minted.append(secret)
         body = await request.json()
+        self.mint_bodies.append(body)
         return web.json_response({
             "value": secret, "expires_at": int(time.time()) + 600,
             "session": {"type": "realtime", "model": (body.get("session") or {}).get("model")},
         })
+
+    async def _call(self, request: web.Request) -> web.Response:
+        """A WebRTC offer: the answer's SDP, and the call's address in Location."""
+        await request.read()
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            return _error("Missing bearer authentication", "missing_api_key", 401)
+        call_id = self._id("rtc")
+        self.calls.append((call_id, auth[7:], request.content_type))
+        return web.Response(status=201, text="v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n",
+                            content_type="application/sdp",
+                            headers={"Location": f"/v1/realtime/calls/{call_id}"})
+
+    async def _accept_call(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.accepted.append(request.match_info["call_id"])
+        return web.Response(status=200)
 
     # -- Realtime -----------------------------------------------------------
 

@@ -13,7 +13,6 @@ from decimal import Decimal
 
 import openai
 import pytest
-from aiohttp import web
 
 from conftest import gateway_config, start_gateway
 from faregate.proxy import parse_settings
@@ -192,25 +191,6 @@ async def test_alert_only_never_blocks_but_alerts(make_gateway):
     await gw.ledger_rows(3)
     alerts = await gw.state.ledger.alerts()
     assert sorted(a.threshold for a in alerts) == ["0.8", "0.95", "1"]
-
-
-@pytest.fixture
-async def webhook():
-    received: list[dict] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/hook", received
-    await runner.cleanup()
 
 
 async def test_alerts_fire_once_per_threshold_across_restart(upstream, tmp_path, webhook):

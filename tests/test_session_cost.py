@@ -133,7 +133,8 @@ async def test_a_browser_with_an_ephemeral_key_reads_its_minting_tenants_quota(r
 
     gw = await rt_gateway({
         "keys": [{"sha256": hashlib.sha256(b"sk-acme-backend").hexdigest(), "tenant": "acme"}],
-        "tenants": {"acme": {"daily_usd": "1.5"}}})
+        "tenants": {"acme": {"daily_usd": "1.5", "client_secrets": "allow",
+                             "max_session_seconds": 60}}})
     secret = await gw.client("sk-acme-backend").realtime.client_secrets.create(
         session={"type": "realtime", "model": "gpt-realtime"})
     quota = await gw.client(secret.value).get("/faregate/quota", cast_to=object)

@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import Any, Awaitable, Callable
 
@@ -27,6 +27,7 @@ from faregate.storage import Ledger, SessionRecord, group_tag, render_report, re
 from .._capture import Capture
 from .._errors import openai_error
 from .._runtime import Runtime
+from ..provider import GROUPINGS, render_csv, summary_dict
 from ..quota import Quota, quota_report
 from ..realtime import Sessions
 from . import _params as q
@@ -86,6 +87,7 @@ class Admin:
         ("GET", "/admin/budgets", "budgets"),
         ("GET", "/admin/quotas", "quotas"),
         ("GET", "/admin/alerts", "alerts"),
+        ("GET", "/admin/reconcile", "reconcile"),
         ("POST", "/admin/reload", "reload"),
         ("GET", "/dashboard", "dashboard"),
     )
@@ -251,6 +253,26 @@ class Admin:
         since = q.instant(request, "since")
         rows = await self.ledger.alerts(since=since, limit=q.limit(request, 100))
         return _json({"data": [alert_dict(a) for a in rows]})
+
+    async def reconcile(self, request: web.Request) -> web.Response:
+        """Stored reconciliation results (serve's daily job, `faregate reconcile`): the
+        Admin API is never called from here."""
+        by = q.choice(request, "by", GROUPINGS, "project")
+        fmt = q.choice(request, "format", ("json", "csv"), "json")
+        start, end = q.instant(request, "from"), q.instant(request, "to")
+        if start is None and end is None:
+            start = self.clock() - timedelta(days=30)
+        first = start.date() if start is not None else None
+        last = end.date() if end is not None else None
+        if first is not None and last is not None and first > last:
+            raise BadParam("from", "from must be on or before to")
+        rows = await self.ledger.reconciliations(by, first, last)
+        if fmt == "csv":
+            return web.Response(text=render_csv(rows) + "\n", content_type="text/csv",
+                                charset="utf-8", headers=_NO_STORE)
+        body = summary_dict(rows, by, self.runtime().settings.provider.drift_tolerance)
+        body["checked_at"] = q.iso(max((r.checked_at for r in rows), default=None))
+        return _json(body)
 
     async def reload(self, _: web.Request) -> web.Response:
         applied, message = await self._reload()

@@ -10,6 +10,7 @@ $0, with the config lines that price it.
 
 from ._alert import Alert, Notice, email_body, email_subject, headline, level_for, webhook_body
 from ._alerting import Alerting, projected
+from ._drift import DriftAlert, drift_headline
 from ._notify import Notifier, parse_smtp_url
 from ._unpriced import UnpricedNotes, unpriced_notice
 
@@ -17,6 +18,8 @@ __all__ = [
     "Alert",
     "Alerting",
     "Notice",
+    "DriftAlert",
+    "drift_headline",
     "Notifier",
     "UnpricedNotes",
     "unpriced_notice",

@@ -29,7 +29,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from ._alert import Alert, email_body, email_subject, webhook_body
+from ._alert import Alert
+from ._drift import DriftAlert, render_email, render_webhook
 from .._config import AlertSettings
 
 log = logging.getLogger("faregate.notify")
@@ -145,7 +146,7 @@ class Notifier:
         self._attempt_timeout = attempt_timeout
         self._retry_delays = tuple(retry_delays)
         self._max_attempts = max(1, max_attempts)
-        self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=capacity)
+        self._queue: asyncio.Queue[Alert | DriftAlert] = asyncio.Queue(maxsize=capacity)
         self._worker: asyncio.Task | None = None
         self._private: aiohttp.ClientSession | None = None
         self._closed = False
@@ -157,7 +158,7 @@ class Notifier:
         """Hot reload: the next alert delivered uses these channels."""
         self._settings = settings
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert | DriftAlert) -> None:
         """Enqueue `alert` for delivery; returns at once and never raises."""
         try:
             if not self._channels(self._settings):
@@ -322,7 +323,7 @@ class Notifier:
             raise _Permanent("webhook_url must be http(s)://")
         async with self._session().post(
             target,
-            data=orjson.dumps(webhook_body(alert)),
+            data=orjson.dumps(render_webhook(alert)),
             headers={"Content-Type": "application/json", "User-Agent": "faregate"},
             timeout=aiohttp.ClientTimeout(total=self._attempt_timeout),
             allow_redirects=False,
@@ -341,10 +342,11 @@ class Notifier:
         except ValueError as exc:
             raise _Permanent(str(exc)) from None
         recipients = list(settings.email_to)
+        subject, body = render_email(alert)
         try:
             refused = await asyncio.wait_for(
-                asyncio.to_thread(_send_mail, target, recipients, email_subject(alert),
-                                  email_body(alert), self._attempt_timeout),
+                asyncio.to_thread(_send_mail, target, recipients, subject, body,
+                                  self._attempt_timeout),
                 self._attempt_timeout,
             )
         except smtplib.SMTPRecipientsRefused as exc:

@@ -18,8 +18,9 @@ from ._identity import (
     UnknownKey,
     bearer_token,
     digest,
+    key_id,
 )
-from ._secrets import SecretBook, minted_secret
+from ._secrets import SecretBook, minted_secret, secret_ref
 from ._tags import QUERY as TAGS_QUERY
 from ._tags import BadTags, parse_tags, request_tags, strip_query
 
@@ -36,8 +37,10 @@ __all__ = [
     "UnknownKey",
     "bearer_token",
     "digest",
+    "key_id",
     "minted_secret",
     "parse_tags",
     "request_tags",
+    "secret_ref",
     "strip_query",
 ]

@@ -26,6 +26,12 @@ MAX_TTL_S = 7200
 class Minted:
     caller: Caller
     expires_at: float  # unix seconds
+    model: str | None = None  # the session's model, as minted
+
+
+def secret_ref(secret: str) -> str:
+    """How records name a minted key without holding it: "ek:" + part of its digest."""
+    return "ek:" + digest(secret)[:32]
 
 
 class SecretBook:
@@ -36,18 +42,26 @@ class SecretBook:
     def __len__(self) -> int:
         return len(self._by_digest)
 
-    def note(self, secret: str, caller: Caller, expires_at: Any = None) -> None:
+    def note(self, secret: str, caller: Caller, expires_at: Any = None,
+             model: str | None = None) -> float:
+        """Remember who minted `secret`; returns when it expires (unix seconds, bounded)."""
         now = time.time()
         if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
             expires_at = now + DEFAULT_TTL_S
         expires_at = min(float(expires_at), now + MAX_TTL_S)
         key = digest(secret)  # surrogate-escaped (non-UTF-8) header values hash too
-        self._by_digest[key] = Minted(caller, expires_at)
+        self._by_digest[key] = Minted(caller, expires_at, model)
         self._by_digest.move_to_end(key)
         while len(self._by_digest) > self._capacity:
             self._by_digest.popitem(last=False)
+        return expires_at
 
     def lookup(self, secret: str) -> Caller | None:
+        entry = self.minted(secret)
+        return entry.caller if entry is not None else None
+
+    def minted(self, secret: str) -> Minted | None:
+        """The live record of `secret`, or None (unknown or expired)."""
         key = digest(secret)
         entry = self._by_digest.get(key)
         if entry is None:
@@ -55,7 +69,7 @@ class SecretBook:
         if entry.expires_at < time.time():
             del self._by_digest[key]
             return None
-        return entry.caller
+        return entry
 
     def caller(self, secret: str) -> Caller | None:
         """The minter of a live ephemeral secret, calling upstream with that secret."""

@@ -9,10 +9,25 @@ and noted for alerts. Nothing here touches a socket.
 """
 
 from ._biller import Account, Biller, charge_record, count_charge, observe
+from ._call import CallMeter, call_id_from
 from ._consumed import call_usage
-from ._endpoints import OTHER, Endpoint, classify, endpoint_label, session_endpoint
-from ._estimate import cost_nanos, worst_case
-from ._facts import RequestFacts, facts_from_json, facts_from_multipart_head, inject_include_usage
+from ._endpoints import OTHER, Endpoint, classify, endpoint_label, session_endpoint, sip_call_id
+from ._estimate import (
+    DEFAULT_REALTIME_MODEL,
+    MAX_REALTIME_SESSION_S,
+    cost_nanos,
+    session_reservation,
+    unseen_session_seconds,
+    worst_case,
+)
+from ._facts import (
+    RequestFacts,
+    bound_secret_expiry,
+    facts_from_call_head,
+    facts_from_json,
+    facts_from_multipart_head,
+    inject_include_usage,
+)
 from ._flow import Flow
 from ._lines import KINDS as BATCH_KINDS
 from ._lines import JsonCollector, LineMeter, line_id
@@ -24,11 +39,14 @@ from ._sse import SseMeter
 
 __all__ = [
     "BATCH_KINDS",
+    "DEFAULT_REALTIME_MODEL",
     "HEAD_BYTES",
+    "MAX_REALTIME_SESSION_S",
     "OTHER",
     "Account",
     "Biller",
     "BodySample",
+    "CallMeter",
     "ClientEvent",
     "Endpoint",
     "Flow",
@@ -42,12 +60,15 @@ __all__ = [
     "ResponseMeter",
     "SessionMeter",
     "SseMeter",
+    "bound_secret_expiry",
+    "call_id_from",
     "call_usage",
     "charge_record",
     "classify",
     "cost_nanos",
     "count_charge",
     "endpoint_label",
+    "facts_from_call_head",
     "facts_from_json",
     "facts_from_multipart_head",
     "inject_include_usage",
@@ -55,5 +76,8 @@ __all__ = [
     "observe",
     "response_meter",
     "session_endpoint",
+    "session_reservation",
+    "sip_call_id",
+    "unseen_session_seconds",
     "worst_case",
 ]

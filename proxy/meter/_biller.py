@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Callable
+from typing import Awaitable, Callable
 
 from faregate.pricing import (
     TOKEN_CLASSES,
@@ -223,6 +223,34 @@ class Biller:
         elif hold is not None:
             self.quota.release(hold)
         return row
+
+    async def bill_from_provider(self, account: Account, *, model: str, nanos: int,
+                                 at: datetime, record_id: str, response_id: str,
+                                 policy: Policy | None,
+                                 claim: Callable[[LedgerRecord], Awaitable[bool]],
+                                 note: str = "") -> bool:
+        """The provider's cost for traffic faregate could not meter, attributed to the
+        session's creator by reconciliation: written as the provider billed it
+        (flagged `from_provider`) through `claim` — an insert that says whether this
+        process wrote it, so a charge found again (another replica, a restart, a
+        re-run) is counted nowhere twice — then counted and spent against the
+        creator's budgets (`policy`; None: recorded and counted only)."""
+        caller = account.caller
+        row = LedgerRecord(
+            tenant=caller.tenant, user=caller.user, key_id=caller.key_id, model=model[:128],
+            endpoint=account.endpoint, status=200, cost_nanos=nanos, id=record_id, ts=at,
+            request_id=account.request_id, breakdown={"from_provider": nanos},
+            price_version=f"provider:{note}" if note else "provider", flags=("from_provider",),
+            session_id=account.session_id, response_id=response_id, tags=account.tags)
+        if not await claim(row):
+            return False
+        if nanos > 0:  # Prometheus counters are floats; the ledger keeps the exact amount
+            family = self._runtime().prices.resolve(model) or "unpriced"
+            self.metrics.cost.labels(caller.tenant, family).inc(float(Decimal(nanos).scaleb(-9)))
+        if policy is not None:
+            self.quota.spend(policy, nanos, at)
+            self.alerting.note_model(policy, at, model, nanos)
+        return True
 
     def _settle(self, policy: Policy, hold: Admission | None, charge: Charge,
                 at: datetime) -> None:

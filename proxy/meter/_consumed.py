@@ -35,7 +35,7 @@ def _reported(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
     kind = endpoint.kind
     if kind == "speech":
         return usage_from_speech(facts.characters, flow.model or "", table, reading.usage), None
-    if kind in ("moderations", "client_secret"):
+    if kind in ("moderations", "client_secret", "realtime_call"):  # cost nothing themselves
         return Usage(), None
     if kind == "images":
         return (usage_from_images(reading.usage, facts.images, facts.image_size,

@@ -7,6 +7,7 @@ What a request body says about the cost is in `_facts`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -35,8 +36,14 @@ _METERED: dict[str, Endpoint] = {
         Endpoint("/v1/realtime/client_secrets", "client_secret", "json"),
         Endpoint("/v1/realtime/transcription_sessions", "client_secret", "json"),
         Endpoint("/v1/realtime/sessions", "client_secret", "json"),
+        # WebRTC calls (an SDP offer): the media flows past faregate, only the call is seen.
+        Endpoint("/v1/realtime/calls", "realtime_call", "sdp"),
     )
 }
+
+#: Accepting an incoming SIP call starts a session whose media faregate does not see either.
+SIP_ACCEPT = Endpoint("/v1/realtime/calls/accept", "realtime_call", "json")
+_SIP_ACCEPT_PATH = re.compile(r"/v1/realtime/calls/([A-Za-z0-9_-]{1,128})/accept/?")
 
 #: The label of every call that is not a metered endpoint.
 OTHER = "other"
@@ -46,7 +53,16 @@ def classify(method: str, path: str) -> Endpoint | None:
     """The metered endpoint for a request, or None (forward unmetered)."""
     if method != "POST":
         return None
-    return _METERED.get(path.rstrip("/"))
+    found = _METERED.get(path.rstrip("/"))
+    if found is None and path.startswith("/v1/realtime/calls/") and sip_call_id(path):
+        return SIP_ACCEPT
+    return found
+
+
+def sip_call_id(path: str) -> str | None:
+    """The call id of `POST /v1/realtime/calls/{id}/accept`, else None."""
+    m = _SIP_ACCEPT_PATH.fullmatch(path)
+    return m.group(1) if m else None
 
 
 def endpoint_label(endpoint: Endpoint | None) -> str:

@@ -80,3 +80,30 @@ def cost_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime)
     if not model:
         return 0
     return to_nanos(cost_of(usage, model, at, table))
+
+
+#: Audio tokens per second of a Realtime conversation (the upstream counts about one
+#: input token per 100 ms and one output token per 50 ms of audio).
+AUDIO_INPUT_TOKENS_PER_S = 10
+AUDIO_OUTPUT_TOKENS_PER_S = 20
+#: The longest Realtime session the upstream allows: a session cap when none is set.
+MAX_REALTIME_SESSION_S = 3600
+#: The model a Realtime session gets when the request names none.
+DEFAULT_REALTIME_MODEL = "gpt-realtime"
+
+
+def unseen_session_seconds(max_session_seconds: int | None) -> int:
+    """How long a session faregate cannot meter may run: the caller's session cap,
+    else the longest the upstream allows."""
+    return max_session_seconds or MAX_REALTIME_SESSION_S
+
+
+def session_reservation(model: str | None, seconds: int, table: PriceTable,
+                        at: datetime) -> int:
+    """Nano-USD to hold for a Realtime session faregate will not meter (a minted key,
+    a WebRTC/SIP call): `seconds` at the model's per-second rate, or its audio rates
+    for a conversation that long. An unpriced model holds the default model's rates."""
+    name = model if model and table.entry(model, at) is not None else DEFAULT_REALTIME_MODEL
+    usage = Usage(seconds=Decimal(seconds), audio_input=seconds * AUDIO_INPUT_TOKENS_PER_S,
+                  audio_output=seconds * AUDIO_OUTPUT_TOKENS_PER_S)
+    return to_nanos(cost_of(usage, name, at, table))

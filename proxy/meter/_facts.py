@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from faregate.pricing import request_tool_options
+from faregate.pricing import find_json_str, request_tool_options
 
 from ._endpoints import Endpoint
 
@@ -52,12 +52,31 @@ def facts_from_json(endpoint: Endpoint, body: Any, size: int) -> RequestFacts:
         facts.characters = len(text) if isinstance(text, str) else 0
     elif endpoint.kind == "responses":
         facts.tools = request_tool_options(body.get("tools"))
+    elif endpoint.kind == "client_secret" and isinstance(body.get("session"), dict):
+        facts.model = facts.model or _str(body["session"].get("model"))
     elif endpoint.kind == "images":
         n = body.get("n")
         facts.images = n if isinstance(n, int) and 0 < n <= 1000 else 1
         facts.image_size = _str(body.get("size"), 32)
         facts.image_quality = _str(body.get("quality"), 32)
     return facts
+
+
+def bound_secret_expiry(body: Any, ttl_s: int, default_s: int = 600) -> dict | None:
+    """A client-secret request whose key would live longer than `ttl_s` (asked for, or
+    the upstream's default when it asks nothing), rewritten to expire after `ttl_s`;
+    None when it needs no change."""
+    if not isinstance(body, dict):
+        return None
+    asked = body.get("expires_after")
+    seconds = asked.get("seconds") if isinstance(asked, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        seconds = None if asked is None else ttl_s + 1  # unreadable: bound it
+    if (seconds if seconds is not None else default_s) <= ttl_s:
+        return None
+    anchor = asked.get("anchor") if isinstance(asked, dict) else None
+    return {**body, "expires_after": {"anchor": anchor if isinstance(anchor, str) else
+                                      "created_at", "seconds": ttl_s}}
 
 
 def inject_include_usage(body: dict[str, Any]) -> dict[str, Any]:
@@ -95,4 +114,13 @@ def facts_from_multipart_head(head: bytes, size: int) -> RequestFacts:
             facts.image_quality = _str(value, 32)
         elif name == b"user":
             facts.user = _str(value)
+    return facts
+
+
+def facts_from_call_head(head: bytes, size: int) -> RequestFacts:
+    """A WebRTC call's offer: a raw SDP body names no model; a multipart one may carry
+    a `session` part whose JSON names it."""
+    facts = facts_from_multipart_head(head, size)
+    if facts.model is None and b'"model"' in head:
+        facts.model = _str(find_json_str(head, "model", len(head)))
     return facts

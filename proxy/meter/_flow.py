@@ -38,6 +38,7 @@ class Flow:
     admission: "Admission | None" = None  # held while the call is in flight
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     batch: tuple[str, str | None] | None = None  # a Batch API call (rest batch_route)
+    secret_ref: str | None = None  # the call came with an ephemeral key minted via faregate
     billed: bool = False  # the biller has settled this call
     captured_request: bytes | None = None  # bodies kept for opt-in capture
     captured_response: bytearray | None = None

@@ -32,6 +32,7 @@ class Reading:
     deltas: int = 0  # streamed content events seen (for estimates)
     minted: tuple[str, Any] | None = None  # (secret, expires_at) of a minted client secret
     response_id: str | None = None  # the answer's own object id (chatcmpl-…, resp_…)
+    call_id: str | None = None  # a WebRTC/SIP call the answer started (rtc_…)
 
 
 @dataclass(frozen=True, slots=True)

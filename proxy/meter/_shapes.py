@@ -6,20 +6,24 @@ whatever meter they are given.
 
 from __future__ import annotations
 
+from ._call import CallMeter, call_id_from
 from ._flow import Flow
 from ._reading import HoldLast, ResponseMeter
 from ._sample import JsonMeter
 from ._sse import SseMeter
 
 
-def response_meter(flow: Flow, status: int, content_type: str, strip_usage: bool
-                   ) -> ResponseMeter:
-    """The meter for the answer to `flow` (status and content type as the upstream sent)."""
+def response_meter(flow: Flow, status: int, content_type: str, strip_usage: bool,
+                   location: str | None = None) -> ResponseMeter:
+    """The meter for the answer to `flow` (status, content type and `Location` as the
+    upstream sent them)."""
     endpoint = flow.endpoint
     if endpoint is None:
         return ResponseMeter()  # not metered: bytes pass at once
     if status >= 400:
         return HoldLast()  # recorded (at no cost): the end waits for the record
+    if endpoint.kind == "realtime_call":
+        return CallMeter(call_id_from(location, flow.path), flow.facts)
     if content_type == "text/event-stream":
         return SseMeter(endpoint.kind, strip_usage=strip_usage, facts=flow.facts)
     return JsonMeter(endpoint.kind, flow.facts)

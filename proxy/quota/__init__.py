@@ -9,6 +9,8 @@ replicas on PostgreSQL; `SessionQuota` admits each Realtime response and
 decides when a session is `Cut`. `LimitStatus` and `quota_report` are the
 read-only views of where a caller's limits stand (its own quota endpoint,
 the dashboard, the `x-faregate-budget-*` headers from `budget_headers`).
+decides when a session is `Cut`; `UnseenHolds` keeps the admissions of
+Realtime sessions faregate cannot meter (minted keys, WebRTC calls).
 """
 
 from ._budget import PERIODS, BudgetBook, Counter, period_key, period_keys
@@ -28,6 +30,7 @@ from ._status import (
     status_for,
     tightest,
 )
+from ._unseen import UnseenHolds
 from ._upstream import UpstreamLimits
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "Refusal",
     "SessionQuota",
     "TypicalCall",
+    "UnseenHolds",
     "UpstreamLimits",
     "budget_headers",
     "budget_refusal",

@@ -17,6 +17,7 @@ from .._config import Limits, Settings, TenantSettings
 from ..caller import Caller
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+DEFAULT_CLIENT_SECRET_TTL_S = 600  # OpenAI's own default expiry of a client secret
 
 _LIMIT_FIELDS = tuple(Limits.model_fields)
 
@@ -37,7 +38,6 @@ class Policy:
     tenant: str
     user: str | None
     block: bool  # on_exceed = "block" (else alert only)
-    tier: str | None = None  # the tier in force (a key's, else its tenant's)
     budgets: tuple[BudgetLimit, ...] = ()
     max_requests_per_day: int | None = None
     max_requests_per_month: int | None = None
@@ -52,6 +52,9 @@ class Policy:
     degrade_to_text_at: Decimal | None = None
     default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     session_cost_events: bool = False  # Realtime/Live `faregate.session.cost` events
+    client_secrets: str | None = None  # "allow" | "deny" | None (see `mints_secrets`)
+    client_secret_ttl_s: int = DEFAULT_CLIENT_SECRET_TTL_S
+    tier: str | None = None  # the tier in force (a key's, else its tenant's)
     #: model name -> price-table family, in the table in force (for the allowlist)
     family_of: Callable[[str], str | None] | None = field(default=None, compare=False)
 
@@ -67,6 +70,14 @@ class Policy:
             return True
         family = self.family_of(model) if self.family_of is not None else None
         return family is not None and family in self.models
+
+    @property
+    def mints_secrets(self) -> bool:
+        """May mint ephemeral Realtime keys: as configured, else only without a USD
+        limit (a session opened with such a key can spend where faregate cannot see)."""
+        if self.client_secrets is not None:
+            return self.client_secrets == "allow"
+        return not self.budgets
 
 
 def effective_limits(settings: Settings, caller: Caller) -> dict:
@@ -120,5 +131,7 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         default_max_output_tokens=limits.get("default_max_output_tokens")
         or DEFAULT_MAX_OUTPUT_TOKENS,
         session_cost_events=bool(limits.get("session_cost_events")),
+        client_secrets=limits.get("client_secrets"),
+        client_secret_ttl_s=limits.get("client_secret_ttl_s") or DEFAULT_CLIENT_SECRET_TTL_S,
         family_of=table.resolve,
     )

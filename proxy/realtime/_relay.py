@@ -29,6 +29,7 @@ from .._ids import new_event_id, new_request_id
 from .._runtime import Runtime
 from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
 from ..meter import session_endpoint
+from ..provider import Delegations
 from ..quota import (
     Policy,
     Quota,
@@ -67,13 +68,14 @@ class Relay:
     """The WebSocket handler; one per app."""
 
     def __init__(self, services: SessionServices, quota: Quota, secrets: SecretBook,
-                 draining: Callable[[], bool]) -> None:
+                 draining: Callable[[], bool], unseen: Delegations | None = None) -> None:
         self.services = services
         self.runtime = services.runtime
         self.sessions = services.sessions
         self.quota = quota
         self.secrets = secrets
         self.draining = draining
+        self.unseen = unseen
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         rt = self.runtime()
@@ -100,6 +102,9 @@ class Relay:
                                 model, tags)
         session.client_ws = client
         session.cost_events = policy.session_cost_events if cost_events is None else cost_events
+        if self.unseen is not None:  # the sideband of a call, or a session on a minted key
+            self.unseen.seen(credential(request, protocols)[0], request.query.get("call_id"),
+                             session.id, caller, model)
         timer = self._time_limit(session, policy)
         try:
             await client.prepare(request)

@@ -22,10 +22,11 @@ from .. import _errors as errors
 from .._capture import MAX_TEXT, Capture
 from .._metrics import Metrics
 from .._runtime import Runtime
-from ..caller import SecretBook, strip_query
+from ..caller import strip_query
 from ..meter import Biller, Flow, ResponseMeter, classify, endpoint_label, response_meter
+from ..provider import Delegations
 from ..quota import Quota
-from ._admission import check_priced, reserve
+from ._admission import UNSEEN_KINDS, check_priced, reserve, reserve_unseen
 from ._batches import Batches, batch_route
 from ._body import BodyTooLarge, UploadCounter
 from ._headers import response_headers, upstream_headers
@@ -39,14 +40,14 @@ class Forwarder:
     """The `/v1/*` handler for plain HTTP calls. One per app."""
 
     def __init__(self, runtime: Callable[[], Runtime], client: aiohttp.ClientSession,
-                 quota: Quota, biller: Biller, batches: Batches, secrets: SecretBook,
+                 quota: Quota, biller: Biller, batches: Batches, unseen: Delegations,
                  metrics: Metrics, capture: Capture | None) -> None:
         self.runtime = runtime
         self.client = client
         self.quota = quota
         self.biller = biller
         self.batches = batches
-        self.secrets = secrets
+        self.unseen = unseen
         self.metrics = metrics
         self.capture = capture
 
@@ -68,12 +69,16 @@ class Forwarder:
     async def _admit(self, request: web.Request, flow: Flow, rt: Runtime) -> Body:
         """The steps before forwarding; each may refuse the call."""
         body = await read_body(request, flow, rt.settings.server.max_body_bytes)
-        identify(request, flow, rt)
+        call = flow.endpoint is not None and flow.endpoint.kind == "realtime_call"
+        identify(request, flow, rt, self.unseen.secrets if call else None)
         read_tags(request, flow, body)
         start_capture(flow, body, self.capture, rt)
         if flow.endpoint is not None:
             check_priced(flow, rt, self.metrics)
-            await reserve(flow, rt, body.parsed, self.quota)
+            if flow.endpoint.kind in UNSEEN_KINDS:
+                await reserve_unseen(flow, rt, body, self.quota, self.unseen.holds)
+            else:
+                await reserve(flow, rt, body.parsed, self.quota)
         await self.batches.resolve(flow)
         return body
 
@@ -106,7 +111,8 @@ class Forwarder:
             flow.upstream_wait = time.perf_counter() - sent
             flow.status = upstream.status
             meter = await self.batches.meter(flow, upstream.status) or response_meter(
-                flow, upstream.status, upstream.content_type, body.strip_usage)
+                flow, upstream.status, upstream.content_type, body.strip_usage,
+                upstream.headers.get("location"))
             return await self._relay(request, upstream, flow, meter)
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
@@ -155,8 +161,7 @@ class Forwarder:
         reading = meter.reading(complete=not flow.cut_short)
         if reading is not None:
             flow.reading = reading
-            if reading.minted is not None and flow.caller is not None:
-                self.secrets.note(reading.minted[0], flow.caller, reading.minted[1])
+            self.unseen.after_call(flow)  # a minted key or a WebRTC/SIP call: noted, held
         self.biller.bill_call(flow)
 
     def _observe_latency(self, flow: Flow) -> None:

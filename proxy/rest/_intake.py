@@ -16,10 +16,11 @@ from aiohttp import web
 from .. import _errors as errors
 from .._capture import Capture
 from .._runtime import Runtime
-from ..caller import BadTags, IdentityError, bearer_token, request_tags
+from ..caller import BadTags, IdentityError, SecretBook, bearer_token, request_tags, secret_ref
 from ..meter import (
     HEAD_BYTES,
     Flow,
+    facts_from_call_head,
     facts_from_json,
     facts_from_multipart_head,
     inject_include_usage,
@@ -71,15 +72,27 @@ async def read_body(request: web.Request, flow: Flow, limit: int) -> Body:
         elif request.body_exists:
             head = await read_head(request.content, HEAD_BYTES)
             if endpoint is not None:
-                flow.facts = facts_from_multipart_head(head, request.content_length or 0)
+                sniff = (facts_from_call_head if endpoint.kind == "realtime_call"
+                         else facts_from_multipart_head)
+                flow.facts = sniff(head, request.content_length or 0)
             body.data = UploadCounter(head, request.content, limit)
     except BodyTooLarge:
         raise too_large(flow, limit) from None
     return body
 
 
-def identify(request: web.Request, flow: Flow, rt: Runtime) -> None:
-    """Who is calling (`flow.caller`), or refuse an unknown key."""
+def identify(request: web.Request, flow: Flow, rt: Runtime,
+             secrets: SecretBook | None = None) -> None:
+    """Who is calling (`flow.caller`), or refuse an unknown key. With `secrets`
+    (WebRTC calls), an ephemeral key minted through faregate names its minter."""
+    token = bearer_token(request.headers) if secrets is not None else None
+    minted = secrets.minted(token) if secrets is not None and token else None
+    if minted is not None and token:
+        flow.caller = secrets.caller(token)  # type: ignore[union-attr]
+        flow.secret_ref = secret_ref(token)
+        flow.facts.model = flow.facts.model or minted.model
+        if flow.caller is not None:
+            return
     try:
         flow.caller = rt.directory.identify(
             bearer_token(request.headers), request.headers, flow.facts.user)
