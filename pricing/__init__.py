@@ -29,7 +29,7 @@ from ._normalise import (
     usage_from_speech,
     usage_from_transcription,
 )
-from ._price import cost_of, price
+from ._price import cost_of, price, rate_for
 from ._table import (
     DEFAULT_TIERS,
     RATE_KEYS,
@@ -76,6 +76,7 @@ __all__ = [
     "load_price_table",
     "loads_price_table",
     "price",
+    "rate_for",
     "resolve_model",
     "to_nanos",
     "token_counts",

@@ -144,10 +144,29 @@ class Limits(_Strict):
     per_user_monthly_usd: Money | None = None
     degrade_to_text_at: Decimal | None = Field(None, gt=0, le=1)  # voice -> text at this share
     default_max_output_tokens: int | None = Field(None, gt=0)  # reservation when none is given
+    #: Path prefixes this caller may use (others: 403 endpoint_not_allowed); None: all.
+    endpoints: list[str] | None = None
+    #: A model faregate cannot price: "reject" (403 model_not_priced) or "record".
+    #: Unset: "reject" for callers with a USD limit, else "record".
+    unknown_model: Literal["reject", "record"] | None = None
 
     _money = field_validator(
         "daily_usd", "monthly_usd", "per_user_daily_usd", "per_user_monthly_usd"
     )(_non_negative)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = []
+        for prefix in v:
+            if not prefix.startswith("/v1/") or any(c in prefix for c in "?#%\\;") or (
+                    "/." in prefix or "//" in prefix):
+                raise ValueError(f"{prefix!r}: an endpoint is a plain path prefix under /v1/, "
+                                 "e.g. \"/v1/chat/completions\"")
+            out.append(prefix.rstrip("/"))
+        return out
 
 
 class TenantSettings(Limits):

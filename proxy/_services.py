@@ -27,10 +27,10 @@ from ._runtime import Runtime
 from .admin import Admin
 from .alerts import Alerting, Notifier
 from .caller import SecretBook
-from .meter import Biller
+from .meter import Biller, canonical_path
 from .quota import Leases, Quota
 from .realtime import Relay, Sessions, SessionServices, is_websocket
-from .rest import BatchBook, Batches, Forwarder, safe_path
+from .rest import BatchBook, Batches, Forwarder
 
 log = logging.getLogger("faregate.app")
 
@@ -80,7 +80,8 @@ class Services:
         self.batches = BatchBook(ledger)
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
-            Batches(self.batches, self.biller, self.current, metrics), self.secrets, metrics,
+            Batches(self.batches, self.biller, self.current, metrics, self.quota, client),
+            self.secrets, metrics,
             self.capture)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
@@ -148,13 +149,16 @@ class Services:
     # -- the routes faregate answers itself -----------------------------------
 
     async def v1(self, request: web.Request) -> web.StreamResponse:
-        if not safe_path(request):
+        path = canonical_path(request.raw_path)
+        if path is None:
             return errors.invalid_request(
-                "The request path may not contain dot segments, encoded slashes or "
-                "backslashes.", "invalid_path", new_request_id())
+                "faregate cannot give this request path one unambiguous form: it may not hold "
+                "'..' segments, escaped slashes, backslashes, ';', control characters or "
+                "escapes other than of plain letters, digits and -._~:@!$&'()*+,=.",
+                "invalid_path", new_request_id())
         if is_websocket(request):
-            return await self.relay.handle(request)
-        return await self.forwarder.handle(request)
+            return await self.relay.handle(request, path)
+        return await self.forwarder.handle(request, path)
 
     async def metrics_page(self, _: web.Request) -> web.Response:
         ledger, m = self.ledger, self.metrics

@@ -10,9 +10,26 @@ and noted for alerts. Nothing here touches a socket.
 
 from ._biller import Account, Biller, charge_record, count_charge, observe
 from ._consumed import call_usage
-from ._endpoints import OTHER, Endpoint, classify, endpoint_label, session_endpoint
-from ._estimate import cost_nanos, worst_case
-from ._facts import RequestFacts, facts_from_json, facts_from_multipart_head, inject_include_usage
+from ._endpoints import (
+    BILLABLE,
+    FREE_POSTS,
+    OTHER,
+    Endpoint,
+    classify,
+    endpoint_label,
+    route_label,
+    session_endpoint,
+)
+from ._estimate import cost_nanos, dearest_nanos, worst_case
+from ._facts import (
+    MONEY_FIELD,
+    RequestFacts,
+    facts_from_json,
+    facts_from_multipart_head,
+    inject_include_usage,
+)
+from ._paths import canonical_path
+from ._strict import FRAME_KEYS, Unreadable, strict_json
 from ._flow import Flow
 from ._lines import KINDS as BATCH_KINDS
 from ._lines import JsonCollector, LineMeter, line_id
@@ -24,6 +41,14 @@ from ._sse import SseMeter
 
 __all__ = [
     "BATCH_KINDS",
+    "BILLABLE",
+    "FRAME_KEYS",
+    "FREE_POSTS",
+    "MONEY_FIELD",
+    "Unreadable",
+    "canonical_path",
+    "route_label",
+    "strict_json",
     "HEAD_BYTES",
     "OTHER",
     "Account",
@@ -46,6 +71,7 @@ __all__ = [
     "charge_record",
     "classify",
     "cost_nanos",
+    "dearest_nanos",
     "count_charge",
     "endpoint_label",
     "facts_from_json",

@@ -20,6 +20,7 @@ from faregate.pricing import (
     usage_from_speech,
 )
 
+from ._endpoints import BILLABLE
 from ._flow import Flow
 
 #: Rough bytes per token for estimates when no usage was reported.
@@ -34,7 +35,7 @@ def _reported(flow: Flow) -> tuple[Usage, str | None]:
     kind = endpoint.kind
     if kind == "speech":
         return usage_from_speech(facts.characters, flow.model or ""), None
-    if kind in ("moderations", "client_secret"):
+    if kind in ("moderations", "client_secret", "batch", BILLABLE):
         return Usage(), None
     if kind == "images":
         return (usage_from_images(reading.usage, facts.images, facts.image_size,

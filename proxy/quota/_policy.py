@@ -50,6 +50,8 @@ class Policy:
     models: frozenset[str] | None = None
     degrade_to_text_at: Decimal | None = None
     default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    endpoints: tuple[str, ...] | None = None  # path prefixes allowed (None: all)
+    unknown_model: str = "record"  # a model with no price: "reject" or "record"
     #: model name -> price-table family, in the table in force (for the allowlist)
     family_of: Callable[[str], str | None] | None = field(default=None, compare=False)
 
@@ -65,6 +67,12 @@ class Policy:
             return True
         family = self.family_of(model) if self.family_of is not None else None
         return family is not None and family in self.models
+
+    def allows_path(self, path: str) -> bool:
+        """`endpoints` allowlist: a prefix admits itself and the paths below it."""
+        if self.endpoints is None:
+            return True
+        return any(path == p or path.startswith(p + "/") for p in self.endpoints)
 
 
 def effective_limits(settings: Settings, caller: Caller) -> dict:
@@ -116,5 +124,7 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         degrade_to_text_at=limits.get("degrade_to_text_at"),
         default_max_output_tokens=limits.get("default_max_output_tokens")
         or DEFAULT_MAX_OUTPUT_TOKENS,
+        endpoints=tuple(limits["endpoints"]) if limits.get("endpoints") is not None else None,
+        unknown_model=limits.get("unknown_model") or ("reject" if budgets else "record"),
         family_of=table.resolve,
     )

@@ -65,12 +65,13 @@ def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
     return origin.strip().rstrip("/").lower() in allowed
 
 
-def ws_url(upstream: str, request: web.Request) -> str:
-    """The upstream address of this upgrade, without faregate's own query parameters."""
+def ws_url(upstream: str, path: str, request: web.Request) -> str:
+    """The upstream address of this upgrade (its canonical `path`), without faregate's
+    own query parameters."""
     base = "ws" + upstream[4:] if upstream.startswith("http") else upstream
     query = [(k, v) for k, v in request.query.items() if k != TAGS_QUERY]
     qs = "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
-    return base + request.path + (f"?{qs}" if qs else "")
+    return base + path + (f"?{qs}" if qs else "")
 
 
 def _bare(authorization: str | None) -> str:

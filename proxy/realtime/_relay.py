@@ -66,26 +66,32 @@ class Relay:
         self.secrets = secrets
         self.draining = draining
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
+        """Relay one WebSocket session on `path` (canonical, see `meter._paths`)."""
         rt = self.runtime()
         rid = new_request_id()
         protocols = offered_subprotocols(request)
+        label = session_endpoint(path)
         try:
-            caller, in_subprotocol, tags = self._admit(request, rt, protocols, rid)
+            if label is None:  # an upgrade faregate cannot meter is not relayed
+                raise Refused(errors.openai_error(
+                    403, "invalid_request_error", "endpoint_not_allowed",
+                    f"faregate cannot meter WebSocket sessions on {path[:200]}: only Realtime, "
+                    "Live and Responses sessions are relayed.", request_id=rid))
+            caller, in_subprotocol, tags = self._admit(request, rt, protocols, rid, path)
         except Refused as refused:
             return refused.response
         headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
         server = rt.settings.server
-        upstream = await dial(ws_url(server.upstream, request), headers, subprotocols, server,
-                              rid)
+        upstream = await dial(ws_url(server.upstream, path, request), headers, subprotocols,
+                              server, rid)
         if isinstance(upstream, web.Response):
             return upstream
         client = client_socket(upstream, protocols, server)
         policy = rt.policy(caller)
         model = request.query.get("model")
         squota = SessionQuota(self.quota, policy, rt.prices, model)
-        session = Session.start(self.services, caller, session_endpoint(request.path), squota,
-                                model, tags)
+        session = Session.start(self.services, caller, label, squota, model, tags)
         session.client_ws = client
         timer = self._time_limit(session, policy)
         try:
@@ -98,8 +104,8 @@ class Relay:
             session.finish(session.end_reason or "client_closed")
         return client
 
-    def _admit(self, request: web.Request, rt: Runtime, protocols: list[str], rid: str
-               ) -> tuple[Caller, bool, dict[str, str]]:
+    def _admit(self, request: web.Request, rt: Runtime, protocols: list[str], rid: str,
+               path: str) -> tuple[Caller, bool, dict[str, str]]:
         """The checks before dialling: draining, origin, identity, tags, limits."""
         if self.draining():
             raise Refused(errors.openai_error(
@@ -121,7 +127,14 @@ class Relay:
         except BadTags as exc:
             raise Refused(errors.invalid_request(f"Bad attribution tags: {exc}",
                                                  "invalid_tags", rid)) from None
-        refusal = self._admit_session(rt, rt.policy(caller), caller, request.query.get("model"))
+        policy = rt.policy(caller)
+        model = request.query.get("model")
+        if not policy.allows_path(path):
+            raise Refused(errors.endpoint_not_allowed(path, rid))
+        if model and rt.prices.entry(model, None) is None and (
+                policy.unknown_model == "reject" or rt.settings.pricing.unknown_model == "reject"):
+            raise Refused(errors.model_not_priced(model, rid))
+        refusal = self._admit_session(rt, policy, caller, model)
         if refusal is not None:
             raise Refused(errors.refused(refusal, rid))
         return caller, in_subprotocol, tags
@@ -247,8 +260,8 @@ class Relay:
         while True:
             msg = await client.receive()
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                frame = (await session.client_frame(msg.data) if msg.type == WSMsgType.TEXT
-                         else msg.data)
+                # Binary frames too: an upstream may read them as events.
+                frame = await session.client_frame(msg.data)
                 if frame is None:
                     continue
                 try:

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+import orjson
+
 from faregate.pricing import INPUT_CLASSES, Usage
 from faregate.storage import SessionRecord
 
 from .._capture import CLIENT_TEXT, SERVER_TEXT, Capture
-from .._ids import new_session_id
+from .._ids import new_event_id, new_session_id
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import Caller
@@ -124,9 +126,12 @@ class Session:
         if kind in (SERVER_TEXT if direction == "server" else CLIENT_TEXT):
             capture.frame(self.id, direction, kind, frame)
 
-    async def client_frame(self, frame: str) -> str | None:
-        """A client text frame: the frame to forward (perhaps rewritten), or None."""
+    async def client_frame(self, frame: str | bytes) -> str | bytes | None:
+        """A client frame: the frame to forward (perhaps rewritten), or None."""
         event = self.meter.client_frame(frame)
+        if event.refused is not None:
+            await self._refuse_frame(event.refused)
+            return None
         if self.capturing:
             self._capture("client", event.type, frame)
         if self.cut is not None:
@@ -138,6 +143,22 @@ class Session:
         if cut is not None:
             self.request_cut(cut)
         return forward
+
+    async def _refuse_frame(self, why: str) -> None:
+        """A frame meant as JSON that faregate cannot read is not forwarded: the client
+        gets an error event instead (the session goes on)."""
+        self.services.metrics.usage_problems.labels(self.endpoint, "frame_unreadable").inc()
+        ws = self.client_ws
+        if ws is None or ws.closed:
+            return
+        try:
+            await ws.send_str(orjson.dumps({
+                "type": "error", "event_id": new_event_id(),
+                "error": {"type": "invalid_request_error", "code": "invalid_event",
+                          "message": f"faregate cannot read this event: {why}.",
+                          "param": None, "event_id": None}}).decode())
+        except (ConnectionResetError, RuntimeError):
+            pass
 
     def server_frame(self, frame: str | bytes) -> None:
         calls = self.meter.tool_calls

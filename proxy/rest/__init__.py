@@ -10,6 +10,5 @@ too, over the ledger.
 from ._batch_book import BatchBook
 from ._batches import Batches
 from ._forward import Forwarder
-from ._paths import safe_path
 
-__all__ = ["BatchBook", "Batches", "Forwarder", "safe_path"]
+__all__ = ["BatchBook", "Batches", "Forwarder"]

@@ -129,13 +129,15 @@ class BatchBook:
 
     # -- what the answers say ----------------------------------------------
 
-    def after_create(self, caller: Caller | None, tags: dict[str, str], body: Any) -> None:
-        """A `POST /v1/batches` answer: remember (and record) who created the batch."""
+    def after_create(self, caller: Caller | None, tags: dict[str, str], body: Any
+                     ) -> str | None:
+        """A `POST /v1/batches` answer: remember (and record) who created the batch;
+        its id, or None when the answer names none."""
         if not isinstance(body, dict) or caller is None:
-            return
+            return None
         batch_id, endpoint = body.get("id"), body.get("endpoint")
         if not (isinstance(batch_id, str) and BATCH_PATH.fullmatch("/v1/batches/" + batch_id)):
-            return
+            return None
         c = caller
         event = BatchEvent(
             id=batch_id, batch_id=batch_id, event="created", tenant=c.tenant, user=c.user,
@@ -143,6 +145,7 @@ class BatchBook:
             endpoint=endpoint[:MAX_NAME] if isinstance(endpoint, str) else "")
         self._note(event)
         self.ledger.record(event)
+        return batch_id
 
     async def after_read(self, body: Any) -> None:
         """A batch object or a list of them: link known batches to their files."""

@@ -17,6 +17,7 @@ from typing import Callable
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from .. import _errors as errors
 from .._capture import MAX_TEXT, Capture
@@ -25,11 +26,20 @@ from .._runtime import Runtime
 from ..caller import SecretBook, strip_query
 from ..meter import Biller, Flow, ResponseMeter, classify, endpoint_label, response_meter
 from ..quota import Quota
-from ._admission import check_priced, reserve
+from ._admission import admit_billable, check_endpoint, check_priced, reserve
 from ._batches import Batches, batch_route
-from ._body import BodyTooLarge, UploadCounter
+from ._body import BodyTooLarge, BodyUnreadable, UploadCounter
 from ._headers import response_headers, upstream_headers
-from ._intake import Body, Refused, identify, read_body, read_tags, start_capture
+from ._intake import (
+    Body,
+    Refused,
+    identify,
+    read_body,
+    read_tags,
+    start_capture,
+    unreadable,
+)
+from ._prompts import PromptModels
 
 log = logging.getLogger("faregate.forward")
 access_log = logging.getLogger("faregate.access")
@@ -49,11 +59,13 @@ class Forwarder:
         self.secrets = secrets
         self.metrics = metrics
         self.capture = capture
+        self.prompts = PromptModels()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
+        """Answer one call to `path` (the request's canonical path, see `meter._paths`)."""
         rt = self.runtime()
-        flow = Flow(request.method, request.path, classify(request.method, request.path))
-        flow.batch = batch_route(request.method, request.path)
+        flow = Flow(request.method, path, classify(request.method, path))
+        flow.batch = batch_route(request.method, path)
         try:
             body = await self._admit(request, flow, rt)
             return await self._forward(request, flow, rt, body)
@@ -71,9 +83,17 @@ class Forwarder:
         identify(request, flow, rt)
         read_tags(request, flow, body)
         start_capture(flow, body, self.capture, rt)
-        if flow.endpoint is not None:
-            check_priced(flow, rt, self.metrics)
-            await reserve(flow, rt, body.parsed, self.quota)
+        assert flow.caller is not None
+        policy = rt.policy(flow.caller)
+        check_endpoint(flow, policy, self.metrics)
+        endpoint = flow.endpoint
+        if endpoint is not None and endpoint.kind == "batch":
+            await self.batches.admit_create(flow, body.parsed, policy, rt, request)
+        elif endpoint is not None and endpoint.metered:
+            check_priced(flow, rt, policy, self.metrics)
+            await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts)
+        elif endpoint is not None:
+            await admit_billable(flow, rt, self.quota, policy)
         await self.batches.resolve(flow)
         return body
 
@@ -81,7 +101,10 @@ class Forwarder:
                        ) -> web.StreamResponse:
         server = rt.settings.server
         rid = flow.request_id
-        url = server.upstream + strip_query(request.rel_url.raw_path_qs)
+        query = request.rel_url.raw_query_string
+        # The canonical path goes upstream as it is: no client-side normalising after it.
+        url = URL(server.upstream + strip_query(flow.path + ("?" + query if query else "")),
+                  encoded=True)
         headers = upstream_headers(request, flow, rt, body.changed)
         sent = time.perf_counter()
         flow.forwarded = True
@@ -93,6 +116,10 @@ class Forwarder:
         except BodyTooLarge:
             flow.status = 413
             return errors.request_too_large(server.max_body_bytes, rid)
+        except BodyUnreadable:
+            flow.status = 400
+            return unreadable(flow, "a form field that sets the model or the images comes "
+                                    "again after the upload's head").response
         except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             flow.status = 504
             return errors.upstream_timeout(type(exc).__name__, rid)
@@ -100,6 +127,10 @@ class Forwarder:
             if isinstance(body.data, UploadCounter) and body.data.too_large:
                 flow.status = 413
                 return errors.request_too_large(server.max_body_bytes, rid)
+            if isinstance(body.data, UploadCounter) and body.data.unreadable:
+                flow.status = 400
+                return unreadable(flow, "a form field that sets the model or the images "
+                                        "comes again after the upload's head").response
             flow.status = 502
             return errors.upstream_unavailable(type(exc).__name__, rid)
         async with upstream:
