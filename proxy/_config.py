@@ -53,6 +53,8 @@ class ServerSettings(_Strict):
     idle_timeout_s: float = Field(300.0, gt=0)  # silence between body chunks
     shutdown_grace_s: float = Field(30.0, ge=0)  # in-flight calls and sessions on SIGTERM
     cancel_grace_s: float = Field(5.0, ge=0)  # client left mid-response: wait for its usage
+    #: Longest wait between faregate's own polls of a pending background response.
+    background_poll_s: float = Field(30.0, gt=0, le=600)
     #: Browser origins allowed to open Realtime/Live WebSockets; empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
 

@@ -30,7 +30,7 @@ from .caller import SecretBook
 from .meter import Biller, canonical_path
 from .quota import Leases, Quota
 from .realtime import Relay, Sessions, SessionServices, is_websocket
-from .rest import BatchBook, Batches, Forwarder
+from .rest import Background, BatchBook, Batches, Forwarder
 
 log = logging.getLogger("faregate.app")
 
@@ -78,10 +78,12 @@ class Services:
         self.capture = open_capture(settings, metrics)
         self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting)
         self.batches = BatchBook(ledger)
+        self.background = Background(self.current, ledger, self.quota, self.biller, client,
+                                     metrics)
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
             Batches(self.batches, self.biller, self.current, metrics, self.quota, client),
-            self.secrets, metrics,
+            self.background, self.secrets, metrics,
             self.capture)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
@@ -126,6 +128,11 @@ class Services:
         self.quota.book.seed_spend(await ledger.spend_since(month, day), now)
         self.alerting.seed(a.id for a in await ledger.alerts(since=month, limit=100_000))
         await self.batches.load()
+        followed = await self.background.load()
+        if followed:
+            log.info("following up background responses of an earlier run",
+                     extra={"responses": followed})
+        self.background.start()
         await self.notifier.start()
         self.alerting.attach(ledger.record, self.notifier.send,
                              ledger.claim_alert if ledger.shared else None)
@@ -195,6 +202,7 @@ class Services:
             if returned:
                 log.info("returned unspent budget leases", extra={"nanos": returned})
         await self.notifier.close()
+        await self.background.close()
         if self._purge is not None:
             self._purge.cancel()
         if self.capture is not None:

@@ -16,6 +16,7 @@ from ._record import (
     END_REASONS,
     TOKEN_COLUMNS,
     AlertRecord,
+    BackgroundEvent,
     BatchEvent,
     LedgerRecord,
     SessionRecord,
@@ -34,6 +35,7 @@ from ._report import (
 
 __all__ = [
     "AlertRecord",
+    "BackgroundEvent",
     "BatchEvent",
     "END_REASONS",
     "GROUPS",

@@ -18,7 +18,14 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from ._periods import epoch_ms, utc_stamp
-from ._record import TOKEN_COLUMNS, AlertRecord, BatchEvent, LedgerRecord, SessionRecord
+from ._record import (
+    TOKEN_COLUMNS,
+    AlertRecord,
+    BackgroundEvent,
+    BatchEvent,
+    LedgerRecord,
+    SessionRecord,
+)
 from ._sessions import (
     SESSION_COLUMNS,
     decode_tags,
@@ -150,6 +157,29 @@ def batch_from_row(row: Sequence[Any]) -> BatchEvent:
         endpoint=v["endpoint"] or "", file_id=v["file_id"], at=datetime.fromisoformat(v["at"]))
 
 
+BACKGROUND_COLUMNS: tuple[str, ...] = (
+    "id", "response_id", "event", "tenant", "user_id", "key_id", "tier", "tags", "model",
+    "request_id", "hold_nanos", "reserved", "at", "at_ms",
+)
+
+
+def background_to_row(b: BackgroundEvent) -> Row:
+    at = b.at.astimezone(timezone.utc)
+    return (b.id, b.response_id, b.event, b.tenant, b.user, b.key_id, b.tier,
+            encode_tags(b.tags), b.model, b.request_id, int(b.hold_nanos),
+            orjson.dumps(b.reserved).decode(), at.isoformat(), epoch_ms(at))
+
+
+def background_from_row(row: Sequence[Any]) -> BackgroundEvent:
+    v = dict(zip(BACKGROUND_COLUMNS, row))
+    return BackgroundEvent(
+        id=v["id"], response_id=v["response_id"], event=v["event"], tenant=v["tenant"],
+        user=v["user_id"], key_id=v["key_id"], tier=v["tier"], tags=decode_tags(v["tags"]),
+        model=v["model"] or "", request_id=v["request_id"] or "",
+        hold_nanos=int(v["hold_nanos"] or 0), reserved=orjson.loads(v["reserved"] or "{}"),
+        at=datetime.fromisoformat(v["at"]))
+
+
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
                charge_from_row, added=(0, None, "{}"))  # 0006 savings, billed; 0008 tags
 
@@ -157,9 +187,11 @@ SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_sessio
                 from_session_row, added=("{}", 0))  # 0008 tags, tool_calls
 ALERTS = Kind("alert", "alerts", ALERT_COLUMNS, AlertRecord, alert_to_row, alert_from_row)
 BATCHES = Kind("batch", "batches", BATCH_COLUMNS, BatchEvent, batch_to_row, batch_from_row)
+BACKGROUND = Kind("background", "background_responses", BACKGROUND_COLUMNS, BackgroundEvent,
+                  background_to_row, background_from_row)
 
 #: Every kind by journal tag. Add new kinds here (and a migration for their table).
-KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES)}
+KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES, BACKGROUND)}
 _BY_TYPE: dict[type, Kind] = {k.record_type: k for k in KINDS.values()}
 
 

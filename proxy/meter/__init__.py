@@ -9,7 +9,7 @@ and noted for alerts. Nothing here touches a socket.
 """
 
 from ._biller import Account, Biller, charge_record, count_charge, observe
-from ._consumed import call_usage
+from ._consumed import answer_usage, call_usage
 from ._endpoints import (
     BILLABLE,
     FREE_POSTS,
@@ -34,7 +34,7 @@ from ._flow import Flow
 from ._lines import KINDS as BATCH_KINDS
 from ._lines import JsonCollector, LineMeter, line_id
 from ._reading import HoldLast, Metered, Reading, ResponseMeter
-from ._sample import HEAD_BYTES, BodySample, JsonMeter
+from ._sample import HEAD_BYTES, BodySample, JsonMeter, find_status
 from ._session import ClientEvent, SessionMeter
 from ._shapes import response_meter
 from ._sse import SseMeter
@@ -67,6 +67,7 @@ __all__ = [
     "ResponseMeter",
     "SessionMeter",
     "SseMeter",
+    "answer_usage",
     "call_usage",
     "charge_record",
     "classify",
@@ -75,6 +76,7 @@ __all__ = [
     "count_charge",
     "endpoint_label",
     "facts_from_json",
+    "find_status",
     "facts_from_multipart_head",
     "inject_include_usage",
     "line_id",

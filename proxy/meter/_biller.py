@@ -182,7 +182,9 @@ class Biller:
             observe(self.metrics, flow, None, None)
             self._release(flow)
             return None
-        if flow.endpoint.kind == "batch":  # recorded as a batch event; its lines are charged
+        if flow.endpoint.kind == "batch" or flow.hold_open:
+            # A batch is recorded as a batch event and charged line by line; a pending
+            # background response is charged (one row) when it is final.
             observe(self.metrics, flow, None, None)
             if not flow.hold_open:
                 self._release(flow)
@@ -212,8 +214,6 @@ class Biller:
         admission = flow.admission
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)
-        elif flow.hold_open:  # a background response: settled when it is final
-            pass
         elif admission is not None:
             self.quota.count_images(admission.policy, admission, images, at)
             self._settle(admission.policy, admission, charge, at)

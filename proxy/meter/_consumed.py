@@ -22,6 +22,7 @@ from faregate.pricing import (
 
 from ._endpoints import BILLABLE
 from ._flow import Flow
+from ._reading import Reading
 
 #: Rough bytes per token for estimates when no usage was reported.
 BYTES_PER_TOKEN = 4
@@ -42,19 +43,41 @@ def _reported(flow: Flow) -> tuple[Usage, str | None]:
                                   facts.image_quality), None)
     if reading.usage is not None:
         return usage_for_endpoint(kind, reading.usage), None
-    reason = "cut_short" if flow.cut_short else "usage_missing"
+    if flow.cut_short:
+        return _cut_short(flow), "cut_short"
     estimate = Usage(input=facts.prompt_bytes // BYTES_PER_TOKEN, output=reading.deltas,
-                     estimated=True, flags=(reason,))
-    return estimate, reason
+                     estimated=True, flags=("usage_missing",))
+    return estimate, "usage_missing"
+
+
+def _cut_short(flow: Flow) -> Usage:
+    """A call cut short before its usage: the prompt as reserved (the worst case of its
+    input) and at least the output the client was sent, flagged `estimated`."""
+    reserved, reading = flow.reserved, flow.reading
+    prompt = reserved.input if reserved is not None else 0
+    prompt = max(prompt, flow.facts.prompt_bytes // BYTES_PER_TOKEN)
+    return Usage(input=prompt, output=max(reading.deltas, reading.delivered), estimated=True,
+                 flags=("cut_short",))
+
+
+def with_tier_and_tools(usage: Usage, reading: Reading) -> Usage:
+    """`usage` with the tier the upstream applied and the hosted-tool calls it made."""
+    tier, tools = reading.service_tier, reading.tool_calls
+    # A standard-tier answer ("default", "auto") prices as no tier: skip the copy.
+    if (tier and tier not in DEFAULT_TIERS) or tools:
+        usage = dataclasses.replace(usage, service_tier=tier,
+                                    tool_calls=merge_tool_calls(usage.tool_calls, tools))
+    return usage
+
+
+def answer_usage(kind: str, reading: Reading) -> Usage:
+    """What an answer of usage shape `kind` reported (nothing reported: no usage)."""
+    usage = usage_for_endpoint(kind, reading.usage) if reading.usage is not None else Usage()
+    return with_tier_and_tools(usage, reading)
 
 
 def call_usage(flow: Flow) -> tuple[Usage, str | None]:
     """The flow's usage (with the applied tier and hosted-tool calls) and, if it
     had to be guessed, the reason why."""
     usage, problem = _reported(flow)
-    tier, tools = flow.reading.service_tier, flow.reading.tool_calls
-    # A standard-tier answer ("default", "auto") prices as no tier: skip the copy.
-    if (tier and tier not in DEFAULT_TIERS) or tools:
-        usage = dataclasses.replace(usage, service_tier=tier,
-                                    tool_calls=merge_tool_calls(usage.tool_calls, tools))
-    return usage, problem
+    return with_tier_and_tools(usage, flow.reading), problem

@@ -41,6 +41,7 @@ class Flow:
     reserved: Usage | None = None  # the worst case the admission holds (for estimates)
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     batch: tuple[str, str | None] | None = None  # a Batch API call (rest batch_route)
+    follow: str | None = None  # the pending background response this call reads or cancels
     billed: bool = False  # the biller has settled this call
     hold_open: bool = False  # its admission outlives the call (a pending background response)
     captured_request: bytes | None = None  # bodies kept for opt-in capture

@@ -183,6 +183,13 @@ class Quota:
                 admission.upstream_tokens = 0
         self._after_spend(admission.policy, admission.budgets, now)
 
+    def hold(self, policy: Policy, amount: int, now: datetime) -> Admission:
+        """Hold `amount` without checking the limits: a reservation made before a restart
+        (a background response still running) is held again."""
+        budgets = self.budget_counters(policy, now)
+        return Admission(policy, self.book.hold([c for _, c in budgets], [], amount, 0),
+                         budgets=budgets)
+
     def count_images(self, policy: Policy, admission: Admission | None, images: int,
                      now: datetime) -> None:
         """A call made `images` images (image caps count them from every endpoint): the

@@ -7,8 +7,9 @@ Batch API steps (who created a batch; its output charged once) live here
 too, over the ledger.
 """
 
+from ._background import Background
 from ._batch_book import BatchBook
 from ._batches import Batches
 from ._forward import Forwarder
 
-__all__ = ["BatchBook", "Batches", "Forwarder"]
+__all__ = ["Background", "BatchBook", "Batches", "Forwarder"]

@@ -27,6 +27,7 @@ from ..caller import SecretBook, strip_query
 from ..meter import Biller, Flow, ResponseMeter, classify, endpoint_label, response_meter
 from ..quota import Quota
 from ._admission import admit_billable, check_endpoint, check_priced, reserve
+from ._background import Background
 from ._batches import Batches, batch_route
 from ._body import BodyTooLarge, BodyUnreadable, UploadCounter
 from ._headers import response_headers, upstream_headers
@@ -49,13 +50,14 @@ class Forwarder:
     """The `/v1/*` handler for plain HTTP calls. One per app."""
 
     def __init__(self, runtime: Callable[[], Runtime], client: aiohttp.ClientSession,
-                 quota: Quota, biller: Biller, batches: Batches, secrets: SecretBook,
-                 metrics: Metrics, capture: Capture | None) -> None:
+                 quota: Quota, biller: Biller, batches: Batches, background: Background,
+                 secrets: SecretBook, metrics: Metrics, capture: Capture | None) -> None:
         self.runtime = runtime
         self.client = client
         self.quota = quota
         self.biller = biller
         self.batches = batches
+        self.background = background
         self.secrets = secrets
         self.metrics = metrics
         self.capture = capture
@@ -66,6 +68,7 @@ class Forwarder:
         rt = self.runtime()
         flow = Flow(request.method, path, classify(request.method, path))
         flow.batch = batch_route(request.method, path)
+        flow.follow = self.background.route(request.method, path)
         try:
             body = await self._admit(request, flow, rt)
             return await self._forward(request, flow, rt, body)
@@ -90,6 +93,12 @@ class Forwarder:
         if endpoint is not None and endpoint.kind == "batch":
             await self.batches.admit_create(flow, body.parsed, policy, rt, request)
         elif endpoint is not None and endpoint.metered:
+            if flow.facts.background and self.background.full():
+                raise Refused(errors.openai_error(
+                    429, "rate_limit_exceeded", "rate_limit_exceeded",
+                    "Too many background responses are in flight through this faregate; "
+                    "try again when some have finished.", headers={"retry-after": "30"},
+                    request_id=flow.request_id))
             check_priced(flow, rt, policy, self.metrics)
             await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts)
         elif endpoint is not None:
@@ -136,8 +145,10 @@ class Forwarder:
         async with upstream:
             flow.upstream_wait = time.perf_counter() - sent
             flow.status = upstream.status
-            meter = await self.batches.meter(flow, upstream.status) or response_meter(
-                flow, upstream.status, upstream.content_type, body.strip_usage)
+            meter = (await self.batches.meter(flow, upstream.status)
+                     or self.background.meter(flow, upstream.status, upstream.content_type)
+                     or response_meter(flow, upstream.status, upstream.content_type,
+                                       body.strip_usage))
             return await self._relay(request, upstream, flow, meter)
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
@@ -159,13 +170,14 @@ class Forwarder:
                     await response.write(out)
             tail = meter.close()
             complete = True
-            self._bill(flow, meter)
+            self._bill(flow, meter, request)
             await meter.finish()
             if tail:
                 await response.write(tail)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            flow.cut_short = True  # client went away: stop reading, drop the upstream
+            if not complete:  # the client went away mid-answer
+                complete = await self._read_on(upstream, flow, meter, request)
             upstream.close()
         except (aiohttp.ClientPayloadError, aiohttp.ClientError, asyncio.TimeoutError):
             flow.cut_short = True  # upstream broke or stalled mid-body
@@ -176,11 +188,34 @@ class Forwarder:
         finally:
             if not complete:  # cut short: what was seen so far is what gets charged
                 meter.abort()
-                self._bill(flow, meter)
+                self._bill(flow, meter, request)
         return response
 
-    def _bill(self, flow: Flow, meter: ResponseMeter) -> None:
-        """Take the meter's reading and bill the call (once)."""
+    async def _read_on(self, upstream: aiohttp.ClientResponse, flow: Flow,
+                       meter: ResponseMeter, request: web.Request) -> bool:
+        """The client left mid-answer. An answer the upstream has already made (JSON) is
+        read on to its end (bounded by `cancel_grace_s`) and its real usage charged; a
+        stream is not read on (that would keep the model generating at the caller's
+        cost): it is charged as cut short — the prompt as reserved and at least the output
+        the client was sent. True when the answer was read whole and billed."""
+        if not meter.read_on:
+            flow.cut_short = True
+            return False
+        try:
+            async with asyncio.timeout(self.runtime().settings.server.cancel_grace_s):
+                async for chunk in upstream.content.iter_any():
+                    meter.feed(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            flow.cut_short = True
+            return False
+        meter.close()
+        self._bill(flow, meter, request)
+        await meter.finish()
+        return True
+
+    def _bill(self, flow: Flow, meter: ResponseMeter, request: web.Request) -> None:
+        """Take the meter's reading and bill the call (once); a background response that
+        is not final yet keeps its hold and is followed up instead."""
         if flow.billed:
             return
         reading = meter.reading(complete=not flow.cut_short)
@@ -188,7 +223,17 @@ class Forwarder:
             flow.reading = reading
             if reading.minted is not None and flow.caller is not None:
                 self.secrets.note(reading.minted[0], flow.caller, reading.minted[1])
+            self._learn_prompt(flow)
+            self.background.track(flow, request.headers)
         self.biller.bill_call(flow)
+
+    def _learn_prompt(self, flow: Flow) -> None:
+        """A stored prompt's answer names its model: later calls are checked against it."""
+        facts, model = flow.facts, flow.reading.model
+        if facts.prompt_id is None or facts.model is not None or not model or not flow.caller:
+            return
+        allowed = self.runtime().policy(flow.caller).allows(model)
+        self.prompts.learn(facts.prompt_id, model, allowed, flow.caller.tenant)
 
     def _observe_latency(self, flow: Flow) -> None:
         flow.overhead = (time.perf_counter() - flow.started) - flow.upstream_wait

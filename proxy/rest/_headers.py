@@ -63,7 +63,7 @@ def upstream_headers(request: web.Request, flow: Flow, rt: Runtime, body_changed
     ident = rt.settings.identity
     headers = request.headers
     # Metered responses (and Batch API answers) must be readable: ask for identity.
-    readable = flow.endpoint is not None or flow.batch is not None
+    readable = flow.endpoint is not None or flow.batch is not None or flow.follow is not None
     drop = _request_drop(ident.tenant_header, ident.user_header, readable)
     encoded = "content-encoding" in headers
     if encoded or "connection" in headers:
