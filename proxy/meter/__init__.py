@@ -36,6 +36,7 @@ from ._lines import JsonCollector, LineMeter, line_id
 from ._reading import HoldLast, Metered, Reading, ResponseMeter
 from ._sample import HEAD_BYTES, BodySample, JsonMeter, find_status
 from ._session import ClientEvent, SessionMeter
+from ._socket import ResponsesSocketMeter
 from ._shapes import response_meter
 from ._sse import SseMeter
 
@@ -65,6 +66,7 @@ __all__ = [
     "Reading",
     "RequestFacts",
     "ResponseMeter",
+    "ResponsesSocketMeter",
     "SessionMeter",
     "SseMeter",
     "answer_usage",

@@ -14,7 +14,7 @@ from ._leases import Leases
 from ._policy import BudgetLimit, Policy, policy_for
 from ._quota import Admission, Budgets, Quota
 from ._refusals import Refusal, budget_refusal, concurrency_refusal, model_refusal
-from ._session import Cut, SessionQuota, time_cut
+from ._session import Cut, SessionQuota, budget_cut, model_cut, time_cut
 from ._upstream import UpstreamLimits
 
 __all__ = [
@@ -31,8 +31,10 @@ __all__ = [
     "Refusal",
     "SessionQuota",
     "UpstreamLimits",
+    "budget_cut",
     "budget_refusal",
     "concurrency_refusal",
+    "model_cut",
     "model_refusal",
     "period_key",
     "period_keys",

@@ -28,7 +28,7 @@ from .. import _errors as errors
 from .._ids import new_event_id, new_request_id
 from .._runtime import Runtime
 from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
-from ..meter import session_endpoint
+from ..meter import ResponsesSocketMeter, session_endpoint
 from ..quota import Policy, Quota, Refusal, SessionQuota, concurrency_refusal, time_cut
 from ._handshake import (
     client_socket,
@@ -39,6 +39,7 @@ from ._handshake import (
     upstream_offer,
     ws_url,
 )
+from ._responses import ResponsesSocketQuota
 from ._session import Session, SessionServices
 
 log = logging.getLogger("faregate.relay")
@@ -46,6 +47,7 @@ log = logging.getLogger("faregate.relay")
 _UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
 SHUTDOWN_REASON = "faregate is shutting down"
 CANCEL_EVENT = orjson.dumps({"type": "response.cancel"}).decode()
+RESPONSES_SOCKET = "/v1/responses"
 
 
 class Refused(Exception):
@@ -90,8 +92,13 @@ class Relay:
         client = client_socket(upstream, protocols, server)
         policy = rt.policy(caller)
         model = request.query.get("model")
-        squota = SessionQuota(self.quota, policy, rt.prices, model)
-        session = Session.start(self.services, caller, label, squota, model, tags)
+        if label == RESPONSES_SOCKET:  # the Responses API over a WebSocket: metered as a stream
+            session = Session.start(self.services, caller, label,
+                                    ResponsesSocketQuota(self.quota, policy, rt),  # type: ignore[arg-type]
+                                    model, tags, meter=ResponsesSocketMeter())
+        else:
+            squota = SessionQuota(self.quota, policy, rt.prices, model)
+            session = Session.start(self.services, caller, label, squota, model, tags)
         session.client_ws = client
         timer = self._time_limit(session, policy)
         try:
@@ -297,8 +304,10 @@ class Relay:
     async def _cancel_and_wait(self, upstream: ClientConnection, session: Session,
                                grace: float) -> None:
         """Cancel the in-progress response and wait (bounded) for its response.done."""
+        cancel = getattr(session.meter, "cancel_event", CANCEL_EVENT)
         try:
-            await upstream.send(CANCEL_EVENT)
+            if cancel is not None:
+                await upstream.send(cancel)
         except ConnectionClosed:
             return
         await _wait_idle(session, grace, session.tasks[1])

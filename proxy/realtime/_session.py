@@ -101,12 +101,14 @@ class Session:
 
     @classmethod
     def start(cls, services: SessionServices, caller: Caller, endpoint: str,
-              squota: SessionQuota, model: str | None, tags: dict[str, str] | None = None
-              ) -> "Session":
+              squota: SessionQuota, model: str | None, tags: dict[str, str] | None = None,
+              meter: Any = None) -> "Session":
+        """A session on `endpoint`; `meter` (and `squota`) may be another protocol's
+        (a Responses WebSocket), else a Realtime/Live `SessionMeter`."""
         kind = "live" if endpoint.startswith("/v1/live") else "realtime"
         capturing = services.capture is not None and services.runtime().captures(caller.tenant)
-        session = cls(services, caller, endpoint, SessionMeter(kind, model=model), squota,
-                      tags=dict(tags or {}), capturing=capturing)
+        session = cls(services, caller, endpoint, meter or SessionMeter(kind, model=model),
+                      squota, tags=dict(tags or {}), capturing=capturing)
         services.sessions.add(session)
         services.metrics.sessions_active.labels(caller.tenant).inc()
         return session
