@@ -147,6 +147,22 @@ class BatchBook:
         self.ledger.record(event)
         return batch_id
 
+    def adopt(self, file_id: str, caller: Caller, tags: dict[str, str], created: Any) -> None:
+        """A batch output file whose batch faregate never saw created: its lines are
+        charged to the caller downloading it, the file standing in for the batch."""
+        at = (datetime.fromtimestamp(created, timezone.utc)
+              if isinstance(created, int) and created > 0 else datetime.now(timezone.utc))
+        batch_id = "adopted:" + file_id
+        c = caller
+        for event in (
+            BatchEvent(id=batch_id, batch_id=batch_id, event="created", tenant=c.tenant,
+                       user=c.user, key_id=c.key_id, tier=c.tier, tags=dict(tags), at=at),
+            BatchEvent(id="file:" + file_id, batch_id=batch_id, event="output",
+                       tenant=c.tenant, file_id=file_id),
+        ):
+            self._note(event)
+            self.ledger.record(event)
+
     async def after_read(self, body: Any) -> None:
         """A batch object or a list of them: link known batches to their files."""
         links = _file_links(body)

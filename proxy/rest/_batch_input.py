@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import replace
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 import aiohttp
 import orjson
@@ -92,6 +92,26 @@ async def read_input_lines(client: aiohttp.ClientSession, upstream: str, file_id
                                                             "error": type(exc).__name__})
         return None
     return lines, 1.0
+
+
+async def ask_upstream(client: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                       limit: int = 4 * 1024 * 1024) -> Any:
+    """A small JSON answer of the upstream to a GET faregate makes itself, or None."""
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            async with client.get(URL(url, encoded=True), headers=headers) as answer:
+                if answer.status != 200:
+                    return None
+                body = await answer.content.read(limit + 1)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log.warning("upstream lookup failed", extra={"error": type(exc).__name__})
+        return None
+    if len(body) > limit:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def side_headers(request_headers: "aiohttp.typedefs.LooseHeaders", authorization: str | None

@@ -43,8 +43,8 @@ from .._runtime import Runtime
 from ..caller import Caller
 from ..meter import Account, Biller, Flow, HoldLast, JsonCollector, LineMeter, Metered
 from ..quota import Admission, Policy, Quota, Refusal
-from ._batch_book import BATCH_PATH, CONTENT_PATH, MAX_TRACKED, BatchBook
-from ._batch_input import lines_worst_case, read_input_lines, side_headers
+from ._batch_book import BATCH_PATH, CONTENT_PATH, MAX_TRACKED, BatchBook, _put
+from ._batch_input import ask_upstream, lines_worst_case, read_input_lines, side_headers
 from ._intake import Refused
 
 LEDGER_ENDPOINT = "/v1/batches"
@@ -156,6 +156,7 @@ class Batches:
         self.client = client
         #: batch id -> (its creation's hold, when the hold lapses)
         self.holds: OrderedDict[str, tuple[Admission, float]] = OrderedDict()
+        self.not_outputs: OrderedDict[str, bool] = OrderedDict()  # files that are no batch's
 
     async def admit_create(self, flow: Flow, parsed: Any, policy: Policy, rt: Runtime,
                            request: web.Request) -> None:
@@ -195,17 +196,41 @@ class Batches:
         if held is not None:
             self.quota.release(held[0])
 
-    async def resolve(self, flow: Flow) -> None:
-        """Before forwarding: a file faregate cannot attribute is not a batch call at all.
+    async def resolve(self, flow: Flow, request: web.Request) -> None:
+        """Before forwarding: is this download a batch output file still to be charged?
 
-        Such a download is forwarded as any other call (unmetered, and with the
-        client's own Accept-Encoding); every other batch call is read on its way.
+        However the file id was found (a batch lookup, any listing), a file faregate
+        has not linked yet is looked up: its upstream metadata says whether it is a
+        batch output (`purpose: batch_output`); if so, the recent batches are listed
+        to find its creator, else the caller downloading it is charged. A file that
+        is not a batch output, or is charged already, is forwarded as any other call
+        (unmetered, with the client's own Accept-Encoding and Range).
         """
         if flow.batch is None or flow.batch[0] != "content":
             return
         file_id = flow.batch[1]
-        if not file_id or await self.book.resolve(file_id) is None:
+        if not file_id or file_id in self.book.charged or file_id in self.not_outputs:
             flow.batch = None
+            return
+        if await self.book.resolve(file_id) is None and not await self._discover(
+                file_id, flow, request):
+            flow.batch = None
+
+    async def _discover(self, file_id: str, flow: Flow, request: web.Request) -> bool:
+        """An output file faregate did not see linked: find and note its batch."""
+        assert flow.caller is not None
+        upstream = self.runtime().settings.server.upstream
+        headers = side_headers(request.headers, flow.caller.upstream_authorization)
+        meta = await ask_upstream(self.client, f"{upstream}/v1/files/{file_id}", headers)
+        if not isinstance(meta, dict) or meta.get("purpose") != "batch_output":
+            if isinstance(meta, dict):  # not a batch output: never asked again
+                _put(self.not_outputs, file_id, True)
+            return False
+        listing = await ask_upstream(self.client, f"{upstream}/v1/batches?limit=100", headers)
+        await self.book.after_read(listing)
+        if self.book.origin(file_id) is None:  # created elsewhere: the downloader pays
+            self.book.adopt(file_id, flow.caller, flow.tags, meta.get("created_at"))
+        return True
 
     async def meter(self, flow: Flow, status: int) -> BatchMeter | None:
         """The meter for a successful Batch API answer, or None when there is nothing

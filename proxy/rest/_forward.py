@@ -103,7 +103,7 @@ class Forwarder:
             await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts)
         elif endpoint is not None:
             await admit_billable(flow, rt, self.quota, policy)
-        await self.batches.resolve(flow)
+        await self.batches.resolve(flow, request)
         return body
 
     async def _forward(self, request: web.Request, flow: Flow, rt: Runtime, body: Body
