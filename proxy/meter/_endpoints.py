@@ -99,6 +99,9 @@ _WORDS = frozenset("""
     characters remix extend edit webhook_endpoints rotate_secret test webhook_event_types
     organization projects users roles admin_api_keys api_keys invites certificates
     service_accounts rate_limits usage costs audit_logs groups spend_alerts spend_limit
+    activate deactivate archive data_retention external_keys external_storage
+    hosted_tool_permissions model_permissions service_tier_settings workload_identity_providers
+    federation_rules automations
 """.split())
 MAX_LABEL_SEGMENTS = 8
 

@@ -14,7 +14,7 @@ from ._leases import Leases
 from ._policy import BudgetLimit, Policy, policy_for
 from ._quota import Admission, Budgets, Quota
 from ._refusals import Refusal, budget_refusal, concurrency_refusal, model_refusal
-from ._session import Cut, SessionQuota, budget_cut, model_cut, time_cut
+from ._session import Cut, SessionQuota, budget_cut, model_cut, time_cut, unpriced_cut
 from ._upstream import UpstreamLimits
 
 __all__ = [
@@ -40,4 +40,5 @@ __all__ = [
     "period_keys",
     "policy_for",
     "time_cut",
+    "unpriced_cut",
 ]

@@ -125,6 +125,7 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         default_max_output_tokens=limits.get("default_max_output_tokens")
         or DEFAULT_MAX_OUTPUT_TOKENS,
         endpoints=tuple(limits["endpoints"]) if limits.get("endpoints") is not None else None,
-        unknown_model=limits.get("unknown_model") or ("reject" if budgets else "record"),
+        unknown_model="reject" if settings.pricing.unknown_model == "reject" else (
+            limits.get("unknown_model") or ("reject" if budgets else "record")),
         family_of=table.resolve,
     )

@@ -138,8 +138,7 @@ class Relay:
         model = request.query.get("model")
         if not policy.allows_path(path):
             raise Refused(errors.endpoint_not_allowed(path, rid))
-        if model and rt.prices.entry(model, None) is None and (
-                policy.unknown_model == "reject" or rt.settings.pricing.unknown_model == "reject"):
+        if model and policy.unknown_model == "reject" and rt.prices.entry(model, None) is None:
             raise Refused(errors.model_not_priced(model, rid))
         refusal = self._admit_session(rt, policy, caller, model)
         if refusal is not None:

@@ -17,7 +17,16 @@ from typing import Any
 
 from .._runtime import Runtime
 from ..meter import classify, cost_nanos, dearest_nanos, facts_from_json, worst_case
-from ..quota import Admission, Cut, Policy, Quota, Refusal, budget_cut, model_cut
+from ..quota import (
+    Admission,
+    Cut,
+    Policy,
+    Quota,
+    Refusal,
+    budget_cut,
+    model_cut,
+    unpriced_cut,
+)
 
 RESPONSES = classify("POST", "/v1/responses")
 #: Settings a steered successor inherits from the create before it.
@@ -68,16 +77,12 @@ class ResponsesSocketQuota:
         if model is not None and not policy.allows(model):
             return model_cut(model)
         priced = model is not None and prices.entry(model, now) is not None
-        if model is not None and not priced and (
-                policy.unknown_model == "reject"
-                or self.rt.settings.pricing.unknown_model == "reject"):
-            return Cut("model_not_priced", "error",
-                       f"faregate has no price for the model {model!r}; add "
-                       f"[pricing.models.\"{model}\"] to its config.", reason="model")
+        if model is not None and not priced and policy.unknown_model == "reject":
+            return unpriced_cut(model)
         usage, tpm = worst_case(RESPONSES, facts, body, policy.default_max_output_tokens,
                                 prices, now)
-        amount = (cost_nanos(usage, model, prices, now) if priced
-                  else dearest_nanos(usage, prices, now, policy.models))
+        amount = max(1, cost_nanos(usage, model, prices, now) if priced
+                     else dearest_nanos(usage, prices, now, policy.models))
         result = self.quota.admit(policy, amount, now, model=model, images=int(facts.image_tool),
                                   tpm_tokens=tpm, shared=self.rt.settings.upstream_limits)
         if isinstance(result, Refusal):

@@ -41,7 +41,7 @@ def check_priced(flow: Flow, rt: Runtime, policy: Policy, metrics: Metrics) -> N
     if (model is None or flow.endpoint.kind in _FREE_KINDS
             or rt.prices.entry(model, None) is not None):
         return
-    if rt.settings.pricing.unknown_model != "reject" and policy.unknown_model == "record":
+    if policy.unknown_model == "record":
         return
     metrics.quota_rejections.labels(policy.tenant, "model").inc()
     raise Refused(errors.model_not_priced(model, flow.request_id))
@@ -66,12 +66,14 @@ async def reserve(flow: Flow, rt: Runtime, parsed: Any, quota: Quota, policy: Po
             raise Refused(errors.refused(model_refusal(known), flow.request_id))
     usage, tpm_tokens = worst_case(flow.endpoint, facts, parsed,
                                    policy.default_max_output_tokens, rt.prices, now)
-    if model is not None and rt.prices.entry(model, now) is not None:
-        amount = cost_nanos(usage, model, rt.prices, now)
-    elif flow.endpoint.kind in _FREE_KINDS:
+    if flow.endpoint.kind in _FREE_KINDS:
         amount = 0
+    elif model is not None and rt.prices.entry(model, now) is not None:
+        amount = cost_nanos(usage, model, rt.prices, now)
     else:
         amount = dearest_nanos(usage, rt.prices, now, policy.models)
+    if flow.endpoint.kind not in _FREE_KINDS:
+        amount = max(amount, 1)  # a spent budget refuses every call that may cost money
     kind = flow.endpoint.kind
     images = facts.images if kind == "images" else int(facts.image_tool)
     await _hold(flow, rt, quota, policy, amount, now, images=images, tpm_tokens=tpm_tokens)
