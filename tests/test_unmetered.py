@@ -438,3 +438,31 @@ async def test_a_binary_response_create_is_reserved_too(sessions, tmp_path):
             assert event["error"]["code"] == "budget_exceeded"
     finally:
         await gw.stop()
+
+
+async def test_upgrades_obey_unknown_model_and_endpoints(sessions, tmp_path):
+    gw = await realtime_gateway(sessions, tmp_path, endpoints=["/v1/realtime"])
+    try:
+        base = gw.url.replace("http://", "ws://")
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(base + "/v1/realtime?model=my-voice-model",
+                                          additional_headers={"Authorization": "Bearer sk-acme"}):
+                pass
+        assert info.value.response.status_code == 403
+        assert json.loads(info.value.response.body)["error"]["code"] == "model_not_priced"
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(base + "/v1/live/sessions?model=gpt-realtime",
+                                          additional_headers={"Authorization": "Bearer sk-acme"}):
+                pass
+        assert json.loads(info.value.response.body)["error"]["code"] == "endpoint_not_allowed"
+        async with websockets.connect(base + "/v1/realtime?model=gpt-realtime",
+                                      additional_headers={"Authorization": "Bearer sk-acme"}) as s:
+            await s.recv()
+            await s.send(json.dumps({"type": "session.update",
+                                     "session": {"type": "realtime", "model": "my-voice-model"}}))
+            event = json.loads(await s.recv())
+            assert event["error"]["code"] == "model_not_priced"
+        assert len(sessions.sessions) == 1
+        assert "session.update" not in sessions.sessions[0].types()
+    finally:
+        await gw.stop()

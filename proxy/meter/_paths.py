@@ -54,9 +54,11 @@ def canonical_path(raw_target: str) -> str | None:
     """The canonical `/v1/...` path of a raw request target (query ignored), or None
     when it cannot be given one unambiguous form."""
     raw = raw_target.split("?", 1)[0]
+    if len(raw) > MAX_PATH:
+        return None
     if _PLAIN.fullmatch(raw):
         return raw
-    if len(raw) > MAX_PATH or not raw.startswith("/"):
+    if not raw.startswith("/"):
         return None
     segments = []
     for part in raw.split("/")[1:]:
