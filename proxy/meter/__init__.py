@@ -1,9 +1,11 @@
 """meter — what was consumed, sans-IO, and the biller that charges it.
 
-Endpoint classification and labels, what a request body says (`RequestFacts`),
-worst-case estimates for reservations, one meter per response shape (a JSON
-sample, SSE streams, batch output lines, Realtime/Live frames) behind one
-protocol (`ResponseMeter`: bytes in, bytes out, a `Reading` at the end), and
+Canonical paths and endpoint classes (metered, billable, free: money is
+default-deny), strict reading of untrusted JSON, what a request body says
+(`RequestFacts`), worst-case estimates for reservations, one meter per
+response shape (a JSON sample, SSE streams, batch output lines,
+Realtime/Live frames, Responses WebSocket frames) behind one protocol
+(`ResponseMeter`: bytes in, bytes out, a `Reading` at the end), and
 the `Biller` — the only place a charge is priced, recorded, settled, counted
 and noted for alerts. Nothing here touches a socket.
 """
