@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import timeit
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -28,6 +27,8 @@ from faregate.proxy import Metrics, parse_settings
 from faregate.proxy.caller import Caller
 from faregate.proxy.meter import classify, cost_nanos, facts_from_json, worst_case
 from faregate.proxy.quota import Quota, policy_for
+
+from .steps import best_of_five, show
 
 REQUEST = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
 LONG = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 200, "messages": [
@@ -88,8 +89,7 @@ def steps(body: bytes) -> dict[str, Callable[[], object]]:
 
 
 def measure(body: bytes, calls: int = CALLS) -> dict[str, float]:
-    return {name: round(min(timeit.repeat(fn, number=calls, repeat=5)) / calls * 1e6, 2)
-            for name, fn in steps(body).items()}
+    return best_of_five(steps(body), calls)
 
 
 def main() -> None:
@@ -99,12 +99,9 @@ def main() -> None:
     args = p.parse_args()
     report = {}
     for label, body in (("short chat body", REQUEST), (f"{len(LONG)}-byte chat body", LONG)):
-        figures = measure(body, max(1, args.calls))
-        report[label] = {**figures, "total": round(sum(figures.values()), 2)}
         print(f"-- {label}")
-        for name, us in figures.items():
-            print(f"{us:8.2f} µs  {name}")
-        print(f"{report[label]['total']:8.2f} µs  total")
+        figures = measure(body, max(1, args.calls))
+        report[label] = {**figures, "total": show(figures)}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

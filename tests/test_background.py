@@ -201,3 +201,43 @@ async def test_a_plain_response_is_charged_at_once(make_gateway, responses):
     [row] = await charges(gw, 1)
     assert row.cost_nanos == PER_RESPONSE_NANOS
     assert gw.state.background.pending == {}
+
+
+async def test_two_replicas_charge_a_pending_response_once(upstream, responses, tmp_path,
+                                                           monkeypatch, pg_database):
+    """Replicas on one PostgreSQL: a replica started while a response is pending adopts it
+    too; both follow it up, the `final:` claim lets one charge it, the other lets go."""
+    from embedded_pg import reset_database, run_sync
+
+    run_sync(reset_database(pg_database))
+    monkeypatch.setenv("FG_BG_UPSTREAM_KEY", "sk-real")
+    responses.run_s = 1.0
+    extra = cfg()
+    extra["server"]["upstream_api_key_env"] = "FG_BG_UPSTREAM_KEY"
+    extra["identity"] = {"mode": "keys"}
+
+    def settings(name: str):
+        data = gateway_config(upstream.url, tmp_path, extra, db=name)
+        data["storage"]["url"] = pg_database
+        return parse_settings(data)
+
+    a = await start_gateway(settings("a.db"))
+    b = None
+    try:
+        created = await create(a.client("sk-acme"))
+        await a.state.ledger.flush()
+        b = await start_gateway(settings("b.db"))
+        assert created.id in b.state.background.pending
+        deadline = time.monotonic() + 10
+        while (a.state.background.pending or b.state.background.pending) and \
+                time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await a.state.ledger.flush()
+        await b.state.ledger.flush()
+        rows = [r for r in await a.state.ledger.logs(limit=10) if r.endpoint == "/v1/responses"]
+        assert [r.cost_nanos for r in rows] == [PER_RESPONSE_NANOS]
+        assert counter(a).reserved == 0 and counter(b).reserved == 0
+    finally:
+        await a.stop()
+        if b is not None:
+            await b.stop()
