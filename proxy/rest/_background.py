@@ -39,6 +39,7 @@ from yarl import URL
 from faregate.pricing import TOKEN_CLASSES, Usage
 from faregate.storage import BackgroundEvent, Ledger
 
+from .. import _errors as errors
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import Caller
@@ -58,11 +59,12 @@ from ..meter import (
 )
 from ..quota import Admission, Quota
 from ._batch_input import side_headers
+from ._intake import Refused
 
 log = logging.getLogger("faregate.background")
 
 FINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})
-RESPONSE_PATH = re.compile(r"/v1/responses/([A-Za-z0-9_-]{1,128})(/cancel)?")
+RESPONSE_PATH = re.compile(r"/v1/responses/([A-Za-z0-9_-]{1,128})(/cancel)?", re.IGNORECASE)
 ENDPOINT = "/v1/responses"
 FIRST_POLL_S = 2.0
 MAX_AGE = timedelta(hours=24)  # then it is charged its reservation, estimated
@@ -153,8 +155,14 @@ class Background:
 
     # -- the calls that create and read them ----------------------------------
 
-    def full(self) -> bool:
-        return len(self.pending) >= MAX_PENDING
+    def admit(self, flow: Flow) -> None:
+        """A background create is refused while `MAX_PENDING` responses are pending."""
+        if flow.facts.background and len(self.pending) >= MAX_PENDING:
+            raise Refused(errors.openai_error(
+                429, "rate_limit_exceeded", "rate_limit_exceeded",
+                "Too many background responses are in flight through this faregate; try "
+                "again when some have finished.", headers={"retry-after": "30"},
+                request_id=flow.request_id))
 
     def track(self, flow: Flow, request_headers: "aiohttp.typedefs.LooseHeaders") -> bool:
         """A background create whose answer is not final yet: keep its hold, follow it up."""
@@ -296,13 +304,17 @@ class Background:
     async def _poll(self, pending: Pending) -> None:
         """Ask the upstream once; charge if final, else poll again later."""
         rt = self.runtime()
-        if datetime.now(timezone.utc) - pending.created > MAX_AGE:
-            await self._give_up(pending, "pending_too_long")
-            return
-        status = await self._ask(rt, pending) if "Authorization" in pending.headers else None
-        if status == 404:
-            await self._give_up(pending, "not_found")
-            return
+        try:
+            if datetime.now(timezone.utc) - pending.created > MAX_AGE:
+                await self._give_up(pending, "pending_too_long")
+                return
+            status = await self._ask(rt, pending) if "Authorization" in pending.headers else None
+            if status == 404:
+                await self._give_up(pending, "not_found")
+                return
+        except Exception:  # a bug must not end the follow-up of this response
+            log.exception("background follow-up failed",
+                          extra={"response_id": pending.response_id})
         pending.interval = min(max(pending.interval, self._first_poll()) * 2,
                                rt.settings.server.background_poll_s)
         pending.next_poll = time.monotonic() + pending.interval

@@ -25,8 +25,9 @@ from ..caller import Caller
 
 log = logging.getLogger("faregate.batches")
 
-BATCH_PATH = re.compile(r"/v1/batches/([A-Za-z0-9_-]{1,128})")
-CONTENT_PATH = re.compile(r"/v1/files/([A-Za-z0-9_-]{1,128})/content")
+# Any letter case of the API's own words (as the metered classes are matched).
+BATCH_PATH = re.compile(r"/v1/batches/([A-Za-z0-9_-]{1,128})", re.IGNORECASE)
+CONTENT_PATH = re.compile(r"/v1/files/([A-Za-z0-9_-]{1,128})/content", re.IGNORECASE)
 MAX_TRACKED = 100_000  # batches and files remembered in memory
 MAX_PARTIAL = 1_000  # broken-off downloads whose charged lines are remembered
 REMEMBER = timedelta(days=35)  # output files are kept 30 days upstream

@@ -54,10 +54,11 @@ HOLD_S = 2 * 24 * 3600.0  # a creation hold lapses after the 24 h window and a d
 
 def batch_route(method: str, path: str) -> tuple[str, str | None] | None:
     """("create" | "list" | "retrieve" | "content", id) for a Batch API call, else None."""
-    if not (path.startswith("/v1/batches") or path.startswith("/v1/files/")):
+    lowered = path.lower()
+    if not (lowered.startswith("/v1/batches") or lowered.startswith("/v1/files/")):
         return None
     bare = path.rstrip("/")
-    if bare == "/v1/batches":
+    if bare.lower() == "/v1/batches":
         return ("create", None) if method == "POST" else ("list", None) if method == "GET" else None
     if method != "GET":
         return None

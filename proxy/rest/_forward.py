@@ -93,12 +93,7 @@ class Forwarder:
         if endpoint is not None and endpoint.kind == "batch":
             await self.batches.admit_create(flow, body.parsed, policy, rt, request)
         elif endpoint is not None and endpoint.metered:
-            if flow.facts.background and self.background.full():
-                raise Refused(errors.openai_error(
-                    429, "rate_limit_exceeded", "rate_limit_exceeded",
-                    "Too many background responses are in flight through this faregate; "
-                    "try again when some have finished.", headers={"retry-after": "30"},
-                    request_id=flow.request_id))
+            self.background.admit(flow)
             check_priced(flow, rt, policy, self.metrics)
             await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts)
         elif endpoint is not None:
