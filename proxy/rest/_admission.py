@@ -32,23 +32,25 @@ def check_endpoint(flow: Flow, policy: Policy, metrics: Metrics) -> None:
     raise Refused(errors.endpoint_not_allowed(flow.path, flow.request_id))
 
 
-def check_priced(flow: Flow, rt: Runtime, policy: Policy, metrics: Metrics) -> None:
-    """A model faregate cannot price is refused (403 `model_not_priced`) for callers with a
-    USD limit, unless their tier or tenant says `unknown_model = "record"`; `[pricing]
-    unknown_model = "reject"` refuses it for everyone."""
+def check_priced(flow: Flow, rt: Runtime, policy: Policy, metrics: Metrics) -> bool:
+    """Can the call's model be priced? One that cannot is refused (403
+    `model_not_priced`) for callers with a USD limit, unless their tier or tenant says
+    `unknown_model = "record"`; `[pricing] unknown_model = "reject"` refuses it for
+    everyone."""
     model = flow.facts.model
     assert flow.endpoint is not None
-    if (model is None or flow.endpoint.kind in _FREE_KINDS
-            or rt.prices.entry(model, None) is not None):
-        return
+    if model is None or flow.endpoint.kind in _FREE_KINDS:
+        return False
+    if rt.prices.entry(model, None) is not None:
+        return True
     if policy.unknown_model == "record":
-        return
+        return False
     metrics.quota_rejections.labels(policy.tenant, "model").inc()
     raise Refused(errors.model_not_priced(model, flow.request_id))
 
 
 async def reserve(flow: Flow, rt: Runtime, parsed: Any, quota: Quota, policy: Policy,
-                  prompts: PromptModels) -> None:
+                  prompts: PromptModels, priced: bool) -> None:
     """Hold the call's worst-case cost against its budgets, or refuse it.
 
     A model the table cannot price, or none at all (a stored prompt, whose model is
@@ -68,7 +70,7 @@ async def reserve(flow: Flow, rt: Runtime, parsed: Any, quota: Quota, policy: Po
                                    policy.default_max_output_tokens, rt.prices, now)
     if flow.endpoint.kind in _FREE_KINDS:
         amount = 0
-    elif model is not None and rt.prices.entry(model, now) is not None:
+    elif priced:  # `check_priced` found the model in the table
         amount = cost_nanos(usage, model, rt.prices, now)
     else:
         amount = dearest_nanos(usage, rt.prices, now, policy.models)

@@ -94,8 +94,8 @@ class Forwarder:
             await self.batches.admit_create(flow, body.parsed, policy, rt, request)
         elif endpoint is not None and endpoint.metered:
             self.background.admit(flow)
-            check_priced(flow, rt, policy, self.metrics)
-            await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts)
+            priced = check_priced(flow, rt, policy, self.metrics)
+            await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts, priced)
         elif endpoint is not None:
             await admit_billable(flow, rt, self.quota, policy)
         await self.batches.resolve(flow, request)
