@@ -106,13 +106,24 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     }
 
 
+def best_of_five(fns: dict[str, Callable[[], object]], calls: int) -> dict[str, float]:
+    """µs per call of each step: the best of five runs of `calls` calls."""
+    return {name: round(min(timeit.repeat(fn, number=calls, repeat=5)) / calls * 1e6, 2)
+            for name, fn in fns.items()}
+
+
+def show(figures: dict[str, float]) -> float:
+    """Print one figure per line and the total; return the total."""
+    for name, us in figures.items():
+        print(f"{us:8.2f} µs  {name}")
+    total = round(sum(figures.values()), 2)
+    print(f"{total:8.2f} µs  total")
+    return total
+
+
 def measure(calls: int = CALLS) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="faregate-steps-") as tmp:
-        out = {}
-        for name, fn in steps(Path(tmp) / "journal").items():
-            best = min(timeit.repeat(fn, number=calls, repeat=5))
-            out[name] = round(best / calls * 1e6, 2)
-        return out
+        return best_of_five(steps(Path(tmp) / "journal"), calls)
 
 
 def main() -> None:
@@ -121,9 +132,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=CALLS, help="calls per timing (best of 5)")
     args = p.parse_args()
     figures = measure(max(1, args.calls))
-    for name, us in figures.items():
-        print(f"{us:8.2f} µs  {name}")
-    print(f"{sum(figures.values()):8.2f} µs  total")
+    show(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 

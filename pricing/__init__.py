@@ -36,7 +36,7 @@ from ._load import load_price_table, loads_price_table
 from ._media_usage import usage_from_images, usage_from_speech, usage_from_transcription
 from ._normalise import usage_for_endpoint
 from ._period import DEFAULT_TIERS, RATE_KEYS, UNCONFIRMED, Price
-from ._price import UNCONFIRMED_PRICE, cost_of, price
+from ._price import UNCONFIRMED_PRICE, cost_of, price, rate_for
 from ._read import PriceTableError
 from ._realtime_usage import usage_from_realtime
 from ._table import PriceTable, resolve_model
@@ -85,6 +85,7 @@ __all__ = [
     "load_price_table",
     "loads_price_table",
     "price",
+    "rate_for",
     "resolve_model",
     "to_nanos",
     "token_counts",

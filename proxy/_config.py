@@ -56,6 +56,8 @@ class ServerSettings(_Strict):
     idle_timeout_s: float = Field(300.0, gt=0)  # silence between body chunks
     shutdown_grace_s: float = Field(30.0, ge=0)  # in-flight calls and sessions on SIGTERM
     cancel_grace_s: float = Field(5.0, ge=0)  # client left mid-response: wait for its usage
+    #: Longest wait between faregate's own polls of a pending background response.
+    background_poll_s: float = Field(30.0, gt=0, le=600)
     #: Browser origins allowed to open Realtime/Live WebSockets; empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
     #: PEM certificate chain and key: faregate itself serves https:// and wss://
@@ -169,10 +171,29 @@ class Limits(_Strict):
     #: unset: allowed unless the caller has a USD limit (their spend can pass unseen).
     client_secrets: Literal["allow", "deny"] | None = None
     client_secret_ttl_s: int | None = Field(None, ge=10, le=7200)  # longest expiry a mint gets
+    #: Path prefixes this caller may use (others: 403 endpoint_not_allowed); None: all.
+    endpoints: list[str] | None = None
+    #: A model faregate cannot price: "reject" (403 model_not_priced) or "record".
+    #: Unset: "reject" for callers with a USD limit, else "record".
+    unknown_model: Literal["reject", "record"] | None = None
 
     _money = field_validator(
         "daily_usd", "monthly_usd", "per_user_daily_usd", "per_user_monthly_usd"
     )(_non_negative)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = []
+        for prefix in v:
+            if not prefix.startswith("/v1/") or any(c in prefix for c in "?#%\\;") or (
+                    "/." in prefix or "//" in prefix):
+                raise ValueError(f"{prefix!r}: an endpoint is a plain path prefix under /v1/, "
+                                 "e.g. \"/v1/chat/completions\"")
+            out.append(prefix.rstrip("/"))
+        return out
 
 
 class TenantSettings(Limits):

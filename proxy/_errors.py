@@ -91,3 +91,21 @@ def model_not_allowed(message: str, request_id: str) -> web.Response:
 
 def invalid_request(message: str, code: str, request_id: str, status: int = 400) -> web.Response:
     return openai_error(status, "invalid_request_error", code, message, request_id=request_id)
+
+
+def model_not_priced(model: str, request_id: str) -> web.Response:
+    """A model faregate cannot price, for a caller with a USD limit (DESIGN §5)."""
+    return openai_error(
+        403, "invalid_request_error", "model_not_priced",
+        f"faregate has no price for the model {model!r}, and calls it cannot price are "
+        f"refused for callers with a budget. Add [pricing.models.\"{model}\"] with its "
+        "rates (USD per 1M tokens) to the config, or set unknown_model = \"record\" for this "
+        "tier or tenant.", request_id=request_id, param="model")
+
+
+def endpoint_not_allowed(path: str, request_id: str) -> web.Response:
+    """A path outside the caller's `endpoints` allowlist (DESIGN §5)."""
+    return openai_error(
+        403, "invalid_request_error", "endpoint_not_allowed",
+        f"This caller may not use {path[:200]} (its tier's or tenant's `endpoints`).",
+        request_id=request_id)

@@ -68,6 +68,9 @@ _DEFINITIONS: tuple[tuple[str, type, str, str, tuple[str, ...], tuple | None], .
      "Days since the shipped price table's version date.", (), None),
     ("batch_lines", Counter, "faregate_batch_lines", "Batch output lines read through "
      "faregate, by result (charged, failed, malformed, too_long).", ("result",), None),
+    ("background_responses", Counter, "faregate_background_responses",
+     "Background responses followed up by faregate, by result (polled, charged).",
+     ("result",), None),
     ("usage_problems", Counter, "faregate_usage_problems",
      "Calls whose usage report was missing or malformed.", ("endpoint", "problem"), None),
     ("sessions_active", Gauge, "faregate_realtime_sessions_active",
@@ -115,6 +118,7 @@ class Metrics:
     unpriced: Counter
     price_table_age: Gauge
     batch_lines: Counter
+    background_responses: Counter
     usage_problems: Counter
     sessions_active: Gauge
     session_duration: Histogram

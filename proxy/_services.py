@@ -28,11 +28,11 @@ from ._runtime import Runtime
 from .admin import Admin
 from .alerts import Alerting, Notifier
 from .caller import SecretBook
-from .meter import Biller
+from .meter import Biller, canonical_path
 from .provider import Delegations, ProviderJobs
 from .quota import Leases, Quota, UnseenHolds
 from .realtime import Relay, Sessions, SessionServices, is_websocket
-from .rest import BatchBook, Batches, Forwarder, OwnQuota, own_route, safe_path
+from .rest import Background, BatchBook, Batches, Forwarder, OwnQuota, own_route
 
 log = logging.getLogger("faregate.app")
 
@@ -89,10 +89,12 @@ class Services:
         self.capture = open_capture(settings, metrics)
         self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting)
         self.batches = BatchBook(ledger)
+        self.background = Background(self.current, ledger, self.quota, self.biller, client,
+                                     metrics)
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
-            Batches(self.batches, self.biller, self.current, metrics), self.delegations,
-            metrics, self.capture)
+            Batches(self.batches, self.biller, self.current, metrics, self.quota, client),
+            self.background, self.delegations, metrics, self.capture)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),
@@ -140,6 +142,11 @@ class Services:
         self.quota.book.seed_spend(await ledger.spend_since(month, day), now)
         self.alerting.seed(a.id for a in await ledger.alerts(since=month, limit=100_000))
         await self.batches.load()
+        followed = await self.background.load()
+        if followed:
+            log.info("following up background responses of an earlier run",
+                     extra={"responses": followed})
+        self.background.start()
         await self.notifier.start()
         self.alerting.attach(ledger.record, self.notifier.send,
                              ledger.claim_alert if ledger.shared else None)
@@ -165,16 +172,19 @@ class Services:
     # -- the routes faregate answers itself -----------------------------------
 
     async def v1(self, request: web.Request) -> web.StreamResponse:
-        if not safe_path(request):
+        path = canonical_path(request.raw_path)
+        if path is None:
             return errors.invalid_request(
-                "The request path may not contain dot segments, encoded slashes or "
-                "backslashes.", "invalid_path", new_request_id())
-        own = own_route(request.path)
+                "faregate cannot give this request path one unambiguous form: it may not hold "
+                "'..' segments, escaped slashes, backslashes, ';', control characters or "
+                "escapes other than of plain letters, digits and -._~:@!$&'()*+,=.",
+                "invalid_path", new_request_id())
+        own = own_route(path)
         if own is not None:  # /v1/faregate/…: faregate's own, never forwarded
             return await self.own_quota.handle(request, own)
         if is_websocket(request):
-            return await self.relay.handle(request)
-        return await self.forwarder.handle(request)
+            return await self.relay.handle(request, path)
+        return await self.forwarder.handle(request, path)
 
     async def metrics_page(self, _: web.Request) -> web.Response:
         ledger, m = self.ledger, self.metrics
@@ -217,6 +227,7 @@ class Services:
         await self.provider.close()
         self.unseen_holds.release_all()
         await self.notifier.close()
+        await self.background.close()
         if self._purge is not None:
             self._purge.cancel()
         if self.capture is not None:

@@ -27,6 +27,7 @@ from ._record import (
     END_REASONS,
     TOKEN_COLUMNS,
     AlertRecord,
+    BackgroundEvent,
     BatchEvent,
     LedgerRecord,
     SessionRecord,
@@ -43,6 +44,7 @@ from ._report import (
 
 __all__ = [
     "AlertRecord",
+    "BackgroundEvent",
     "BatchEvent",
     "DailyTotal",
     "DelegatedEvent",

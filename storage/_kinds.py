@@ -28,7 +28,14 @@ from ._provider import (
     limit_change_from_row,
     limit_change_to_row,
 )
-from ._record import TOKEN_COLUMNS, AlertRecord, BatchEvent, LedgerRecord, SessionRecord
+from ._record import (
+    TOKEN_COLUMNS,
+    AlertRecord,
+    BackgroundEvent,
+    BatchEvent,
+    LedgerRecord,
+    SessionRecord,
+)
 from ._sessions import (
     SESSION_COLUMNS,
     decode_tags,
@@ -160,6 +167,29 @@ def batch_from_row(row: Sequence[Any]) -> BatchEvent:
         endpoint=v["endpoint"] or "", file_id=v["file_id"], at=datetime.fromisoformat(v["at"]))
 
 
+BACKGROUND_COLUMNS: tuple[str, ...] = (
+    "id", "response_id", "event", "tenant", "user_id", "key_id", "tier", "tags", "model",
+    "request_id", "hold_nanos", "reserved", "at", "at_ms",
+)
+
+
+def background_to_row(b: BackgroundEvent) -> Row:
+    at = b.at.astimezone(timezone.utc)
+    return (b.id, b.response_id, b.event, b.tenant, b.user, b.key_id, b.tier,
+            encode_tags(b.tags), b.model, b.request_id, int(b.hold_nanos),
+            orjson.dumps(b.reserved).decode(), at.isoformat(), epoch_ms(at))
+
+
+def background_from_row(row: Sequence[Any]) -> BackgroundEvent:
+    v = dict(zip(BACKGROUND_COLUMNS, row))
+    return BackgroundEvent(
+        id=v["id"], response_id=v["response_id"], event=v["event"], tenant=v["tenant"],
+        user=v["user_id"], key_id=v["key_id"], tier=v["tier"], tags=decode_tags(v["tags"]),
+        model=v["model"] or "", request_id=v["request_id"] or "",
+        hold_nanos=int(v["hold_nanos"] or 0), reserved=orjson.loads(v["reserved"] or "{}"),
+        at=datetime.fromisoformat(v["at"]))
+
+
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
                charge_from_row, added=(0, None, "{}"))  # 0006 savings, billed; 0008 tags
 
@@ -171,10 +201,12 @@ DELEGATED = Kind("delegated", "delegated", DELEGATED_COLUMNS, DelegatedEvent, de
                  delegated_from_row)  # 0050
 LIMIT_CHANGES = Kind("limit_change", "limit_changes", LIMIT_CHANGE_COLUMNS, LimitChange,
                      limit_change_to_row, limit_change_from_row)  # 0050
+BACKGROUND = Kind("background", "background_responses", BACKGROUND_COLUMNS, BackgroundEvent,
+                  background_to_row, background_from_row)  # 0020
 
 #: Every kind by journal tag. Add new kinds here (and a migration for their table).
 KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES, DELEGATED,
-                                               LIMIT_CHANGES)}
+                                               LIMIT_CHANGES, BACKGROUND)}
 _BY_TYPE: dict[type, Kind] = {k.record_type: k for k in KINDS.values()}
 
 

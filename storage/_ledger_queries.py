@@ -11,9 +11,10 @@ import time
 from dataclasses import replace
 from datetime import datetime
 
-from ._kinds import ALERTS, BATCHES, CHARGES, SESSIONS
+from ._kinds import ALERTS, BACKGROUND, BATCHES, CHARGES, SESSIONS
 from ._lookups import (
     alerts_sql,
+    background_pending_sql,
     batch_events_by_id_sql,
     batch_events_sql,
     claim_alert_sql,
@@ -24,7 +25,7 @@ from ._lookups import (
 )
 from ._queries import unpriced_models_sql
 from ._provider import ProviderQueries
-from ._record import AlertRecord, BatchEvent, LedgerRecord, SessionRecord
+from ._record import AlertRecord, BackgroundEvent, BatchEvent, LedgerRecord, SessionRecord
 from ._report import UsageReport
 from ._sessions import REBUILD_SELECT, rebuilt_session
 from ._store import Store
@@ -146,6 +147,16 @@ class LedgerQueries(ProviderQueries):
         p = self._store.placeholder
         await self._store.fetch(f"DELETE FROM batches WHERE id = {p(1)} RETURNING id",
                                 [event_id])
+
+    async def background_pending(self, since: datetime) -> list[BackgroundEvent]:
+        """Background responses created since `since` and not yet charged, oldest first."""
+        sql, args = background_pending_sql(self._store.placeholder, since)
+        return [BACKGROUND.from_row(r) for r in await self._store.fetch(sql, args)]
+
+    async def claim_background(self, event: BackgroundEvent) -> bool:
+        """Write a background event now; False if it exists (another process charged it)."""
+        return bool(await self._store.fetch(*claim_sql(self._store.placeholder, BACKGROUND,
+                                                       event)))
 
     async def alerts(self, since: datetime | None = None, limit: int = 500) -> list[AlertRecord]:
         sql, args = alerts_sql(self._store.placeholder, since, limit)

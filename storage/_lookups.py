@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ._kinds import ALERTS, BATCHES, SESSIONS
+from ._kinds import ALERTS, BACKGROUND, BATCHES, SESSIONS
 from ._periods import epoch_ms
 from ._queries import Placeholder, _where
 
@@ -83,3 +83,11 @@ def claim_sql(p: Placeholder, kind, record) -> tuple[str, list[Any]]:
 def claim_alert_sql(p: Placeholder, alert) -> tuple[str, list[Any]]:
     """Insert an alert unless present; returns its id only if this call inserted it."""
     return claim_sql(p, ALERTS, alert)
+
+
+def background_pending_sql(p: Placeholder, since: datetime) -> tuple[str, list[Any]]:
+    """Pending background responses since `since` that have no final row, oldest first."""
+    cols = ", ".join(f"b.{c}" for c in BACKGROUND.columns)
+    return (f"SELECT {cols} FROM background_responses b WHERE b.event = 'pending' "
+            f"AND b.at_ms >= {p(1)} AND NOT EXISTS (SELECT 1 FROM background_responses f "
+            "WHERE f.id = 'final:' || b.response_id) ORDER BY b.at_ms", [epoch_ms(since)])

@@ -151,6 +151,28 @@ class BatchEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class BackgroundEvent:
+    """A background response: created (pending, with the amount held) or final (charged).
+
+    `id` makes each fact happen once: "pending:<response id>", "final:<response id>".
+    """
+
+    id: str
+    response_id: str
+    event: str  # "pending" or "final"
+    tenant: str
+    user: str | None = None
+    key_id: str | None = None
+    tier: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    model: str = ""
+    request_id: str = ""
+    hold_nanos: int = 0
+    reserved: dict[str, int] = field(default_factory=dict)  # worst-case tokens by class
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRecord:
     """A budget threshold crossed and announced (its id makes it happen once)."""
 

@@ -10,7 +10,11 @@ out the usage (and so the cost) it should see without a tokenizer:
   cached_tokens = prompt_tokens // 2 when user/safety_identifier/
   prompt_cache_key is "cache-hit", else 0.
 - responses: input_tokens = words in instructions and input texts + 7;
-  output_tokens = min(max_output_tokens or 20, 20); same cache-hit rule.
+  output_tokens = min(max_output_tokens or 20, 20); same cache-hit rule. With the
+  `image_generation` tool, `images_per_response` image_generation_call items (low,
+  1024x1024); a stored prompt without `model` runs `prompt_models[prompt.id]`
+  (default gpt-4o-mini). Background mode, polls, cancel and the WebSocket mode are
+  in tests/fake_responses.py.
 - embeddings: prompt_tokens = total_tokens = words in the inputs (for token
   arrays: number of tokens); `dimensions` floats each (default 1536).
 - audio transcriptions/translations: whisper-1 -> duration usage with
@@ -182,6 +186,8 @@ class FakeUpstream:
         self.valid_keys: set[str] | None = None  # None: any non-empty key works
         self.embedding_dim = embedding_dim
         self.stream_chunks = stream_chunks
+        self.images_per_response = 1  # image_generation_call items per Responses call with the tool
+        self.prompt_models: dict[str, str] = {}  # stored prompt id -> the model it runs
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -361,7 +367,8 @@ class FakeUpstream:
         if rec.method == "POST":
             if not isinstance(params, dict):
                 return self._json(openai_error("We could not parse the JSON body of your request."), 400)
-            if not params.get("model"):
+            stored_prompt = rec.path == "/v1/responses" and isinstance(params.get("prompt"), dict)
+            if not params.get("model") and not stored_prompt:
                 return self._json(openai_error("you must provide a model parameter", param="model"), 400)
         return await handler(request, params or {})
 
@@ -439,11 +446,19 @@ class FakeUpstream:
         return await self._sse(request, events)
 
     async def _responses(self, request: web.Request, p: dict) -> web.StreamResponse:
+        response, events = self.response_parts(request.path, p)
+        if not p.get("stream"):
+            return self._json(response)
+        return await self._sse(request, [(e["type"], e) for e in events])
+
+    def response_parts(self, path: str, p: dict) -> tuple[dict, list[dict]]:
+        """A Responses API answer to `p`: the final response object and its stream events
+        (with sequence numbers)."""
         items = p.get("input") or []
         prompt = words(items) + words(p.get("instructions")) + PROMPT_OVERHEAD
         output = min(p.get("max_output_tokens") or MAX_COMPLETION, MAX_COMPLETION)
         cache_hit = "cache-hit" in (p.get("user"), p.get("safety_identifier"), p.get("prompt_cache_key"))
-        usage = self._usage(request.path, {
+        usage = self._usage(path, {
             "input_tokens": prompt,
             "input_tokens_details": {"cached_tokens": prompt // 2 if cache_hit else 0, "cache_write_tokens": 0},
             "output_tokens": output,
@@ -456,26 +471,32 @@ class FakeUpstream:
         message = {"id": msg_id, "type": "message", "status": "completed", "role": "assistant",
                    "content": [part]}
         created = int(time.time())
+        model = p.get("model") or self.prompt_models.get((p.get("prompt") or {}).get("id"), "gpt-4o-mini")
+        images = [{"id": self._next_id("ig_"), "type": "image_generation_call", "status": "completed",
+                   "quality": "low", "size": "1024x1024", "result": PNG_B64}
+                  for tool in (p.get("tools") or []) if tool.get("type") == "image_generation"
+                  for _ in range(self.images_per_response)]
         response = {
             "id": self._next_id("resp_"), "object": "response", "created_at": created,
-            "status": "completed", "background": False, "error": None, "incomplete_details": None,
+            "status": "completed", "background": bool(p.get("background")), "error": None,
+            "incomplete_details": None,
             "instructions": p.get("instructions"), "max_output_tokens": p.get("max_output_tokens"),
-            "model": SNAPSHOTS.get(p["model"], p["model"]), "output": [message],
+            "model": SNAPSHOTS.get(model, model), "output": [*images, message],
             "parallel_tool_calls": True, "previous_response_id": p.get("previous_response_id"),
             "reasoning": {"effort": None, "summary": None}, "service_tier": "default", "store": True,
             "temperature": 1.0, "text": {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
+            "tool_choice": "auto", "tools": p.get("tools") or [], "top_p": 1.0, "truncation": "disabled",
             "usage": usage, "user": p.get("user"), "metadata": p.get("metadata") or {},
             "completed_at": created,
         }
-        if not p.get("stream"):
-            return self._json(response)
         pending = {**response, "status": "in_progress", "output": [], "usage": None, "completed_at": None}
-        where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+        where = {"item_id": msg_id, "output_index": len(images), "content_index": 0}
         events: list[dict] = [
             {"type": "response.created", "response": pending},
             {"type": "response.in_progress", "response": pending},
-            {"type": "response.output_item.added", "output_index": 0,
+            *({"type": "response.output_item.done", "output_index": i, "item": item}
+              for i, item in enumerate(images)),
+            {"type": "response.output_item.added", "output_index": len(images),
              "item": {**message, "status": "in_progress", "content": []}},
             {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
         ]
@@ -484,10 +505,10 @@ class FakeUpstream:
         events += [
             {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
             {"type": "response.content_part.done", **where, "part": part},
-            {"type": "response.output_item.done", "output_index": 0, "item": message},
+            {"type": "response.output_item.done", "output_index": len(images), "item": message},
             {"type": "response.completed", "response": response},
         ]
-        return await self._sse(request, [(e["type"], {**e, "sequence_number": i}) for i, e in enumerate(events)])
+        return response, [{**e, "sequence_number": i} for i, e in enumerate(events)]
 
     async def _embeddings(self, request: web.Request, p: dict) -> web.StreamResponse:
         raw = p.get("input")

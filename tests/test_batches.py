@@ -15,8 +15,10 @@ import io
 import json
 import logging
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import aiohttp
+import openai
 import pytest
 
 from conftest import gateway_config, start_gateway
@@ -129,19 +131,66 @@ async def test_error_lines_are_free_and_bad_lines_are_counted(make_gateway, batc
         assert f'faregate_batch_lines_total{{result="{result}"}} {n}.0' in metrics
 
 
-async def test_files_faregate_cannot_attribute_pass_through_uncharged(make_gateway, batches,
-                                                                      upstream):
-    gw = await make_gateway()
+async def test_outputs_of_batches_faregate_never_saw_are_charged_to_the_downloader(
+        make_gateway, batches, upstream):
+    """A batch created directly at the upstream: faregate never saw who made it, but
+    its output downloaded through faregate is still charged — to the caller who
+    downloads it, once. A file that is no batch output passes uncharged."""
+    gw = await make_gateway({"identity": {"allow_header_identity": True}})
     client = gw.client()
-    # a batch created directly at the upstream: faregate never saw who made it
     direct = await upstream_batch(upstream, batches)
-    await client.batches.retrieve(direct["id"])
-    content = await client.files.content(direct["output_file_id"])
-    assert content.content == batches.outputs[direct["output_file_id"]]
+    out = direct["output_file_id"]
+    content = await client.files.content(out, extra_headers={"x-faregate-tenant": "bob"})
+    assert content.content == batches.outputs[out]
+    rows = await batch_rows(gw, 3)
+    assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
+    assert {r.tenant for r in rows} == {"bob"} and rows[0].tags["batch"] == f"adopted:{out}"
+    await client.files.content(out)  # once
+    await gw.state.ledger.flush()
+    assert len(await batch_rows(gw, 3)) == 3
     unknown = await client.files.content("file-unknown")
     assert unknown.content == b'{"note": "not a batch output"}\n'
     await gw.state.ledger.flush()
-    assert await batch_rows(gw, 1) == []
+    assert len(await batch_rows(gw, 4)) == 3
+
+
+async def test_an_output_found_in_a_file_listing_is_charged_to_its_creator(make_gateway,
+                                                                         batches):
+    """Before: output reached without the batch lookup (from `GET /v1/files`) passed
+    uncharged. Now faregate asks the file's metadata, finds its batch, charges the
+    creator."""
+    gw = await make_gateway(BUDGETS)
+    client = gw.client()
+    upload = await client.files.create(file=("in.jsonl", io.BytesIO(b"{}\n")), purpose="batch",
+                                       extra_headers=TENANT)
+    batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                        completion_window="24h", extra_headers=TENANT)
+    listed = [f async for f in client.files.list() if f.purpose == "batch_output"]
+    [out] = [f.id for f in listed]
+    await client.files.content(out)
+    rows = await batch_rows(gw, 3)
+    assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
+    assert {(r.tenant, r.user, r.tags["batch"]) for r in rows} == {("acme", "ana", batch.id)}
+
+
+async def test_range_parts_charge_the_whole_file_once(make_gateway, batches):
+    """Before: a file read in Range parts was charged for the lines of its first part only.
+    Now the first request of an uncharged output file is answered with the whole file
+    (a server may ignore Range) and every line is charged; later parts pass as asked."""
+    gw = await make_gateway(BUDGETS)
+    _, out = await run_batch(gw.client())
+    whole = batches.outputs[out]
+    async with aiohttp.ClientSession() as http:
+        url = f"{gw.url}/v1/files/{out}/content"
+        async with http.get(url, headers={"Authorization": "Bearer sk-x",
+                                          "Range": "bytes=0-99"}) as r:
+            assert r.status == 200 and await r.read() == whole
+        async with http.get(url, headers={"Authorization": "Bearer sk-x",
+                                          "Range": "bytes=100-"}) as r:
+            assert r.status == 206 and await r.read() == whole[100:]
+    rows = await batch_rows(gw, 3)
+    assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
+    assert spent(gw, "tenant:acme") == sum(LINE_NANOS)
 
 
 async def upstream_batch(upstream, batches) -> dict:
@@ -274,3 +323,59 @@ async def test_replicas_on_one_postgresql_charge_a_file_once(upstream, batches, 
     finally:
         for gw in (a, b, c):
             await gw.stop()
+
+
+def input_file(n: int, max_tokens: int = 1000, model: str = "gpt-4o-mini") -> bytes:
+    line = {"method": "POST", "url": "/v1/chat/completions", "body": {
+        "model": model, "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hello"}]}}
+    return b"".join(json.dumps({**line, "custom_id": f"r{i}"}).encode() + b"\n"
+                    for i in range(n))
+
+
+def held(gw, scope: str = "tenant:acme") -> int:
+    counter = gw.state.quota.book.peek(scope, "month", datetime.now(timezone.utc))
+    return 0 if counter is None else counter.reserved
+
+
+async def test_creating_a_batch_holds_its_input_files_worst_case(make_gateway, batches):
+    """Before: creating a batch was never budget-checked. Now faregate reads the input
+    file from the upstream and holds the worst case of its lines at batch rates until
+    the output is charged; a batch that cannot fit is refused."""
+    limits = {"identity": {"allow_header_identity": True},
+              "tenants": {"acme": {"monthly_usd": "0.05"}}}
+    gw = await make_gateway(limits)
+    client = gw.client()
+    # 100 lines x 1000 output tokens of gpt-4o-mini at batch rates: ~$0.03 worst case
+    small = await client.files.create(file=("in.jsonl", io.BytesIO(input_file(100))),
+                                      purpose="batch", extra_headers=TENANT)
+    batch = await client.batches.create(input_file_id=small.id, endpoint="/v1/chat/completions",
+                                        completion_window="24h", extra_headers=TENANT)
+    worst = held(gw)
+    assert Decimal("0.03") * 10**9 <= worst <= Decimal("0.035") * 10**9
+    # a second one does not fit next to the first one's hold
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.batches.create(input_file_id=small.id, endpoint="/v1/chat/completions",
+                                    completion_window="24h", extra_headers=TENANT)
+    assert info.value.body["code"] == "budget_exceeded"
+    assert len(batches.batches) == 1  # never forwarded
+    # the output is charged: the hold ends, the real cost stays
+    done = await client.batches.retrieve(batch.id)
+    await client.files.content(done.output_file_id)
+    assert held(gw) == 0 and spent(gw, "tenant:acme") == sum(LINE_NANOS)
+
+
+async def test_a_batch_whose_file_cannot_be_read_needs_an_unspent_budget(make_gateway,
+                                                                         batches):
+    limits = {"identity": {"allow_header_identity": True},
+              "tenants": {"acme": {"monthly_usd": "0.00001"}}}
+    gw = await make_gateway(limits)
+    client = gw.client()
+    # not a file faregate can read: admitted while the budget is not spent
+    await client.batches.create(input_file_id="file-elsewhere", endpoint="/v1/chat/completions",
+                                completion_window="24h", extra_headers=TENANT)
+    gw.state.quota.book.counter("tenant:acme", "month", datetime.now(timezone.utc)).spent = 10**9
+    with pytest.raises(openai.RateLimitError):
+        await client.batches.create(input_file_id="file-elsewhere",
+                                    endpoint="/v1/chat/completions", completion_window="24h",
+                                    extra_headers=TENANT)

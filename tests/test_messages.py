@@ -115,10 +115,11 @@ async def test_a_spent_budget_alert_logs_at_error(make_gateway, caplog):
 
 
 async def test_calls_the_upstream_refused_are_not_reported_as_unpriced(gateway, monkeypatch):
-    """A 400 for malformed JSON was listed as an UNPRICED row, asking for a price."""
+    """A 400 the upstream gave (here: no model) was listed as an UNPRICED row, asking
+    for a price."""
     monkeypatch.setenv("FAREGATE_ADMIN_TOKEN", "admin-secret")
     async with aiohttp.ClientSession() as s:
-        async with s.post(gateway.url + "/v1/chat/completions", data=b'{"model": "gpt-4o',
+        async with s.post(gateway.url + "/v1/chat/completions", data=b'{"messages": []}',
                           headers={"content-type": "application/json",
                                    "authorization": "Bearer sk-test"}) as r:
             assert r.status == 400

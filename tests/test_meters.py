@@ -150,3 +150,29 @@ def test_a_broken_off_file_drops_its_partial_last_line():
                       load_price_table())
     assert len(meter.feed(line("a") + line("b")[:20])) == 1
     assert meter.close(complete=False) == []
+
+
+def test_sse_meter_counts_the_text_it_delivered_for_estimates():
+    """A stream cut short is charged at least what the client was sent: every delta's raw
+    text bytes (each token is one byte at least)."""
+    meter = SseMeter("chat")
+    body = sse(chunk("gpt-4o", {"content": "Hello, "}), chunk("gpt-4o", {"content": 'a "b"'}),
+               chunk("gpt-4o", {"tool_calls": [{"function": {"arguments": '{"x": 1}'}}]}))
+    for i in range(0, len(body), 7):
+        meter.feed(body[i:i + 7])
+    reading = meter.reading(complete=False)
+    assert reading.deltas == 3
+    assert reading.delivered >= len("Hello, ") + len('a "b"') + len('{"x": 1}')
+    responses = SseMeter("responses")
+    responses.feed(sse({"type": "response.output_text.delta", "delta": "abc"}))
+    assert responses.reading().delivered == 3
+
+
+def test_line_meter_reads_the_shape_of_lines_of_an_unknown_endpoint():
+    meter = LineMeter("", "adopted:file-1", datetime(2026, 1, 1, tzinfo=timezone.utc),
+                      load_price_table())
+    line = orjson.dumps({"custom_id": "a", "response": {"status_code": 200, "body": {
+        "object": "response", "model": "gpt-4o", "usage": {"input_tokens": 5,
+                                                           "output_tokens": 2}}}})
+    [metered] = meter.feed(line + b"\n")
+    assert (metered.usage.input, metered.usage.output, metered.usage.service_tier) == (5, 2, "batch")

@@ -332,7 +332,7 @@ async def test_unknown_model_rejected_when_configured(make_gateway, upstream):
     gw = await make_gateway({"pricing": {"unknown_model": "reject"}})
     with pytest.raises(openai.PermissionDeniedError) as info:
         await gw.client().chat.completions.create(model="my-mystery-model", messages=HELLO)
-    assert info.value.body["code"] == "model_not_allowed"
+    assert info.value.body["code"] == "model_not_priced"
     assert upstream.requests == []  # never forwarded
     # a priced model still goes through
     await gw.client().chat.completions.create(model="gpt-4o-mini", messages=HELLO)

@@ -8,6 +8,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from faregate.pricing import load_price_table
+
 from faregate.proxy.meter._session import SessionMeter, frame_type
 
 
@@ -138,3 +140,60 @@ def test_tool_calls_counted_from_response_done_and_live_events_once():
                                     "calls": [{"name": "a"}, {"name": "b"}]}).decode())
     live.server_frame(orjson.dumps({"type": "session.tool_call", "name": "c"}).decode())
     assert live.tool_calls == 3
+
+
+# -- the Responses WebSocket meter ---------------------------------------------------
+
+from faregate.proxy.meter import ResponsesSocketMeter  # noqa: E402
+
+WS_USAGE = {"input_tokens": 120, "input_tokens_details": {"cached_tokens": 20},
+            "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 5},
+            "total_tokens": 150}
+
+
+def ws_response(rid: str, usage=WS_USAGE, status="completed", output=()) -> dict:
+    return {"id": rid, "object": "response", "status": status, "model": "gpt-4o-2024-08-06",
+            "service_tier": "default", "output": list(output), "usage": usage}
+
+
+def test_socket_meter_charges_each_response_once_from_its_terminal_event():
+    m = ResponsesSocketMeter(load_price_table())
+    m.client_frame(ev(type="response.create", model="gpt-4o", input="hello"))
+    assert m.server_frame(ev(type="response.created", response=ws_response("r1", None,
+                                                                          "in_progress"))) == []
+    assert m.busy
+    assert m.server_frame(ev(type="response.output_text.delta", delta="Hi there")) == []
+    [charge] = m.server_frame(ev(type="response.completed", response=ws_response("r1")))
+    assert (charge.response_id, charge.model) == ("r1", "gpt-4o-2024-08-06")
+    assert (charge.usage.input, charge.usage.cached_input, charge.usage.output) == (100, 20, 30)
+    assert not m.busy and m.responses == 1
+    assert m.server_frame(ev(type="response.completed", response=ws_response("r1"))) == []
+
+
+@pytest.mark.parametrize("terminal", ["response.incomplete", "response.failed"])
+def test_socket_meter_settles_incomplete_and_failed_responses_to_what_they_report(terminal):
+    m = ResponsesSocketMeter(load_price_table())
+    [charge] = m.server_frame(ev(type=terminal, response=ws_response("r2")))
+    assert charge.usage.output == 30
+
+
+def test_socket_meter_counts_hosted_tools_and_estimates_the_unfinished():
+    m = ResponsesSocketMeter(load_price_table())
+    image = {"type": "image_generation_call", "id": "ig_1", "quality": "low",
+             "size": "1024x1024", "status": "completed"}
+    [charge] = m.server_frame(ev(type="response.completed",
+                                 response=ws_response("r3", output=[image])))
+    assert charge.usage.tool_calls == (("image_generation:low:1024x1024", 1),)
+    m.client_frame(ev(type="response.create", model="gpt-4o", input="x" * 400))
+    m.server_frame(ev(type="response.created", response=ws_response("r4", None, "in_progress")))
+    m.server_frame(ev(type="response.output_text.delta", delta="abcdef"))
+    [left] = m.unfinished()
+    assert left.usage.estimated and "cut_short" in left.usage.flags
+    assert left.usage.output >= 6 and left.usage.input >= 200
+
+
+def test_socket_meter_reads_the_real_top_level_type():
+    m = ResponsesSocketMeter(load_price_table())
+    event = m.client_frame('{"metadata": {"type": "x"}, "type": "response.create", '
+                           '"model": "gpt-5-pro"}')
+    assert event.type == "response.create" and m.model == "gpt-5-pro"

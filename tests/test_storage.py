@@ -279,3 +279,30 @@ async def test_usage_by_tag_savings_and_billed_on_both_backends(ledger):
     for bad in ("tag:", "tag:a b", "tag:x'--", "tag:" + "k" * 41):
         with pytest.raises(ValueError):
             await ledger.usage(None, None, bad)
+
+
+async def test_background_responses_pending_until_their_final_row(ledger):
+    """Pending background responses survive in the ledger until a `final:` row is claimed,
+    once, on either backend."""
+    from faregate.storage import BackgroundEvent
+
+    def event(kind: str, rid: str, **kw) -> BackgroundEvent:
+        return BackgroundEvent(id=f"{kind}:{rid}", response_id=rid, event=kind, tenant="acme",
+                               user="ana", tags={"team": "x"}, model="gpt-4o",
+                               request_id="fg_req_1", hold_nanos=123_456,
+                               reserved={"input": 40, "output": 1000}, at=T0, **kw)
+
+    for rid in ("resp_a", "resp_b", "resp_c"):
+        ledger.record(event("pending", rid))
+    ledger.record(event("final", "resp_b"))
+    await ledger.flush()
+    pending = await ledger.background_pending(T0 - timedelta(days=1))
+    assert [e.response_id for e in pending] == ["resp_a", "resp_c"]
+    a = pending[0]
+    assert (a.tenant, a.user, a.tags, a.hold_nanos, a.reserved, a.at) == (
+        "acme", "ana", {"team": "x"}, 123_456, {"input": 40, "output": 1000}, T0)
+    assert await ledger.claim_background(event("final", "resp_a")) is True
+    assert await ledger.claim_background(event("final", "resp_a")) is False  # once
+    assert [e.response_id for e in await ledger.background_pending(T0 - timedelta(days=1))] \
+        == ["resp_c"]
+    assert await ledger.background_pending(T0 + timedelta(days=1)) == []

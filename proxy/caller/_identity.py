@@ -115,6 +115,13 @@ class Directory:
         self._upstream_key = env.get(settings.server.upstream_api_key_env) or None
         self._api_key_header = settings.server.upstream_auth == "api-key"
 
+    def server_authorization(self) -> str | None:
+        """The upstream credential faregate holds itself (keys mode), for calls it makes on
+        a caller's behalf when the caller's own credential is not at hand."""
+        if self.settings.identity.mode != "keys" or not self._upstream_key:
+            return None
+        return f"Bearer {self._upstream_key}"
+
     def identify(
         self,
         token: str | None,

@@ -1,26 +1,40 @@
 """meter — what was consumed, sans-IO, and the biller that charges it.
 
-Endpoint classification and labels, what a request body says (`RequestFacts`),
-worst-case estimates for reservations, one meter per response shape (a JSON
-sample, SSE streams, batch output lines, Realtime/Live frames) behind one
-protocol (`ResponseMeter`: bytes in, bytes out, a `Reading` at the end), and
+Canonical paths and endpoint classes (metered, billable, free: money is
+default-deny), strict reading of untrusted JSON, what a request body says
+(`RequestFacts`), worst-case estimates for reservations, one meter per
+response shape (a JSON sample, SSE streams, batch output lines,
+Realtime/Live frames, Responses WebSocket frames) behind one protocol
+(`ResponseMeter`: bytes in, bytes out, a `Reading` at the end), and
 the `Biller` — the only place a charge is priced, recorded, settled, counted
 and noted for alerts. Nothing here touches a socket.
 """
 
 from ._biller import Account, Biller, charge_record, count_charge, observe
 from ._call import CallMeter, call_id_from
-from ._consumed import call_usage
-from ._endpoints import OTHER, Endpoint, classify, endpoint_label, session_endpoint, sip_call_id
+from ._consumed import answer_usage, call_usage
+from ._endpoints import (
+    BILLABLE,
+    FREE_POSTS,
+    OTHER,
+    Endpoint,
+    classify,
+    endpoint_label,
+    route_label,
+    session_endpoint,
+    sip_call_id,
+)
 from ._estimate import (
     DEFAULT_REALTIME_MODEL,
     MAX_REALTIME_SESSION_S,
     cost_nanos,
+    dearest_nanos,
     session_reservation,
     unseen_session_seconds,
     worst_case,
 )
 from ._facts import (
+    MONEY_FIELD,
     RequestFacts,
     bound_secret_expiry,
     facts_from_call_head,
@@ -28,18 +42,29 @@ from ._facts import (
     facts_from_multipart_head,
     inject_include_usage,
 )
+from ._paths import canonical_path
+from ._strict import FRAME_KEYS, Unreadable, strict_json
 from ._flow import Flow
 from ._lines import KINDS as BATCH_KINDS
 from ._lines import JsonCollector, LineMeter, line_id
 from ._reading import HoldLast, Metered, Reading, ResponseMeter
-from ._sample import HEAD_BYTES, BodySample, JsonMeter
+from ._sample import HEAD_BYTES, BodySample, JsonMeter, find_status
 from ._session import ClientEvent, SessionMeter
+from ._socket import ResponsesSocketMeter
 from ._shapes import response_meter
 from ._sse import SseMeter
 
 __all__ = [
     "BATCH_KINDS",
+    "BILLABLE",
     "DEFAULT_REALTIME_MODEL",
+    "FRAME_KEYS",
+    "FREE_POSTS",
+    "MONEY_FIELD",
+    "Unreadable",
+    "canonical_path",
+    "route_label",
+    "strict_json",
     "HEAD_BYTES",
     "MAX_REALTIME_SESSION_S",
     "OTHER",
@@ -58,18 +83,22 @@ __all__ = [
     "Reading",
     "RequestFacts",
     "ResponseMeter",
+    "ResponsesSocketMeter",
     "SessionMeter",
     "SseMeter",
+    "answer_usage",
     "bound_secret_expiry",
     "call_id_from",
     "call_usage",
     "charge_record",
     "classify",
     "cost_nanos",
+    "dearest_nanos",
     "count_charge",
     "endpoint_label",
     "facts_from_call_head",
     "facts_from_json",
+    "find_status",
     "facts_from_multipart_head",
     "inject_include_usage",
     "line_id",

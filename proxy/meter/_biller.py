@@ -11,6 +11,7 @@ the record: it is kept at $0, flagged `pricing_error`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,6 +41,9 @@ from ._reading import Metered
 
 log = logging.getLogger("faregate.meter")
 
+#: The flag of a call to an endpoint faregate admits but cannot price.
+NOT_PRICED = "endpoint_not_priced"
+
 
 @dataclass(frozen=True, slots=True)
 class Account:
@@ -57,6 +61,7 @@ def charge_record(
     at: datetime, request_id: str, latency_ms: float = 0.0,
     session_id: str | None = None, response_id: str | None = None,
     markup: Decimal | None = None, tags: dict[str, str] | None = None,
+    images: int | None = None,
 ) -> LedgerRecord:
     """The ledger row for one priced charge (REST call, session response, batch line).
 
@@ -78,7 +83,7 @@ def charge_record(
         reasoning_tokens=u.reasoning,
         seconds=u.seconds,
         characters=u.characters,
-        images=u.images,
+        images=u.images if images is None else images,
         breakdown={k: to_nanos(v) for k, v in charge.breakdown.items()},
         price_version=charge.price_version,
         priced=charge.priced,
@@ -112,7 +117,7 @@ def count_charge(metrics: Metrics, tenant: str, charge: Charge, endpoint: str,
         metrics.cost.labels(tenant, model).inc(float(charge.cost))
     if u.seconds > 0:
         metrics.billed_seconds.labels(tenant, model).inc(float(u.seconds))
-    if unpriced(charge):
+    if unpriced(charge) or (not charge.priced and NOT_PRICED in u.flags):
         metrics.unpriced.labels(tenant, metrics.unpriced_model(charge.model)).inc()
     if problem:
         metrics.usage_problems.labels(endpoint, problem).inc()
@@ -133,6 +138,20 @@ def observe(metrics: Metrics, flow: Flow, charge: Charge | None, problem: str | 
     metrics.requests.labels(tenant, model_label(charge), endpoint, str(flow.status)).inc()
     if charge is not None:
         count_charge(metrics, tenant, charge, endpoint, problem)
+
+
+def images_made(usage: Usage) -> int:
+    """Images a call made: the images endpoints' count plus every image the Responses
+    `image_generation` tool made (image caps count both)."""
+    return usage.images + sum(n for key, n in usage.tool_calls
+                              if key.startswith("image_generation"))
+
+
+def _unpriced(usage: Usage, model: str, table: PriceTable) -> Charge:
+    """A billable call faregate has no price for: recorded at $0, flagged."""
+    return Charge(model=model, family=None, usage=dataclasses.replace(
+        usage, flags=tuple(dict.fromkeys(usage.flags + (NOT_PRICED,)))), cost=Decimal(0),
+        price_version=table.version, priced=False)
 
 
 def _priced(usage: Usage, model: str, at: datetime, table: PriceTable, context: str) -> Charge:
@@ -168,6 +187,13 @@ class Biller:
             observe(self.metrics, flow, None, None)
             self._release(flow)
             return None
+        if flow.endpoint.kind == "batch" or flow.hold_open:
+            # A batch is recorded as a batch event and charged line by line; a pending
+            # background response is charged (one row) when it is final.
+            observe(self.metrics, flow, None, None)
+            if not flow.hold_open:
+                self._release(flow)
+            return None
         rt = self._runtime()
         at = datetime.now(timezone.utc)
         try:
@@ -176,23 +202,30 @@ class Biller:
             log.exception("usage reading failed", extra={"request_id": flow.request_id})
             usage, problem = Usage(estimated=True, flags=("pricing_error",)), "pricing_error"
         model = flow.model or "unknown"
-        charge = _priced(usage, model, at, rt.prices, flow.request_id)
+        if flow.endpoint.metered:
+            charge = _priced(usage, model, at, rt.prices, flow.request_id)
+        else:
+            charge = _unpriced(usage, model, rt.prices)
         if charge.usage.flags == ("pricing_error",):
             problem = "pricing_error"
         elif flow.status >= 400 and usage.is_empty():
             charge.priced = True  # the upstream refused it: nothing to price, nothing unpriced
         markup = rt.markup(flow.caller.tenant) if flow.caller is not None else None
+        images = images_made(charge.usage)
         self._record(charge_record(
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
-            response_id=flow.reading.response_id, markup=markup, tags=flow.tags))
+            response_id=flow.reading.response_id, markup=markup, tags=flow.tags,
+            images=images))
         observe(self.metrics, flow, charge, problem)
         if unpriced(charge):
             self.alerting.note_unpriced(model, flow.caller.tenant if flow.caller else "default", at)
+        admission = flow.admission
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)
-        elif flow.admission is not None:
-            self._settle(flow.admission.policy, flow.admission, charge, at)
+        elif admission is not None:
+            self.quota.count_images(admission.policy, admission, images, at)
+            self._settle(admission.policy, admission, charge, at)
         return charge
 
     def _release(self, flow: Flow) -> None:
@@ -212,11 +245,15 @@ class Biller:
             request_id=metered.request_id or account.request_id,
             session_id=account.session_id, response_id=metered.response_id,
             markup=rt.markup(account.caller.tenant), tags=account.tags)
+        images = images_made(charge.usage)
+        row.images = images
         if metered.record_id is not None:
             row.id = metered.record_id  # a deterministic id: a repeat is ignored
         self._record(row)
         if spend:
             count_charge(self.metrics, account.caller.tenant, charge, account.endpoint)
+            if images:
+                self.quota.count_images(policy, hold, images, at)
             self._settle(policy, hold, charge, at)
             if unpriced(charge):
                 self.alerting.note_unpriced(model, account.caller.tenant, at)

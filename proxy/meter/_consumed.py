@@ -21,7 +21,9 @@ from faregate.pricing import (
     usage_from_speech,
 )
 
+from ._endpoints import BILLABLE
 from ._flow import Flow
+from ._reading import Reading
 
 #: Rough bytes per token for estimates when no usage was reported.
 BYTES_PER_TOKEN = 4
@@ -35,26 +37,49 @@ def _reported(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
     kind = endpoint.kind
     if kind == "speech":
         return usage_from_speech(facts.characters, flow.model or "", table, reading.usage), None
-    if kind in ("moderations", "client_secret", "realtime_call"):  # cost nothing themselves
+    if kind in ("moderations", "client_secret", "realtime_call", "batch", BILLABLE):
         return Usage(), None
     if kind == "images":
         return (usage_from_images(reading.usage, facts.images, facts.image_size,
                                   facts.image_quality), None)
     if reading.usage is not None:
         return usage_for_endpoint(kind, reading.usage, table=table), None
-    reason = "cut_short" if flow.cut_short else "usage_missing"
+    if flow.cut_short:
+        return _cut_short(flow), "cut_short"
     estimate = Usage(input=facts.prompt_bytes // BYTES_PER_TOKEN, output=reading.deltas,
-                     estimated=True, flags=(reason,))
-    return estimate, reason
+                     estimated=True, flags=("usage_missing",))
+    return estimate, "usage_missing"
+
+
+def _cut_short(flow: Flow) -> Usage:
+    """A call cut short before its usage: the prompt as reserved (the worst case of its
+    input) and at least the output the client was sent, flagged `estimated`."""
+    reserved, reading = flow.reserved, flow.reading
+    prompt = reserved.input if reserved is not None else 0
+    prompt = max(prompt, flow.facts.prompt_bytes // BYTES_PER_TOKEN)
+    return Usage(input=prompt, output=max(reading.deltas, reading.delivered), estimated=True,
+                 flags=("cut_short",))
+
+
+def with_tier_and_tools(usage: Usage, reading: Reading) -> Usage:
+    """`usage` with the tier the upstream applied and the hosted-tool calls it made."""
+    tier, tools = reading.service_tier, reading.tool_calls
+    # A standard-tier answer ("default", "auto") prices as no tier: skip the copy.
+    if (tier and tier not in DEFAULT_TIERS) or tools:
+        usage = dataclasses.replace(usage, service_tier=tier,
+                                    tool_calls=merge_tool_calls(usage.tool_calls, tools))
+    return usage
+
+
+def answer_usage(kind: str, reading: Reading, table: PriceTable) -> Usage:
+    """What an answer of usage shape `kind` reported (nothing reported: no usage)."""
+    usage = (usage_for_endpoint(kind, reading.usage, table=table) if reading.usage is not None
+             else Usage())
+    return with_tier_and_tools(usage, reading)
 
 
 def call_usage(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
     """The flow's usage (with the applied tier and hosted-tool calls) and, if it
     had to be guessed, the reason why. `table` is the table in force."""
     usage, problem = _reported(flow, table)
-    tier, tools = flow.reading.service_tier, flow.reading.tool_calls
-    # A standard-tier answer ("default", "auto") prices as no tier: skip the copy.
-    if (tier and tier not in DEFAULT_TIERS) or tools:
-        usage = dataclasses.replace(usage, service_tier=tier,
-                                    tool_calls=merge_tool_calls(usage.tool_calls, tools))
-    return usage, problem
+    return with_tier_and_tools(usage, flow.reading), problem

@@ -12,7 +12,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage, cost_of, to_nanos
+from faregate.pricing import (
+    OUTPUT_CLASSES,
+    TOKEN_CLASSES,
+    PriceTable,
+    Usage,
+    cost_of,
+    rate_for,
+    to_nanos,
+    token_counts,
+)
 
 from ._endpoints import Endpoint
 from ._facts import RequestFacts
@@ -107,3 +116,41 @@ def session_reservation(model: str | None, seconds: int, table: PriceTable,
     usage = Usage(seconds=Decimal(seconds), audio_input=seconds * AUDIO_INPUT_TOKENS_PER_S,
                   audio_output=seconds * AUDIO_OUTPUT_TOKENS_PER_S)
     return to_nanos(cost_of(usage, name, at, table))
+
+
+#: (table version, families, UTC day) -> the dearest rate of each token class
+_DEAREST: dict[tuple[str, frozenset[str] | None, object], tuple[Decimal, ...]] = {}
+
+
+def _dearest_rates(table: PriceTable, at: datetime, families: frozenset[str] | None
+                   ) -> tuple[Decimal, ...]:
+    """USD per token of each class at the dearest model among `families` (None: all)."""
+    key = (table.version, families, at.date())
+    rates = _DEAREST.get(key)
+    if rates is None:
+        best = [Decimal(0)] * len(TOKEN_CLASSES)
+        for family in families if families is not None else table.periods:
+            entry = table.entry(family, at)
+            if entry is None:
+                continue
+            for i, r in enumerate(table.per_token(entry, TOKEN_CLASSES, rate_for)):
+                best[i] = max(best[i], r)
+        if len(_DEAREST) > 256:
+            _DEAREST.clear()
+        rates = _DEAREST[key] = tuple(best)
+    return rates
+
+
+def dearest_nanos(usage: Usage, table: PriceTable, at: datetime,
+                  models: frozenset[str] | None = None) -> int:
+    """What `usage` costs at the dearest rates of `models` (a caller's allowlist; None: the
+    whole table): the reservation of a call whose model faregate cannot price or does not
+    know yet (a stored prompt). Per-unit prices (images, seconds) count at the dearest
+    model's token rates only, so those shapes reserve their token classes."""
+    families = None
+    if models is not None:
+        resolved = {table.resolve(m) for m in models}
+        families = frozenset(f for f in resolved if f is not None) or None
+    rates = _dearest_rates(table, at, families)
+    total = sum((n * r for n, r in zip(token_counts(usage), rates) if n), Decimal(0))
+    return to_nanos(total)

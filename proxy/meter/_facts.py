@@ -13,6 +13,7 @@ from typing import Any
 from faregate.pricing import find_json_str, request_tool_options
 
 from ._endpoints import Endpoint
+from ._strict import Unreadable
 
 MAX_MODEL_NAME = 128
 
@@ -31,6 +32,9 @@ class RequestFacts:
     image_quality: str | None = None
     prompt_bytes: int = 0  # for estimates when no usage is reported
     tools: dict[str, str] = field(default_factory=dict)  # hosted-tool options (fees)
+    background: bool = False  # a Responses call run in the background (charged when final)
+    prompt_id: str | None = None  # a stored prompt (its model may be known only from the answer)
+    image_tool: bool = False  # the Responses image_generation tool is offered (image caps)
 
 
 def _str(value: Any, limit: int = MAX_MODEL_NAME) -> str | None:
@@ -51,7 +55,7 @@ def facts_from_json(endpoint: Endpoint, body: Any, size: int) -> RequestFacts:
         text = body.get("input")
         facts.characters = len(text) if isinstance(text, str) else 0
     elif endpoint.kind == "responses":
-        facts.tools = request_tool_options(body.get("tools"))
+        _responses_facts(facts, body)
     elif endpoint.kind == "client_secret" and isinstance(body.get("session"), dict):
         facts.model = facts.model or _str(body["session"].get("model"))
     elif endpoint.kind == "images":
@@ -79,6 +83,19 @@ def bound_secret_expiry(body: Any, ttl_s: int, default_s: int = 600) -> dict | N
                                       "created_at", "seconds": ttl_s}}
 
 
+def _responses_facts(facts: RequestFacts, body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    facts.tools = request_tool_options(tools)
+    facts.image_tool = isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") == "image_generation" for t in tools[:128])
+    facts.background = body.get("background") is True
+    prompt = body.get("prompt")
+    if isinstance(prompt, dict):
+        version = _str(prompt.get("version"), 32)
+        pid = _str(prompt.get("id"))
+        facts.prompt_id = f"{pid}@{version}" if pid and version else pid
+
+
 def inject_include_usage(body: dict[str, Any]) -> dict[str, Any]:
     """Ask the upstream for the final usage chunk the caller did not request."""
     opts = body.get("stream_options")
@@ -88,22 +105,31 @@ def inject_include_usage(body: dict[str, Any]) -> dict[str, Any]:
 
 
 _FIELD_RE = re.compile(
-    rb'content-disposition:[^\r\n]*name="(model|n|size|quality|user)"[^\r\n]*\r\n'
+    rb'content-disposition:[^\r\n]*[;\s]name="(model|n|size|quality|user)"[^\r\n]*\r\n'
     rb"(?:[^\r\n]+\r\n)*\r\n([^\r\n]{0,128})\r\n",
+    re.IGNORECASE,
+)
+#: Any spelling of a form field that sets the model or the image count, size or quality.
+MONEY_FIELD = re.compile(
+    rb"content-disposition:[^\r\n]*?[;\s]name\*?\s*=\s*\"?(?:[a-z0-9-]*'[a-z-]*')?"
+    rb"(model|n|size|quality)(?![A-Za-z0-9_])",
     re.IGNORECASE,
 )
 
 
 def facts_from_multipart_head(head: bytes, size: int) -> RequestFacts:
-    """Sniff small form fields from the first bytes of a multipart body.
+    """Read the small form fields of a multipart body from its first bytes.
 
-    SDKs write scalar fields (model, response_format, ...) before or after
-    the file; the caller passes whatever prefix/suffix it has seen.
+    SDKs write the scalar fields (model, n, size, ...) before the file. A
+    field that sets the model or an image count, size or quality must appear
+    once, in the plain `name="..."` form, or the body is `Unreadable`.
     """
     facts = RequestFacts(prompt_bytes=size)
+    seen: list[bytes] = []
     for match in _FIELD_RE.finditer(head):
         name = match.group(1).lower()
         value = match.group(2).decode("utf-8", "replace")
+        seen.append(name)
         if name == b"model":
             facts.model = _str(value)
         elif name == b"n" and value.isdigit():
@@ -114,6 +140,10 @@ def facts_from_multipart_head(head: bytes, size: int) -> RequestFacts:
             facts.image_quality = _str(value, 32)
         elif name == b"user":
             facts.user = _str(value)
+    money = [m.group(1).lower() for m in MONEY_FIELD.finditer(head)]
+    if len(money) != len(set(money)) or sorted(money) != sorted(n for n in seen if n != b"user"):
+        raise Unreadable("a form field that sets the model or the images is given twice "
+                         "or in a form faregate cannot read")
     return facts
 
 

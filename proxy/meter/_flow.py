@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from faregate.pricing import Usage
+
 from .._ids import new_request_id
 from ..caller import Caller
 from ._endpoints import Endpoint
@@ -36,10 +38,13 @@ class Flow:
     reading: Reading = field(default_factory=Reading)  # what the answer reported
     cut_short: bool = False  # client left or upstream broke mid-body
     admission: "Admission | None" = None  # held while the call is in flight
+    reserved: Usage | None = None  # the worst case the admission holds (for estimates)
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     batch: tuple[str, str | None] | None = None  # a Batch API call (rest batch_route)
     secret_ref: str | None = None  # the call came with an ephemeral key minted via faregate
+    follow: str | None = None  # the pending background response this call reads or cancels
     billed: bool = False  # the biller has settled this call
+    hold_open: bool = False  # its admission outlives the call (a pending background response)
     captured_request: bytes | None = None  # bodies kept for opt-in capture
     captured_response: bytearray | None = None
 

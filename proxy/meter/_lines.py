@@ -29,6 +29,14 @@ KINDS = {
     "/v1/embeddings": "embeddings",
     "/v1/completions": "completions",
 }
+#: A line's usage shape from its body's `object`, for files of batches faregate did not
+#: see created (their endpoint is unknown).
+KINDS_BY_OBJECT = {
+    "chat.completion": "chat",
+    "response": "responses",
+    "list": "embeddings",
+    "text_completion": "completions",
+}
 MAX_JSON = 4 * 1024 * 1024  # batch objects and lists (100 batches with metadata)
 MAX_LINE = 8 * 1024 * 1024  # one output line (a long completion); longer lines are skipped
 MAX_NAME = 128  # model names kept from output lines
@@ -127,16 +135,18 @@ class LineMeter:
             self.counts["failed" if isinstance(line, dict) else "malformed"] += 1
             return
         body = response.get("body")
-        if not isinstance(body, dict) or self.kind is None:
+        kind = self.kind or (KINDS_BY_OBJECT.get(body.get("object"))  # type: ignore[arg-type]
+                             if isinstance(body, dict) else None)
+        if not isinstance(body, dict) or kind is None:
             self.counts["malformed"] += 1
             return
         try:
-            out.append(self._metered(line, body))
+            out.append(self._metered(line, body, kind))
         except Exception:  # an unreadable usage must not break the download
             self.counts["malformed"] += 1
 
-    def _metered(self, line: dict, body: dict) -> Metered:
-        reported = usage_for_endpoint(self.kind or "", body.get("usage"), table=self.table)
+    def _metered(self, line: dict, body: dict, kind: str) -> Metered:
+        reported = usage_for_endpoint(kind, body.get("usage"), table=self.table)
         usage = dataclasses.replace(reported, service_tier="batch")
         model = body.get("model")
         model = model[:MAX_NAME] if isinstance(model, str) and model else "unknown"

@@ -30,6 +30,7 @@ class Reading:
     service_tier: str | None = None  # the tier the upstream says it applied
     tool_calls: tuple[tuple[str, int], ...] = ()  # hosted-tool fee keys and counts
     deltas: int = 0  # streamed content events seen (for estimates)
+    delivered: int = 0  # raw bytes of streamed text: an upper bound of its tokens
     minted: tuple[str, Any] | None = None  # (secret, expires_at) of a minted client secret
     response_id: str | None = None  # the answer's own object id (chatcmpl-…, resp_…)
     call_id: str | None = None  # a WebRTC/SIP call the answer started (rtc_…)
@@ -54,6 +55,9 @@ class ResponseMeter:
     __slots__ = ()
     #: The meter may change the body's length (so Content-Length cannot be kept).
     rewrites = False
+    #: The answer was made before it was sent (a JSON answer): when the client leaves
+    #: mid-answer, it is read on to its end, so its real usage is charged.
+    read_on = False
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume upstream bytes; return the bytes to forward now."""

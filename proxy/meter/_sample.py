@@ -57,10 +57,21 @@ class BodySample:
         return bytes(self._tail[-TAIL_BYTES:])
 
 
+def find_status(sample: BodySample) -> str | None:
+    """The top-level `status` of a sampled object answer (a response: it comes before
+    the output items, whose own statuses follow)."""
+    head = bytes(sample.head)
+    if b'"status"' not in head:
+        return None
+    found = find_json_str(head, "status", HEAD_BYTES)
+    return found[:32] if found else None
+
+
 class JsonMeter(HoldLast):
     """Samples a JSON answer on its way; the last chunk waits for the charge."""
 
     __slots__ = ("sample", "kind", "facts")
+    read_on = True
 
     def __init__(self, kind: str, facts: RequestFacts) -> None:
         super().__init__()

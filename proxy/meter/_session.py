@@ -4,9 +4,14 @@ The relay feeds every frame to `SessionMeter.server_frame()` /
 `client_frame()` and gets back the usages to charge (`Metered`). The meter
 knows nothing of sockets, so every event shape is testable without a server.
 
-Cheap first: the event type is sniffed from the head of the frame with a
-regex; only the few events that carry usage or session facts are parsed as
-JSON. Audio deltas — the bulk of the traffic — are counted by length only.
+Client frames are *read*, never sniffed: every one is parsed (strictly: a
+frame whose keys could be read two ways is refused, see `_strict`), once,
+and the parsed event is handed to every room that needs it — a nested
+`"type"` placed before the top-level one cannot hide a `response.create`.
+Server frames come from the upstream: their type is taken from the head of
+the frame with a regex, and only the few events that carry usage or session
+facts are parsed. Audio deltas — the bulk of the traffic — are counted by
+length only.
 
 What is charged:
 * Realtime `response.done` → its `response.usage`, once per response id.
@@ -36,6 +41,7 @@ from faregate.pricing import (
 )
 
 from ._reading import Metered
+from ._strict import FRAME_KEYS, Unreadable, strict_json
 
 _TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9_.]{1,96})"')
 HEAD = 256
@@ -70,7 +76,6 @@ SERVER_PARSED = frozenset(
 TOOL_CALL_ITEMS = frozenset({"function_call", "mcp_call"})
 #: Live wraps delegated Responses events; only their terminal ones carry usage.
 _DELEGATED_TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
-CLIENT_PARSED = frozenset({"session.update", "response.create", "session.start"})
 
 
 def frame_type(frame: str | bytes) -> str | None:
@@ -96,11 +101,34 @@ def parse(frame: str | bytes) -> dict[str, Any] | None:
 
 @dataclass(frozen=True, slots=True)
 class ClientEvent:
-    """A client frame as read once: its event type and, for the events that
-    matter to metering or budgets, the parsed object. Handed to every room."""
+    """A client frame as read once: its top-level event type and the parsed object.
+    Handed to every room. `refused` says why a frame meant as JSON cannot be read
+    (it is not forwarded)."""
 
     type: str | None
     obj: dict[str, Any] | None = None
+    refused: str | None = None
+
+
+def _meant_as_json(frame: str | bytes) -> bool:
+    """Does the frame start (after whitespace and a byte-order mark) like a JSON object —
+    the only thing an upstream could take for an event?"""
+    head = frame[:64].lstrip() if isinstance(frame, str) else frame[:64].decode(
+        "utf-8", "replace").lstrip()
+    head = head.lstrip("\ufeff").lstrip()
+    return head[:1] == "{"
+
+
+def read_client_frame(frame: str | bytes) -> ClientEvent:
+    """Parse a client frame once: its real top-level `type`, or why it cannot be read."""
+    try:
+        obj = strict_json(frame, FRAME_KEYS)
+    except Unreadable as exc:
+        return ClientEvent(None, refused=str(exc)) if _meant_as_json(frame) else ClientEvent(None)
+    if not isinstance(obj, dict):
+        return ClientEvent(None)
+    t = obj.get("type")
+    return ClientEvent(t[:96] if isinstance(t, str) else None, obj)
 
 
 def _dig(obj: Any, *path: str) -> Any:
@@ -291,18 +319,19 @@ class SessionMeter:
 
     def client_frame(self, frame: str | bytes) -> ClientEvent:
         """Read a client event once and note what it says."""
-        t = frame_type(frame)
+        event = read_client_frame(frame)
+        t, obj = event.type, event.obj
+        if obj is None:
+            return event
         if t in CLIENT_AUDIO:
-            self.audio_in_bytes += max(0, len(frame) - _B64_OVERHEAD) * 3 // 4
-            return ClientEvent(t)
-        if t in CLIENT_PARSED:
-            obj = parse(frame)
-            if obj is not None and t in ("session.update", "session.start"):
-                session = obj.get("session")
-                if isinstance(session, dict):
-                    self._session_facts({k: v for k, v in session.items() if k != "id"})
-            return ClientEvent(t, obj)
-        return ClientEvent(t)
+            audio = obj.get("audio")
+            if isinstance(audio, str):
+                self.audio_in_bytes += len(audio) * 3 // 4
+        elif t in ("session.update", "session.start"):
+            session = obj.get("session")
+            if isinstance(session, dict):
+                self._session_facts({k: v for k, v in session.items() if k != "id"})
+        return event
 
     def unfinished(self) -> list[Metered]:
         """Responses that never reported usage: an estimate of each, flagged

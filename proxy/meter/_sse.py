@@ -41,6 +41,31 @@ def _next_boundary(buf: bytes | bytearray, start: int) -> int:
     return best
 
 
+#: Where a streamed chat delta carries text the client receives (one of each per event).
+_CHAT_TEXT = (b'"content":"', b'"refusal":"', b'"arguments":"', b'"reasoning_content":"')
+_RESPONSES_TEXT = (b'"delta":"',)
+
+
+def _text_bytes(event: bytes, markers: tuple[bytes, ...]) -> int:
+    """Raw bytes of the JSON strings after `markers`: an upper bound of the tokens they
+    hold (every token is at least one byte; escapes only lengthen the raw form)."""
+    total = 0
+    for marker in markers:
+        start = event.find(marker)
+        if start < 0:
+            continue
+        start += len(marker)
+        end = event.find(b'"', start)
+        while end > 0 and event[end - 1] == 0x5C:  # an escaped quote (or an escaped "\\")
+            run = len(event[start:end]) - len(event[start:end].rstrip(b"\\"))
+            if run % 2 == 0:
+                break
+            end = event.find(b'"', end + 1)
+        if end > start:
+            total += end - start
+    return total
+
+
 def _data_payload(event: bytes) -> bytes:
     """The concatenated `data:` lines of one event."""
     parts = []
@@ -66,6 +91,7 @@ class SseMeter(ResponseMeter):
         self.service_tier: str | None = None  # the tier the upstream applied
         self.tools = ToolScan() if kind == "responses" else None
         self.deltas = 0
+        self.delivered = 0  # raw bytes of the streamed text: >= the output tokens it holds
         self.events = 0
         self.done = False  # saw [DONE] or a terminal Responses event
         self._pending = bytearray()
@@ -107,7 +133,8 @@ class SseMeter(ResponseMeter):
         """What the stream reported so far (all of it, even when cut short)."""
         tools = self.tools.fee_keys(self.facts.tools) if self.tools is not None else ()
         return Reading(usage=self.usage, model=self.model, service_tier=self.service_tier,
-                       tool_calls=tools, deltas=self.deltas, response_id=self.response_id)
+                       tool_calls=tools, deltas=self.deltas, response_id=self.response_id,
+                       delivered=self.delivered)
 
     def _event(self, event: bytes) -> bytes:
         self.events += 1
@@ -139,6 +166,7 @@ class SseMeter(ResponseMeter):
                     return b""
         if b'"delta"' in event:
             self.deltas += 1
+            self.delivered += _text_bytes(event, _CHAT_TEXT)
         if self.strip_usage:
             for null in _NULL_USAGE:
                 if null in event:
@@ -148,6 +176,7 @@ class SseMeter(ResponseMeter):
     def _responses_event(self, event: bytes) -> bytes:
         if b".delta" in event and b'"delta"' in event:
             self.deltas += 1
+            self.delivered += _text_bytes(event, _RESPONSES_TEXT)
             return event
         for terminal in (b'"response.completed"', b'"response.incomplete"', b'"response.failed"'):
             if terminal in event:

@@ -19,7 +19,7 @@ from ._outlook import TYPICAL_PROMPT_TOKENS, TypicalCall, quota_report, typical_
 from ._policy import BudgetLimit, Policy, policy_for
 from ._quota import Admission, Budgets, Quota
 from ._refusals import Refusal, budget_refusal, concurrency_refusal, model_refusal
-from ._session import Cut, SessionQuota, time_cut
+from ._session import Cut, SessionQuota, budget_cut, model_cut, time_cut, unpriced_cut
 from ._status import (
     STATUSES,
     LimitStatus,
@@ -52,11 +52,13 @@ __all__ = [
     "TypicalCall",
     "UnseenHolds",
     "UpstreamLimits",
+    "budget_cut",
     "budget_headers",
     "budget_refusal",
     "concurrency_refusal",
     "iso_utc",
     "level_for",
+    "model_cut",
     "model_refusal",
     "period_end",
     "period_key",
@@ -67,4 +69,5 @@ __all__ = [
     "tightest",
     "time_cut",
     "typical_call",
+    "unpriced_cut",
 ]

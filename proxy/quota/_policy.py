@@ -54,6 +54,8 @@ class Policy:
     session_cost_events: bool = False  # Realtime/Live `faregate.session.cost` events
     client_secrets: str | None = None  # "allow" | "deny" | None (see `mints_secrets`)
     client_secret_ttl_s: int = DEFAULT_CLIENT_SECRET_TTL_S
+    endpoints: tuple[str, ...] | None = None  # path prefixes allowed (None: all)
+    unknown_model: str = "record"  # a model with no price: "reject" or "record"
     tier: str | None = None  # the tier in force (a key's, else its tenant's)
     #: model name -> price-table family, in the table in force (for the allowlist)
     family_of: Callable[[str], str | None] | None = field(default=None, compare=False)
@@ -78,6 +80,12 @@ class Policy:
         if self.client_secrets is not None:
             return self.client_secrets == "allow"
         return not self.budgets
+
+    def allows_path(self, path: str) -> bool:
+        """`endpoints` allowlist: a prefix admits itself and the paths below it."""
+        if self.endpoints is None:
+            return True
+        return any(path == p or path.startswith(p + "/") for p in self.endpoints)
 
 
 def effective_limits(settings: Settings, caller: Caller) -> dict:
@@ -133,5 +141,8 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         session_cost_events=bool(limits.get("session_cost_events")),
         client_secrets=limits.get("client_secrets"),
         client_secret_ttl_s=limits.get("client_secret_ttl_s") or DEFAULT_CLIENT_SECRET_TTL_S,
+        endpoints=tuple(limits["endpoints"]) if limits.get("endpoints") is not None else None,
+        unknown_model="reject" if settings.pricing.unknown_model == "reject" else (
+            limits.get("unknown_model") or ("reject" if budgets else "record")),
         family_of=table.resolve,
     )

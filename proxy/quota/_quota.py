@@ -226,6 +226,28 @@ class Quota:
                 admission.upstream_tokens = 0
         self._after_spend(admission.policy, admission.budgets, now)
 
+    def hold(self, policy: Policy, amount: int, now: datetime) -> Admission:
+        """Hold `amount` without checking the limits: a reservation made before a restart
+        (a background response still running) is held again."""
+        budgets = self.budget_counters(policy, now)
+        return Admission(policy, self.book.hold([c for _, c in budgets], [], amount, 0),
+                         budgets=budgets)
+
+    def count_images(self, policy: Policy, admission: Admission | None, images: int,
+                     now: datetime) -> None:
+        """A call made `images` images (image caps count them from every endpoint): the
+        difference from what its admission counted is added to the tenant's tallies."""
+        if admission is not None:
+            hold = admission.hold
+            delta, hold.images = images - hold.images, images
+            tallies = hold.tallies
+        else:
+            delta = images
+            tallies = [self.book.counter(policy.tenant_scope, p, now) for p in ("day", "month")]
+        if delta:
+            for c in tallies:
+                c.images += delta
+
     def release(self, admission: Admission, uncount: bool = False) -> None:
         """Nothing was charged: drop the hold (and with `uncount`, the call's counts)."""
         self.book.release(admission.hold, uncount)

@@ -67,6 +67,12 @@ def model_cut(model: str) -> Cut:
                reason="model")
 
 
+def unpriced_cut(model: str) -> Cut:
+    return Cut("model_not_priced", "error",
+               f"faregate has no price for the model {model!r}; add "
+               f"[pricing.models.\"{model}\"] to its config.", reason="model")
+
+
 def tool_cut(cap: int) -> Cut:
     return Cut("tool_call_limit", "tool_call_limit",
                f"This session reached its limit of {cap} tool calls.", reason="tool_calls")
@@ -137,6 +143,9 @@ class SessionQuota:
         model = session.get("model")
         if isinstance(model, str) and not self.policy.allows(model):
             return None, model_cut(model)
+        if (isinstance(model, str) and self.policy.unknown_model == "reject"
+                and self.prices.entry(model, None) is None):
+            return None, unpriced_cut(model)
         if isinstance(model, str):
             self.model = model
         cap = _positive(session.get("max_output_tokens")) or _positive(

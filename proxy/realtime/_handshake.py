@@ -83,12 +83,13 @@ def cost_events_asked(request: web.Request) -> bool | None:
     return _SWITCH[values[0].strip().lower()]
 
 
-def ws_url(upstream: str, request: web.Request) -> str:
-    """The upstream address of this upgrade, without faregate's own query parameters."""
+def ws_url(upstream: str, path: str, request: web.Request) -> str:
+    """The upstream address of this upgrade (its canonical `path`), without faregate's
+    own query parameters."""
     base = "ws" + upstream[4:] if upstream.startswith("http") else upstream
     query = [(k, v) for k, v in request.query.items() if k not in _OWN_QUERY]
     qs = "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
-    return base + request.path + (f"?{qs}" if qs else "")
+    return base + path + (f"?{qs}" if qs else "")
 
 
 def _bare(authorization: str | None) -> str:

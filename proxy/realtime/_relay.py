@@ -28,7 +28,7 @@ from .. import _errors as errors
 from .._ids import new_event_id, new_request_id
 from .._runtime import Runtime
 from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
-from ..meter import session_endpoint
+from ..meter import ResponsesSocketMeter, session_endpoint
 from ..provider import Delegations
 from ..quota import (
     Policy,
@@ -49,6 +49,7 @@ from ._handshake import (
     upstream_offer,
     ws_url,
 )
+from ._responses import ResponsesSocketQuota
 from ._session import Session, SessionServices
 
 log = logging.getLogger("faregate.relay")
@@ -56,6 +57,7 @@ log = logging.getLogger("faregate.relay")
 _UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
 SHUTDOWN_REASON = "faregate is shutting down"
 CANCEL_EVENT = orjson.dumps({"type": "response.cancel"}).decode()
+RESPONSES_SOCKET = "/v1/responses"
 
 
 class Refused(Exception):
@@ -77,18 +79,26 @@ class Relay:
         self.draining = draining
         self.unseen = unseen
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
+        """Relay one WebSocket session on `path` (canonical, see `meter._paths`)."""
         rt = self.runtime()
         rid = new_request_id()
         protocols = offered_subprotocols(request)
+        label = session_endpoint(path)
         try:
-            caller, in_subprotocol, tags, cost_events = self._admit(request, rt, protocols, rid)
+            if label is None:  # an upgrade faregate cannot meter is not relayed
+                raise Refused(errors.openai_error(
+                    403, "invalid_request_error", "endpoint_not_allowed",
+                    f"faregate cannot meter WebSocket sessions on {path[:200]}: only Realtime, "
+                    "Live and Responses sessions are relayed.", request_id=rid))
+            caller, in_subprotocol, tags, cost_events = self._admit(request, rt, protocols, rid,
+                                                                    path)
         except Refused as refused:
             return refused.response
         headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
         server = rt.settings.server
-        upstream = await dial(ws_url(server.upstream, request), headers, subprotocols, server,
-                              rid)
+        upstream = await dial(ws_url(server.upstream, path, request), headers, subprotocols,
+                              server, rid)
         if isinstance(upstream, web.Response):
             return upstream
         client = client_socket(upstream, protocols, server)
@@ -97,9 +107,13 @@ class Relay:
         client.headers.extend(budget_headers(self.quota.budget_counters(policy, now),
                                              now.timestamp()))
         model = request.query.get("model")
-        squota = SessionQuota(self.quota, policy, rt.prices, model)
-        session = Session.start(self.services, caller, session_endpoint(request.path), squota,
-                                model, tags)
+        if label == RESPONSES_SOCKET:  # the Responses API over a WebSocket: metered as a stream
+            session = Session.start(self.services, caller, label,
+                                    ResponsesSocketQuota(self.quota, policy, rt),  # type: ignore[arg-type]
+                                    model, tags, meter=ResponsesSocketMeter(rt.prices))
+        else:
+            squota = SessionQuota(self.quota, policy, rt.prices, model)
+            session = Session.start(self.services, caller, label, squota, model, tags)
         session.client_ws = client
         session.cost_events = policy.session_cost_events if cost_events is None else cost_events
         if self.unseen is not None:  # the sideband of a call, or a session on a minted key
@@ -116,8 +130,8 @@ class Relay:
             session.finish(session.end_reason or "client_closed")
         return client
 
-    def _admit(self, request: web.Request, rt: Runtime, protocols: list[str], rid: str
-               ) -> tuple[Caller, bool, dict[str, str], bool | None]:
+    def _admit(self, request: web.Request, rt: Runtime, protocols: list[str], rid: str,
+               path: str) -> tuple[Caller, bool, dict[str, str], bool | None]:
         """The checks before dialling: draining, origin, identity, tags, limits.
 
         Also the connection's own choice of cost events (None: its policy's)."""
@@ -145,7 +159,13 @@ class Relay:
             cost_events = cost_events_asked(request)
         except ValueError as exc:
             raise Refused(errors.invalid_request(str(exc), "invalid_parameter", rid)) from None
-        refusal = self._admit_session(rt, rt.policy(caller), caller, request.query.get("model"))
+        policy = rt.policy(caller)
+        model = request.query.get("model")
+        if not policy.allows_path(path):
+            raise Refused(errors.endpoint_not_allowed(path, rid))
+        if model and policy.unknown_model == "reject" and rt.prices.entry(model, None) is None:
+            raise Refused(errors.model_not_priced(model, rid))
+        refusal = self._admit_session(rt, policy, caller, model)
         if refusal is not None:
             raise Refused(errors.refused(refusal, rid))
         return caller, in_subprotocol, tags, cost_events
@@ -277,8 +297,8 @@ class Relay:
         while True:
             msg = await client.receive()
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                frame = (await session.client_frame(msg.data) if msg.type == WSMsgType.TEXT
-                         else msg.data)
+                # Binary frames too: an upstream may read them as events.
+                frame = await session.client_frame(msg.data)
                 if frame is None:
                     continue
                 try:
@@ -317,8 +337,10 @@ class Relay:
     async def _cancel_and_wait(self, upstream: ClientConnection, session: Session,
                                grace: float) -> None:
         """Cancel the in-progress response and wait (bounded) for its response.done."""
+        cancel = getattr(session.meter, "cancel_event", CANCEL_EVENT)
         try:
-            await upstream.send(CANCEL_EVENT)
+            if cancel is not None:
+                await upstream.send(cancel)
         except ConnectionClosed:
             return
         await _wait_idle(session, grace, session.tasks[1])

@@ -105,12 +105,14 @@ class Session:
 
     @classmethod
     def start(cls, services: SessionServices, caller: Caller, endpoint: str,
-              squota: SessionQuota, model: str | None, tags: dict[str, str] | None = None
-              ) -> "Session":
+              squota: SessionQuota, model: str | None, tags: dict[str, str] | None = None,
+              meter: Any = None) -> "Session":
+        """A session on `endpoint`; `meter` (and `squota`) may be another protocol's
+        (a Responses WebSocket), else a Realtime/Live `SessionMeter`."""
         kind = "live" if endpoint.startswith("/v1/live") else "realtime"
         capturing = services.capture is not None and services.runtime().captures(caller.tenant)
-        session = cls(services, caller, endpoint, SessionMeter(kind, model=model), squota,
-                      tags=dict(tags or {}), capturing=capturing)
+        session = cls(services, caller, endpoint, meter or SessionMeter(kind, model=model),
+                      squota, tags=dict(tags or {}), capturing=capturing)
         services.sessions.add(session)
         services.metrics.sessions_active.labels(caller.tenant).inc()
         return session
@@ -130,9 +132,12 @@ class Session:
         if kind in (SERVER_TEXT if direction == "server" else CLIENT_TEXT):
             capture.frame(self.id, direction, kind, frame)
 
-    async def client_frame(self, frame: str) -> str | None:
-        """A client text frame: the frame to forward (perhaps rewritten), or None."""
+    async def client_frame(self, frame: str | bytes) -> str | bytes | None:
+        """A client frame: the frame to forward (perhaps rewritten), or None."""
         event = self.meter.client_frame(frame)
+        if event.refused is not None:
+            await self._refuse_frame(event.refused)
+            return None
         if self.capturing:
             self._capture("client", event.type, frame)
         if self.cut is not None:
@@ -144,6 +149,22 @@ class Session:
         if cut is not None:
             self.request_cut(cut)
         return forward
+
+    async def _refuse_frame(self, why: str) -> None:
+        """A frame meant as JSON that faregate cannot read is not forwarded: the client
+        gets an error event instead (the session goes on)."""
+        self.services.metrics.usage_problems.labels(self.endpoint, "frame_unreadable").inc()
+        ws = self.client_ws
+        if ws is None or ws.closed:
+            return
+        try:
+            await ws.send_str(orjson.dumps({
+                "type": "error", "event_id": new_event_id(),
+                "error": {"type": "invalid_request_error", "code": "invalid_event",
+                          "message": f"faregate cannot read this event: {why}.",
+                          "param": None, "event_id": None}}).decode())
+        except (ConnectionResetError, RuntimeError):
+            pass
 
     def server_frame(self, frame: str | bytes) -> None:
         calls = self.meter.tool_calls

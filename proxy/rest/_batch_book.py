@@ -25,8 +25,9 @@ from ..caller import Caller
 
 log = logging.getLogger("faregate.batches")
 
-BATCH_PATH = re.compile(r"/v1/batches/([A-Za-z0-9_-]{1,128})")
-CONTENT_PATH = re.compile(r"/v1/files/([A-Za-z0-9_-]{1,128})/content")
+# Any letter case of the API's own words (as the metered classes are matched).
+BATCH_PATH = re.compile(r"/v1/batches/([A-Za-z0-9_-]{1,128})", re.IGNORECASE)
+CONTENT_PATH = re.compile(r"/v1/files/([A-Za-z0-9_-]{1,128})/content", re.IGNORECASE)
 MAX_TRACKED = 100_000  # batches and files remembered in memory
 MAX_PARTIAL = 1_000  # broken-off downloads whose charged lines are remembered
 REMEMBER = timedelta(days=35)  # output files are kept 30 days upstream
@@ -129,13 +130,15 @@ class BatchBook:
 
     # -- what the answers say ----------------------------------------------
 
-    def after_create(self, caller: Caller | None, tags: dict[str, str], body: Any) -> None:
-        """A `POST /v1/batches` answer: remember (and record) who created the batch."""
+    def after_create(self, caller: Caller | None, tags: dict[str, str], body: Any
+                     ) -> str | None:
+        """A `POST /v1/batches` answer: remember (and record) who created the batch;
+        its id, or None when the answer names none."""
         if not isinstance(body, dict) or caller is None:
-            return
+            return None
         batch_id, endpoint = body.get("id"), body.get("endpoint")
         if not (isinstance(batch_id, str) and BATCH_PATH.fullmatch("/v1/batches/" + batch_id)):
-            return
+            return None
         c = caller
         event = BatchEvent(
             id=batch_id, batch_id=batch_id, event="created", tenant=c.tenant, user=c.user,
@@ -143,6 +146,23 @@ class BatchBook:
             endpoint=endpoint[:MAX_NAME] if isinstance(endpoint, str) else "")
         self._note(event)
         self.ledger.record(event)
+        return batch_id
+
+    def adopt(self, file_id: str, caller: Caller, tags: dict[str, str], created: Any) -> None:
+        """A batch output file whose batch faregate never saw created: its lines are
+        charged to the caller downloading it, the file standing in for the batch."""
+        at = (datetime.fromtimestamp(created, timezone.utc)
+              if isinstance(created, int) and created > 0 else datetime.now(timezone.utc))
+        batch_id = "adopted:" + file_id
+        c = caller
+        for event in (
+            BatchEvent(id=batch_id, batch_id=batch_id, event="created", tenant=c.tenant,
+                       user=c.user, key_id=c.key_id, tier=c.tier, tags=dict(tags), at=at),
+            BatchEvent(id="file:" + file_id, batch_id=batch_id, event="output",
+                       tenant=c.tenant, file_id=file_id),
+        ):
+            self._note(event)
+            self.ledger.record(event)
 
     async def after_read(self, body: Any) -> None:
         """A batch object or a list of them: link known batches to their files."""

@@ -4,8 +4,12 @@ A batch costs nothing when it is created; its usage appears later, line by
 line, in its output file. faregate follows the batch through the calls a
 client makes anyway:
 
-1. `POST /v1/batches` — the answer names the batch; faregate records who
-   created it (tenant, user, key, attribution tags) and for which endpoint.
+1. `POST /v1/batches` — admitted first: faregate reads the input file from
+   the upstream and holds the worst case of its lines at batch rates (a file
+   it cannot read: admitted only while the budget is not spent); the hold
+   stays until the output is charged (or two days pass). The answer names
+   the batch; faregate records who created it (tenant, user, key,
+   attribution tags) and for which endpoint.
 2. `GET /v1/batches/{id}` and `GET /v1/batches` — the answers name the
    batch's `output_file_id` (and `error_file_id`) once it has them; faregate
    links file to batch.
@@ -22,26 +26,39 @@ the answers can be read as they pass.
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+import time
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import aiohttp
+from aiohttp import web
 
 from faregate.storage import BatchEvent
 
+from .. import _errors as errors
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import Caller
-from ..meter import Account, Biller, Flow, JsonCollector, LineMeter, Metered
-from ..meter import HoldLast
-from ._batch_book import BATCH_PATH, CONTENT_PATH, MAX_TRACKED, BatchBook
+from ..meter import Account, Biller, Flow, HoldLast, JsonCollector, LineMeter, Metered
+from ..quota import Admission, Policy, Quota, Refusal
+from ._batch_book import BATCH_PATH, CONTENT_PATH, MAX_TRACKED, BatchBook, _put
+from ._batch_input import ask_upstream, lines_worst_case, read_input_lines, side_headers
+from ._intake import Refused
 
 LEDGER_ENDPOINT = "/v1/batches"
+FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+HOLD_S = 2 * 24 * 3600.0  # a creation hold lapses after the 24 h window and a day more
 
 
 def batch_route(method: str, path: str) -> tuple[str, str | None] | None:
     """("create" | "list" | "retrieve" | "content", id) for a Batch API call, else None."""
-    if not (path.startswith("/v1/batches") or path.startswith("/v1/files/")):
+    lowered = path.lower()
+    if not (lowered.startswith("/v1/batches") or lowered.startswith("/v1/files/")):
         return None
     bare = path.rstrip("/")
-    if bare == "/v1/batches":
+    if bare.lower() == "/v1/batches":
         return ("create", None) if method == "POST" else ("list", None) if method == "GET" else None
     if method != "GET":
         return None
@@ -78,16 +95,19 @@ class BatchMeter(HoldLast):
         if self.lines is not None:
             self._bill(self.lines.close())
             self._count()
+            if self.origin is not None:  # the output is charged: its creation hold ends
+                self.batches.release_hold(self.origin.batch_id)
+        elif self.json is not None and self.route == "create":
+            batch_id = self.batches.book.after_create(self.flow.caller, self.flow.tags,
+                                                      self.json.value())
+            if batch_id is not None and self.flow.admission is not None:
+                self.batches.keep_hold(batch_id, self.flow.admission)
+                self.flow.hold_open = True  # not settled with the create call
         return super().close()
 
     async def finish(self) -> None:
-        if self.json is None:
-            return
-        body = self.json.value()
-        if self.route == "create":
-            self.batches.book.after_create(self.flow.caller, self.flow.tags, body)
-        else:
-            await self.batches.book.after_read(body)
+        if self.json is not None and self.route != "create":
+            await self.batches.book.after_read(self.json.value())
 
     def abort(self) -> None:
         """A partly read output file stays chargeable by the next download."""
@@ -124,26 +144,94 @@ class BatchMeter(HoldLast):
 
 
 class Batches:
-    """The Batch API steps of the REST edge: resolve before forwarding, meter after."""
+    """The Batch API steps of the REST edge: admit and resolve before forwarding,
+    meter after."""
 
     def __init__(self, book: BatchBook, biller: Biller, runtime: Callable[[], Runtime],
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, quota: Quota, client: aiohttp.ClientSession) -> None:
         self.book = book
         self.biller = biller
         self.runtime = runtime
         self.metrics = metrics
+        self.quota = quota
+        self.client = client
+        #: batch id -> (its creation's hold, when the hold lapses)
+        self.holds: OrderedDict[str, tuple[Admission, float]] = OrderedDict()
+        self.not_outputs: OrderedDict[str, bool] = OrderedDict()  # files that are no batch's
 
-    async def resolve(self, flow: Flow) -> None:
-        """Before forwarding: a file faregate cannot attribute is not a batch call at all.
+    async def admit_create(self, flow: Flow, parsed: Any, policy: Policy, rt: Runtime,
+                           request: web.Request) -> None:
+        """`POST /v1/batches`: hold the worst case of its input file's lines (or, if the file
+        cannot be read, refuse it while a budget is spent)."""
+        now = datetime.now(timezone.utc)
+        file_id = parsed.get("input_file_id") if isinstance(parsed, dict) else None
+        amount = 1
+        if isinstance(file_id, str) and FILE_ID.fullmatch(file_id):
+            assert flow.caller is not None
+            read = await read_input_lines(self.client, rt.settings.server.upstream, file_id,
+                                          side_headers(request.headers,
+                                                       flow.caller.upstream_authorization))
+            if read is not None:
+                lines, share = read
+                amount = max(1, int(lines_worst_case(lines, policy, rt.prices, now) / share))
+        if self.quota.leasing:
+            await self.quota.ensure(policy, amount, now)
+        result = self.quota.admit(policy, amount, now, shared=rt.settings.upstream_limits)
+        if isinstance(result, Refusal):
+            raise Refused(errors.refused(result, flow.request_id))
+        flow.admission = result
 
-        Such a download is forwarded as any other call (unmetered, and with the
-        client's own Accept-Encoding); every other batch call is read on its way.
+    def keep_hold(self, batch_id: str, admission: Admission) -> None:
+        """The batch exists: its creation's hold stays until its output is charged."""
+        now = time.monotonic()
+        while self.holds:  # lapsed holds first (batches whose output was never read here)
+            oldest, (held, until) = next(iter(self.holds.items()))
+            if until > now and len(self.holds) < MAX_TRACKED:
+                break
+            self.quota.release(held)
+            del self.holds[oldest]
+        self.holds[batch_id] = (admission, now + HOLD_S)
+
+    def release_hold(self, batch_id: str) -> None:
+        held = self.holds.pop(batch_id, None)
+        if held is not None:
+            self.quota.release(held[0])
+
+    async def resolve(self, flow: Flow, request: web.Request) -> None:
+        """Before forwarding: is this download a batch output file still to be charged?
+
+        However the file id was found (a batch lookup, any listing), a file faregate
+        has not linked yet is looked up: its upstream metadata says whether it is a
+        batch output (`purpose: batch_output`); if so, the recent batches are listed
+        to find its creator, else the caller downloading it is charged. A file that
+        is not a batch output, or is charged already, is forwarded as any other call
+        (unmetered, with the client's own Accept-Encoding and Range).
         """
         if flow.batch is None or flow.batch[0] != "content":
             return
         file_id = flow.batch[1]
-        if not file_id or await self.book.resolve(file_id) is None:
+        if not file_id or file_id in self.book.charged or file_id in self.not_outputs:
             flow.batch = None
+            return
+        if await self.book.resolve(file_id) is None and not await self._discover(
+                file_id, flow, request):
+            flow.batch = None
+
+    async def _discover(self, file_id: str, flow: Flow, request: web.Request) -> bool:
+        """An output file faregate did not see linked: find and note its batch."""
+        assert flow.caller is not None
+        upstream = self.runtime().settings.server.upstream
+        headers = side_headers(request.headers, flow.caller.upstream_authorization)
+        meta = await ask_upstream(self.client, f"{upstream}/v1/files/{file_id}", headers)
+        if not isinstance(meta, dict) or meta.get("purpose") != "batch_output":
+            if isinstance(meta, dict):  # not a batch output: never asked again
+                _put(self.not_outputs, file_id, True)
+            return False
+        listing = await ask_upstream(self.client, f"{upstream}/v1/batches?limit=100", headers)
+        await self.book.after_read(listing)
+        if self.book.origin(file_id) is None:  # created elsewhere: the downloader pays
+            self.book.adopt(file_id, flow.caller, flow.tags, meta.get("created_at"))
+        return True
 
     async def meter(self, flow: Flow, status: int) -> BatchMeter | None:
         """The meter for a successful Batch API answer, or None when there is nothing

@@ -17,6 +17,7 @@ from typing import Callable
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from .. import _errors as errors
 from .._capture import MAX_TEXT, Capture
@@ -26,11 +27,28 @@ from ..caller import strip_query
 from ..meter import Biller, Flow, ResponseMeter, classify, endpoint_label, response_meter
 from ..provider import Delegations
 from ..quota import Quota
-from ._admission import UNSEEN_KINDS, check_priced, reserve, reserve_unseen
+from ._admission import (
+    UNSEEN_KINDS,
+    admit_billable,
+    check_endpoint,
+    check_priced,
+    reserve,
+    reserve_unseen,
+)
+from ._background import Background
 from ._batches import Batches, batch_route
-from ._body import BodyTooLarge, UploadCounter
+from ._body import BodyTooLarge, BodyUnreadable, UploadCounter
 from ._headers import response_headers, upstream_headers
-from ._intake import Body, Refused, identify, read_body, read_tags, start_capture
+from ._intake import (
+    Body,
+    Refused,
+    identify,
+    read_body,
+    read_tags,
+    start_capture,
+    unreadable,
+)
+from ._prompts import PromptModels
 
 log = logging.getLogger("faregate.forward")
 access_log = logging.getLogger("faregate.access")
@@ -40,21 +58,25 @@ class Forwarder:
     """The `/v1/*` handler for plain HTTP calls. One per app."""
 
     def __init__(self, runtime: Callable[[], Runtime], client: aiohttp.ClientSession,
-                 quota: Quota, biller: Biller, batches: Batches, unseen: Delegations,
-                 metrics: Metrics, capture: Capture | None) -> None:
+                 quota: Quota, biller: Biller, batches: Batches, background: Background,
+                 unseen: Delegations, metrics: Metrics, capture: Capture | None) -> None:
         self.runtime = runtime
         self.client = client
         self.quota = quota
         self.biller = biller
         self.batches = batches
+        self.background = background
         self.unseen = unseen
         self.metrics = metrics
         self.capture = capture
+        self.prompts = PromptModels()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
+        """Answer one call to `path` (the request's canonical path, see `meter._paths`)."""
         rt = self.runtime()
-        flow = Flow(request.method, request.path, classify(request.method, request.path))
-        flow.batch = batch_route(request.method, request.path)
+        flow = Flow(request.method, path, classify(request.method, path))
+        flow.batch = batch_route(request.method, path)
+        flow.follow = self.background.route(request.method, path)
         try:
             body = await self._admit(request, flow, rt)
             return await self._forward(request, flow, rt, body)
@@ -73,20 +95,31 @@ class Forwarder:
         identify(request, flow, rt, self.unseen.secrets if call else None)
         read_tags(request, flow, body)
         start_capture(flow, body, self.capture, rt)
-        if flow.endpoint is not None:
-            check_priced(flow, rt, self.metrics)
-            if flow.endpoint.kind in UNSEEN_KINDS:
-                await reserve_unseen(flow, rt, body, self.quota, self.unseen.holds)
-            else:
-                await reserve(flow, rt, body.parsed, self.quota)
-        await self.batches.resolve(flow)
+        assert flow.caller is not None
+        policy = rt.policy(flow.caller)
+        check_endpoint(flow, policy, self.metrics)
+        endpoint = flow.endpoint
+        if endpoint is not None and endpoint.kind == "batch":
+            await self.batches.admit_create(flow, body.parsed, policy, rt, request)
+        elif endpoint is not None and endpoint.kind in UNSEEN_KINDS:
+            await reserve_unseen(flow, rt, body, self.quota, policy, self.unseen.holds)
+        elif endpoint is not None and endpoint.metered:
+            self.background.admit(flow)
+            priced = check_priced(flow, rt, policy, self.metrics)
+            await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts, priced)
+        elif endpoint is not None:
+            await admit_billable(flow, rt, self.quota, policy)
+        await self.batches.resolve(flow, request)
         return body
 
     async def _forward(self, request: web.Request, flow: Flow, rt: Runtime, body: Body
                        ) -> web.StreamResponse:
         server = rt.settings.server
         rid = flow.request_id
-        url = server.upstream + strip_query(request.rel_url.raw_path_qs)
+        query = request.rel_url.raw_query_string
+        # The canonical path goes upstream as it is: no client-side normalising after it.
+        url = URL(server.upstream + strip_query(flow.path + ("?" + query if query else "")),
+                  encoded=True)
         headers = upstream_headers(request, flow, rt, body.changed)
         sent = time.perf_counter()
         flow.forwarded = True
@@ -98,6 +131,10 @@ class Forwarder:
         except BodyTooLarge:
             flow.status = 413
             return errors.request_too_large(server.max_body_bytes, rid)
+        except BodyUnreadable:
+            flow.status = 400
+            return unreadable(flow, "a form field that sets the model or the images comes "
+                                    "again after the upload's head").response
         except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             flow.status = 504
             return errors.upstream_timeout(type(exc).__name__, rid)
@@ -105,14 +142,19 @@ class Forwarder:
             if isinstance(body.data, UploadCounter) and body.data.too_large:
                 flow.status = 413
                 return errors.request_too_large(server.max_body_bytes, rid)
+            if isinstance(body.data, UploadCounter) and body.data.unreadable:
+                flow.status = 400
+                return unreadable(flow, "a form field that sets the model or the images "
+                                        "comes again after the upload's head").response
             flow.status = 502
             return errors.upstream_unavailable(type(exc).__name__, rid)
         async with upstream:
             flow.upstream_wait = time.perf_counter() - sent
             flow.status = upstream.status
-            meter = await self.batches.meter(flow, upstream.status) or response_meter(
-                flow, upstream.status, upstream.content_type, body.strip_usage,
-                upstream.headers.get("location"))
+            meter = (await self.batches.meter(flow, upstream.status)
+                     or self.background.meter(flow, upstream.status, upstream.content_type)
+                     or response_meter(flow, upstream.status, upstream.content_type,
+                                       body.strip_usage, upstream.headers.get("location")))
             return await self._relay(request, upstream, flow, meter)
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
@@ -134,13 +176,14 @@ class Forwarder:
                     await response.write(out)
             tail = meter.close()
             complete = True
-            self._bill(flow, meter)
+            self._bill(flow, meter, request)
             await meter.finish()
             if tail:
                 await response.write(tail)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            flow.cut_short = True  # client went away: stop reading, drop the upstream
+            if not complete:  # the client went away mid-answer
+                complete = await self._read_on(upstream, flow, meter, request)
             upstream.close()
         except (aiohttp.ClientPayloadError, aiohttp.ClientError, asyncio.TimeoutError):
             flow.cut_short = True  # upstream broke or stalled mid-body
@@ -151,18 +194,51 @@ class Forwarder:
         finally:
             if not complete:  # cut short: what was seen so far is what gets charged
                 meter.abort()
-                self._bill(flow, meter)
+                self._bill(flow, meter, request)
         return response
 
-    def _bill(self, flow: Flow, meter: ResponseMeter) -> None:
-        """Take the meter's reading and bill the call (once)."""
+    async def _read_on(self, upstream: aiohttp.ClientResponse, flow: Flow,
+                       meter: ResponseMeter, request: web.Request) -> bool:
+        """The client left mid-answer. An answer the upstream has already made (JSON) is
+        read on to its end (bounded by `cancel_grace_s`) and its real usage charged; a
+        stream is not read on (that would keep the model generating at the caller's
+        cost): it is charged as cut short — the prompt as reserved and at least the output
+        the client was sent. True when the answer was read whole and billed."""
+        if not meter.read_on:
+            flow.cut_short = True
+            return False
+        try:
+            async with asyncio.timeout(self.runtime().settings.server.cancel_grace_s):
+                async for chunk in upstream.content.iter_any():
+                    meter.feed(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            flow.cut_short = True
+            return False
+        meter.close()
+        self._bill(flow, meter, request)
+        await meter.finish()
+        return True
+
+    def _bill(self, flow: Flow, meter: ResponseMeter, request: web.Request) -> None:
+        """Take the meter's reading and bill the call (once); a background response that
+        is not final yet keeps its hold and is followed up instead."""
         if flow.billed:
             return
         reading = meter.reading(complete=not flow.cut_short)
         if reading is not None:
             flow.reading = reading
             self.unseen.after_call(flow)  # a minted key or a WebRTC/SIP call: noted, held
+            self._learn_prompt(flow)
+            self.background.track(flow, request.headers)
         self.biller.bill_call(flow)
+
+    def _learn_prompt(self, flow: Flow) -> None:
+        """A stored prompt's answer names its model: later calls are checked against it."""
+        facts, model = flow.facts, flow.reading.model
+        if facts.prompt_id is None or facts.model is not None or not model or not flow.caller:
+            return
+        allowed = self.runtime().policy(flow.caller).allows(model)
+        self.prompts.learn(facts.prompt_id, model, allowed, flow.caller.tenant)
 
     def _observe_latency(self, flow: Flow) -> None:
         flow.overhead = (time.perf_counter() - flow.started) - flow.upstream_wait

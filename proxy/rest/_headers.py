@@ -36,7 +36,11 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-_NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "api-key", "content-length", "expect"}
+#: ... and headers some servers read as another method or path than the request line's.
+_REROUTING = frozenset({"x-http-method-override", "x-http-method", "x-method-override",
+                        "x-original-url", "x-rewrite-url", "x-original-method"})
+_NOT_FORWARDED = (HOP_BY_HOP | _REROUTING
+                  | {"host", "authorization", "api-key", "content-length", "expect"})
 
 
 Headers = list[tuple[str, str]]
@@ -69,12 +73,16 @@ def upstream_headers(request: web.Request, flow: Flow, rt: Runtime, body_changed
     ident = rt.settings.identity
     headers = request.headers
     # Metered responses (and Batch API answers) must be readable: ask for identity.
-    readable = flow.endpoint is not None or flow.batch is not None
+    readable = flow.endpoint is not None or flow.batch is not None or flow.follow is not None
     drop = _request_drop(ident.tenant_header, ident.user_header, readable)
     encoded = "content-encoding" in headers
     if encoded or "connection" in headers:
         # aiohttp hands faregate a decompressed body: it is sent as what it now is.
         drop = drop | _connection_listed(headers) | ({"content-encoding"} if encoded else set())
+    if flow.batch is not None and flow.batch[0] == "content":
+        # A batch output still to be charged is read whole (its lines are charged once);
+        # the client gets the whole file (a server may answer a Range request so).
+        drop = drop | {"range", "if-range"}
     out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
     if flow.caller and flow.caller.upstream_authorization:
         out.append((flow.caller.upstream_header, flow.caller.upstream_authorization))

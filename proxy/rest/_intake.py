@@ -7,6 +7,7 @@ send instead of forwarding. The body is read only as far as metering needs
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +20,15 @@ from .._runtime import Runtime
 from ..caller import BadTags, IdentityError, SecretBook, bearer_token, request_tags, secret_ref
 from ..meter import (
     HEAD_BYTES,
+    MONEY_FIELD,
+    Endpoint,
     Flow,
-    facts_from_call_head,
+    Unreadable,
     facts_from_json,
+    facts_from_call_head,
     facts_from_multipart_head,
     inject_include_usage,
+    strict_json,
 )
 from ._body import BodyTooLarge, UploadCounter, read_bounded, read_head
 
@@ -51,34 +56,75 @@ def too_large(flow: Flow, limit: int) -> Refused:
 
 
 async def read_body(request: web.Request, flow: Flow, limit: int) -> Body:
-    """The request body, bounded; a metered JSON body parsed into `flow.facts`."""
+    """The request body, bounded; a metered body read into `flow.facts`.
+
+    A body faregate must read (JSON of a metered or billable call, the form
+    fields of a metered upload) and cannot read is refused here, before
+    anything is forwarded: 400 `invalid_request_body`.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise too_large(flow, limit)
     endpoint = flow.endpoint
     body = Body()
     try:
-        if endpoint is not None and endpoint.body == "json":
+        ctype = request.content_type if "Content-Type" in request.headers else ""
+        shape = _shape(endpoint, ctype) if endpoint is not None else "stream"
+        if shape == "json":
             raw = await read_bounded(request.content, limit)
-            try:
-                body.parsed = orjson.loads(raw) if raw else None
-            except orjson.JSONDecodeError:
-                body.parsed = None  # the upstream answers malformed JSON itself
-            flow.facts = facts_from_json(endpoint, body.parsed, len(raw))
-            if (endpoint.kind == "chat" and flow.facts.stream and not flow.facts.include_usage
-                    and isinstance(body.parsed, dict)):
-                raw = orjson.dumps(inject_include_usage(body.parsed))
-                body.changed = body.strip_usage = True
-            body.data = raw
+            _read_json(raw, flow, body)
         elif request.body_exists:
-            head = await read_head(request.content, HEAD_BYTES)
-            if endpoint is not None:
-                sniff = (facts_from_call_head if endpoint.kind == "realtime_call"
-                         else facts_from_multipart_head)
-                flow.facts = sniff(head, request.content_length or 0)
-            body.data = UploadCounter(head, request.content, limit)
+            watch = MONEY_FIELD if shape == "form" and endpoint.metered else None  # type: ignore[union-attr]
+            head = await read_head(request.content, HEAD_BYTES, watch and _MODEL_FIELD, limit)
+            if endpoint is not None and endpoint.kind == "realtime_call":  # a WebRTC offer
+                flow.facts = facts_from_call_head(head, request.content_length or 0)
+            elif shape == "form":
+                flow.facts = facts_from_multipart_head(head, request.content_length or 0)
+            body.data = UploadCounter(head, request.content, limit, watch)
     except BodyTooLarge:
         raise too_large(flow, limit) from None
+    except Unreadable as exc:
+        raise unreadable(flow, str(exc)) from None
     return body
+
+
+#: Content types of billable calls that are passed on unread (WebRTC offers, raw bytes).
+_OPAQUE = frozenset({"application/sdp", "application/octet-stream"})
+_MODEL_FIELD = re.compile(rb'[;\s]name="model"', re.IGNORECASE)
+
+
+def _shape(endpoint: Endpoint, content_type: str) -> str:
+    """How a call's body is read: "json" (parsed whole), "form" (fields from its head)
+    or "stream" (passed on unread)."""
+    multipart = content_type.startswith("multipart/")
+    if endpoint.body == "json":
+        return "json"
+    if endpoint.body == "multipart":
+        if content_type == "application/json":
+            return "json"
+        if not multipart:
+            raise Unreadable(f"a {content_type or 'body'} where a multipart form is expected")
+        return "form"
+    if multipart:
+        return "form"
+    return "stream" if content_type in _OPAQUE else "json"
+
+
+def _read_json(raw: bytes, flow: Flow, body: Body) -> None:
+    endpoint = flow.endpoint
+    assert endpoint is not None
+    body.parsed = strict_json(raw) if raw.strip() else None
+    flow.facts = facts_from_json(endpoint, body.parsed, len(raw))
+    if (endpoint.kind == "chat" and flow.facts.stream and not flow.facts.include_usage
+            and isinstance(body.parsed, dict)):
+        raw = orjson.dumps(inject_include_usage(body.parsed))
+        body.changed = body.strip_usage = True
+    body.data = raw
+
+
+def unreadable(flow: Flow, why: str) -> Refused:
+    return Refused(errors.invalid_request(
+        f"faregate cannot read this request body: {why}.", "invalid_request_body",
+        flow.request_id))
 
 
 def identify(request: web.Request, flow: Flow, rt: Runtime,
