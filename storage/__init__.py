@@ -12,12 +12,14 @@ from ._money import format_usd, nanos_to_usd
 from ._periods import PERIODS, parse_date_range, period_bounds
 from ._queries import group_tag
 from ._journal import JournalBusy
+from ._store import LedgerUnavailable, store_address
 from ._record import (
     END_REASONS,
     TOKEN_COLUMNS,
     AlertRecord,
     BatchEvent,
     LedgerRecord,
+    ObjectRecord,
     SessionRecord,
     new_id,
     random_hex,
@@ -40,6 +42,8 @@ __all__ = [
     "INPUT_CLASSES",
     "OUTPUT_CLASSES",
     "JournalBusy",
+    "LedgerUnavailable",
+    "ObjectRecord",
     "PERIODS",
     "TOKEN_COLUMNS",
     "Ledger",
@@ -56,4 +60,5 @@ __all__ = [
     "period_bounds",
     "render_report",
     "report_dict",
+    "store_address",
 ]

@@ -18,7 +18,14 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from ._periods import epoch_ms, utc_stamp
-from ._record import TOKEN_COLUMNS, AlertRecord, BatchEvent, LedgerRecord, SessionRecord
+from ._record import (
+    TOKEN_COLUMNS,
+    AlertRecord,
+    BatchEvent,
+    LedgerRecord,
+    ObjectRecord,
+    SessionRecord,
+)
 from ._sessions import (
     SESSION_COLUMNS,
     decode_tags,
@@ -150,6 +157,21 @@ def batch_from_row(row: Sequence[Any]) -> BatchEvent:
         endpoint=v["endpoint"] or "", file_id=v["file_id"], at=datetime.fromisoformat(v["at"]))
 
 
+OBJECT_COLUMNS: tuple[str, ...] = ("id", "kind", "tenant", "user_id", "key_id", "created_at",
+                                   "created_ms")
+
+
+def object_to_row(o: ObjectRecord) -> Row:
+    at = o.at.astimezone(timezone.utc)
+    return (o.id, o.kind, o.tenant, o.user, o.key_id, at.isoformat(), epoch_ms(at))
+
+
+def object_from_row(row: Sequence[Any]) -> ObjectRecord:
+    v = dict(zip(OBJECT_COLUMNS, row))
+    return ObjectRecord(id=v["id"], kind=v["kind"], tenant=v["tenant"], user=v["user_id"],
+                        key_id=v["key_id"], at=datetime.fromisoformat(v["created_at"]))
+
+
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
                charge_from_row, added=(0, None, "{}"))  # 0006 savings, billed; 0008 tags
 
@@ -157,9 +179,11 @@ SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_sessio
                 from_session_row, added=("{}", 0))  # 0008 tags, tool_calls
 ALERTS = Kind("alert", "alerts", ALERT_COLUMNS, AlertRecord, alert_to_row, alert_from_row)
 BATCHES = Kind("batch", "batches", BATCH_COLUMNS, BatchEvent, batch_to_row, batch_from_row)
+OBJECTS = Kind("object", "objects", OBJECT_COLUMNS, ObjectRecord, object_to_row,
+               object_from_row)  # 0030
 
 #: Every kind by journal tag. Add new kinds here (and a migration for their table).
-KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES)}
+KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES, OBJECTS)}
 _BY_TYPE: dict[type, Kind] = {k.record_type: k for k in KINDS.values()}
 
 

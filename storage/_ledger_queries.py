@@ -10,18 +10,19 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from ._kinds import ALERTS, BATCHES, SESSIONS
+from ._kinds import ALERTS, BATCHES, OBJECTS, SESSIONS
 from ._lookups import (
     alerts_sql,
     batch_events_by_id_sql,
     batch_events_sql,
     claim_alert_sql,
     claim_sql,
+    objects_by_id_sql,
     session_sql,
     sessions_sql,
     spend_since_sql,
 )
-from ._record import AlertRecord, BatchEvent, LedgerRecord, SessionRecord
+from ._record import AlertRecord, BatchEvent, LedgerRecord, ObjectRecord, SessionRecord
 from ._report import UsageReport
 from ._sessions import REBUILD_SELECT, rebuilt_session
 from ._store import Store
@@ -123,6 +124,13 @@ class LedgerQueries:
             return []
         sql, args = batch_events_by_id_sql(self._store.placeholder, ids)
         return [BATCHES.from_row(r) for r in await self._store.fetch(sql, args)]
+
+    async def objects_by_id(self, ids: list[str]) -> list[ObjectRecord]:
+        """Who owns these objects (what this or another replica recorded)."""
+        if not ids:
+            return []
+        sql, args = objects_by_id_sql(self._store.placeholder, ids)
+        return [OBJECTS.from_row(r) for r in await self._store.fetch(sql, args)]
 
     async def claim_batch(self, event: BatchEvent) -> bool:
         """Write a batch event now; False if it exists (another process claimed it)."""

@@ -157,6 +157,19 @@ class BatchEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """An upstream object created through faregate (a stored response, a file, a
+    batch, …) and the tenant it belongs to. The first record of an id wins."""
+
+    id: str  # the upstream's object id: resp_…, conv_…, file-…, batch_…, vs_…, …
+    kind: str  # response, conversation, file, batch, vector_store, container, upload, …
+    tenant: str
+    user: str | None = None
+    key_id: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRecord:
     """A budget threshold crossed and announced (its id makes it happen once)."""
 
