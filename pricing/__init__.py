@@ -10,16 +10,20 @@
 - `price(usage, model, at)` -> `Charge`, with a per-class breakdown.
 - `ToolScan` / `find_service_tier` / `request_tool_options`: the hosted-tool
   calls and the applied service tier, read from response bytes.
+- `implausible(usage, price, kind)`: why a usage cannot be what one call used
+  (beyond the model's `context_window` / `max_output_tokens`, or flagged).
 - `check_price_table`: whole-table checks for `faregate prices --check`.
 - `format_price_table`: the table as text, for `faregate prices`.
 """
 
+from ._bounds import implausible, most_possible
 from ._charge import Charge, to_nanos
 from ._check import check_price_table
 from ._check import describe as describe_price_table
 from ._find import find_json_str, find_usage
 from ._format import format_price_table
 from ._normalise import (
+    IMPLAUSIBLE,
     usage_for_endpoint,
     usage_from_chat,
     usage_from_embeddings,
@@ -53,6 +57,7 @@ from ._usage import (
 
 __all__ = [
     "CACHED_CLASSES",
+    "IMPLAUSIBLE",
     "Charge",
     "DEFAULT_TIERS",
     "INPUT_CLASSES",
@@ -73,6 +78,8 @@ __all__ = [
     "find_json_str",
     "find_usage",
     "format_price_table",
+    "implausible",
+    "most_possible",
     "load_price_table",
     "loads_price_table",
     "price",

@@ -4,7 +4,9 @@ Each endpoint reports usage in its own shape; the functions here read those
 shapes from already-parsed JSON and never raise. Missing or null fields count
 as 0. A field of the wrong type, a negative or absurd count, or parts that do
 not add up (more cached tokens than input tokens) count as 0 / are clamped,
-and the result carries the flag `usage_malformed`. No usage at all where the
+and the result carries the flag `usage_malformed`; a value that cannot be a
+count at all (wrong type, negative, absurd) also `usage_implausible`, on
+which the proxy charges the call's reservation instead. No usage at all where the
 endpoint should report it gives an empty `Usage` flagged `usage_missing`.
 
 Overlapping provider counts are split so the classes are disjoint:
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from ._table import PriceTable
 
 MALFORMED = "usage_malformed"
+#: Counts that cannot be true (negative, mistyped, absurd): the proxy charges the
+#: call's reservation instead of this report (always flagged with MALFORMED too).
+IMPLAUSIBLE = "usage_implausible"
 MISSING = "usage_missing"
 UNKNOWN_ENDPOINT = "usage_unknown_endpoint"
 
@@ -38,14 +43,18 @@ class _Reader:
     """Reads counts out of untrusted dicts, remembering whether any was bad."""
 
     def __init__(self) -> None:
-        self.malformed = False
+        self.malformed = False  # parts that do not add up (clamped)
+        self.implausible = False  # values that cannot be counts at all
+
+    def bad(self) -> None:
+        self.malformed = self.implausible = True
 
     def obj(self, value: Any) -> Mapping[str, Any]:
         if value is None:
             return {}
         if isinstance(value, Mapping):
             return value
-        self.malformed = True
+        self.bad()
         return {}
 
     def count(self, container: Mapping[str, Any], key: str) -> int:
@@ -58,18 +67,18 @@ class _Reader:
         if value is None:
             return 0
         if isinstance(value, bool):
-            self.malformed = True
+            self.bad()
             return 0
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):
-            self.malformed = True
+            self.bad()
             return 0
         if value < 0:
-            self.malformed = True
+            self.bad()
             return 0
         if value > MAX_COUNT:
-            self.malformed = True
+            self.bad()
             return MAX_COUNT
         return value
 
@@ -77,18 +86,18 @@ class _Reader:
         if value is None:
             return Decimal(0)
         if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-            self.malformed = True
+            self.bad()
             return Decimal(0)
         try:
             amount = value if isinstance(value, Decimal) else Decimal(str(value))
         except (InvalidOperation, ValueError):
-            self.malformed = True
+            self.bad()
             return Decimal(0)
         if not amount.is_finite() or amount < 0:
-            self.malformed = True
+            self.bad()
             return Decimal(0)
         if amount > MAX_SECONDS:
-            self.malformed = True
+            self.bad()
             return MAX_SECONDS
         return amount
 
@@ -100,7 +109,8 @@ class _Reader:
         return part
 
     def flags(self, *extra: str) -> tuple[str, ...]:
-        return ((MALFORMED,) if self.malformed else ()) + extra
+        return (((MALFORMED,) if self.malformed else ())
+                + ((IMPLAUSIBLE,) if self.implausible else ()) + extra)
 
 
 def _top(r: _Reader, u: Any) -> Mapping[str, Any] | None:
@@ -109,7 +119,7 @@ def _top(r: _Reader, u: Any) -> Mapping[str, Any] | None:
         return None
     if isinstance(u, Mapping):
         return u
-    r.malformed = True
+    r.bad()
     return {}
 
 

@@ -38,7 +38,11 @@ TIER_ALIASES = {"fast": "priority"}
 #: Spellings of the standard tier in responses (`auto` is a request setting).
 DEFAULT_TIERS = frozenset({"default", "standard", "auto", ""})
 
-_PERIOD_META = ("effective", "source", "per_image_variants", "long_context") + TIERS
+#: What a model can possibly use in one call (optional, per period): the tokens of
+#: its context window (input and output together) and the most it writes.
+LIMIT_KEYS: tuple[str, ...] = ("context_window", "max_output_tokens")
+
+_PERIOD_META = ("effective", "source", "per_image_variants", "long_context") + TIERS + LIMIT_KEYS
 
 OVERRIDE_SOURCE = "config"
 
@@ -80,6 +84,8 @@ class Price:
     source: str = ""
     tiers: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # tier -> own rates
     long_context: LongContext | None = None
+    context_window: int | None = None  # tokens in and out of one call, at most
+    max_output_tokens: int | None = None  # tokens one call writes, at most
 
     def rate(self, name: str) -> Decimal | None:
         return self.rates.get(name)
@@ -276,9 +282,10 @@ class PriceTable:
                 raise PriceTableError("pricing.models: empty model name")
             if not isinstance(raw_rates, Mapping):
                 raise PriceTableError(f"pricing.models.{raw_name}: expected a table of rates")
-            rates = _rates({k: v for k, v in raw_rates.items() if v is not None},
-                           f"pricing.models.{raw_name}")
-            periods[name] = (Price(family=name, rates=rates, source=OVERRIDE_SOURCE),)
+            given = {k: v for k, v in raw_rates.items() if v is not None}
+            rates = _rates(given, f"pricing.models.{raw_name}", meta=LIMIT_KEYS)
+            periods[name] = (Price(family=name, rates=rates, source=OVERRIDE_SOURCE,
+                                   **_limits(given, f"pricing.models.{raw_name}")),)
             canonical[name] = {k: _canon(v) for k, v in sorted(rates.items())}
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(blob).hexdigest()[:8]
@@ -361,7 +368,20 @@ def _period(family: str, raw: Mapping[str, Any], where: str) -> Price:
         source=_source(raw, where),
         tiers=tiers,
         long_context=long_context,
+        **_limits(raw, where),
     )
+
+
+def _limits(raw: Mapping[str, Any], where: str) -> dict[str, int]:
+    """`context_window` / `max_output_tokens`, when given: positive token counts."""
+    out = {}
+    for key in LIMIT_KEYS:
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise PriceTableError(f"{where}.{key}: expected a positive token count")
+            out[key] = value
+    return out
 
 
 def _table(value: Any, where: str) -> Mapping[str, Any]:

@@ -19,6 +19,7 @@ from typing import Callable
 from faregate.pricing import PriceTable, load_price_table
 
 from ._config import ConfigError, Settings, load_settings
+from ._logging import hide
 from .caller import Caller, Directory
 from .quota import Policy, policy_for
 
@@ -49,6 +50,12 @@ class Runtime:
         t = self.settings.tenants.get(tenant)
         return t.markup if t is not None else None
 
+    def refuses_without_ledger(self, policy: Policy) -> bool:
+        """`[storage] on_ledger_failure`: refuse this caller's metered calls while no
+        charge can be kept? Unset: refuse callers with a USD limit, serve the rest."""
+        choice = self.settings.storage.on_ledger_failure
+        return choice == "refuse" or (choice is None and bool(policy.budgets))
+
     def captures(self, tenant: str) -> bool:
         """The tenant opted in to conversation capture (it also needs the key)."""
         t = self.settings.tenants.get(tenant)
@@ -56,11 +63,13 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
-        overrides = {name: p.rates() for name, p in settings.pricing.models.items()}
+        overrides = {name: p.entry() for name, p in settings.pricing.models.items()}
         table = load_price_table()
         if overrides:
             table = table.with_overrides(overrides)
-        return cls(settings, Directory(settings), table)
+        directory = Directory(settings)
+        hide(directory.upstream_keys())
+        return cls(settings, directory, table)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -76,6 +85,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     changed = []
     if old.server.listen != new.server.listen:
         changed.append("[server] listen")
+    if old.server.metrics_listen != new.server.metrics_listen:
+        changed.append("[server] metrics_listen")
     if old.storage != new.storage:
         changed.append("[storage]")
     return changed

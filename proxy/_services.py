@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from faregate.storage import Ledger, LedgerRecord
+from faregate.storage import JOURNAL_FAILURES, Ledger, LedgerRecord, LedgerUnavailable
 
 from . import _errors as errors
 from ._capture import open_capture
@@ -28,6 +28,7 @@ from .admin import Admin
 from .alerts import Alerting, Notifier
 from .caller import SecretBook
 from .meter import Biller
+from .objects import Objects, Owners
 from .quota import Leases, Quota
 from .realtime import Relay, Sessions, SessionServices, is_websocket
 from .rest import BatchBook, Batches, Forwarder, safe_path
@@ -76,16 +77,21 @@ class Services:
             lambda level, channel, ok: metrics.alerts_sent.labels(level, channel).inc()
             if ok else None)
         self.capture = open_capture(settings, metrics)
-        self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting)
+        self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting,
+                             journal=ledger)
         self.batches = BatchBook(ledger)
+        # Another replica's new object row reaches the database within a flush or two.
+        self.objects = Objects(
+            Owners(ledger, settle_s=min(2.0, 3 * settings.storage.flush_interval_ms / 1000)),
+            self.current)
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
             Batches(self.batches, self.biller, self.current, metrics), self.secrets, metrics,
-            self.capture)
+            self.capture, self.objects)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),
-            self.quota, self.secrets, lambda: self.draining)
+            self.quota, self.secrets, lambda: self.draining, self.objects)
         self.admin = Admin(self.current, ledger, self.sessions, self.quota.book, self.capture,
                            reload)
         self._purge: asyncio.Task | None = None
@@ -101,14 +107,18 @@ class Services:
     async def start(cls, runtime: Runtime, metrics: Metrics, reload: Reload) -> "Services":
         """Open the ledger, seed budgets and alerts from it, start the background work."""
         storage = runtime.settings.storage
-        ledger = await Ledger.open(
-            storage.url,
-            flush_interval_ms=storage.flush_interval_ms,
-            batch_size=storage.batch_size,
-            on_written=lambda n, result: metrics.ledger_records.labels(result).inc(n),
-            journal_dir=storage.journal_dir,
-            queue_limit=storage.queue_limit,
-        )
+        try:
+            ledger = await Ledger.open(
+                storage.url,
+                flush_interval_ms=storage.flush_interval_ms,
+                batch_size=storage.batch_size,
+                on_written=lambda n, result: metrics.ledger_records.labels(result).inc(n),
+                journal_dir=storage.journal_dir,
+                queue_limit=storage.queue_limit,
+            )
+        except LedgerUnavailable as exc:
+            log.error("the ledger cannot be opened", extra={"reason": str(exc)})
+            raise
         services = cls(runtime, metrics, ledger, upstream_client(runtime), reload)
         await services._load()
         return services
@@ -161,21 +171,27 @@ class Services:
         m.ledger_queue_depth.set(ledger.queue_depth)
         m.ledger_journal_bytes.set(ledger.journal_bytes)
         m.ledger_oldest_unwritten.set(ledger.oldest_unwritten_seconds)
+        failing = ledger.journal_failing
+        for reason in JOURNAL_FAILURES:
+            m.ledger_journal_failing.labels(reason).set(1 if reason == failing else 0)
+        m.ledger_accepting.set(1 if ledger.accepting else 0)
         return web.Response(body=m.render(), headers={"content-type": CONTENT_TYPE})
 
     async def healthz(self, _: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
     async def readyz(self, _: web.Request) -> web.Response:
+        problems = self.ledger.problems()
         checks = {
-            "ledger": self.ledger.healthy,
+            "ledger": not problems,
+            "ledger_accepting": self.ledger.accepting,
             "upstream_client": not self.client.closed,
             "accepting": not self.draining,
         }
         ok = all(checks.values())
         body: dict = {"status": "ready" if ok else "degraded", "checks": checks}
-        if not self.ledger.healthy:
-            body["reasons"] = {"ledger": self.ledger.last_error}
+        if problems:  # in words: which part, which backend at which address, what went wrong
+            body["reasons"] = {"ledger": "; ".join(problems.values()), **problems}
         return _json(body, 200 if ok else 503)
 
     # -- the end ----------------------------------------------------------------

@@ -43,8 +43,11 @@ async def _tune_gc(_app) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    import logging
+
     from ._app import build_app
     from ._logging import setup_logging
+    from ._scrape import exposure_warning
 
     setup_logging(os.environ.get("FAREGATE_LOG_LEVEL", "INFO"))
     settings, path = _settings(args.config)
@@ -54,6 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"faregate: --listen must be HOST:PORT, got {listen!r}", file=sys.stderr)
         return EXIT_CONFIG
+    exposed = exposure_warning(settings.server, listen)
+    if exposed:
+        print(f"faregate: warning: {exposed}", file=sys.stderr, flush=True)
+        logging.getLogger("faregate.app").warning("metrics unprotected",
+                                                  extra={"why": exposed})
     app = build_app(settings, path)
     app.on_startup.append(_tune_gc)
     app.on_shutdown.insert(0, _second_signal_exits)

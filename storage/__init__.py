@@ -12,6 +12,7 @@ from ._money import format_usd, nanos_to_usd
 from ._periods import PERIODS, parse_date_range, period_bounds
 from ._queries import group_tag
 from ._journal import JournalBusy
+from ._journal_watch import REASONS as JOURNAL_FAILURES
 from ._store import LedgerUnavailable, store_address
 from ._record import (
     END_REASONS,
@@ -41,6 +42,7 @@ __all__ = [
     "GROUPS",
     "INPUT_CLASSES",
     "OUTPUT_CLASSES",
+    "JOURNAL_FAILURES",
     "JournalBusy",
     "LedgerUnavailable",
     "ObjectRecord",

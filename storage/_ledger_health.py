@@ -68,6 +68,12 @@ class JournalHealth:
         self._markers.opened(rec.id, segment)
         return True
 
+    def unmark(self, charge_id: str) -> None:
+        """A marked call that will never be charged (a reservation released): done."""
+        segment = self._markers.open.pop(charge_id, None)
+        if segment is not None and self._journal is not None:
+            self._journal.confirm({segment: 1})
+
     @property
     def accepting(self) -> bool:
         """Can a charge be kept now: by the journal, or in memory while the database

@@ -7,8 +7,10 @@ Two modes (DESIGN §3 `[identity]`):
   ``allow_header_identity`` is on, the tenant/user headers do; else the
   tenant is ``default``.
 * ``keys`` — callers present a faregate key listed in ``[[keys]]``; it is
-  swapped for the real key read from ``upstream_api_key_env``. An unknown
-  key is refused with 401 and never reaches the upstream.
+  swapped for the real key read from ``upstream_api_key_env`` — or the
+  tenant's own ``[tenants.X] upstream_api_key_env`` (one OpenAI project per
+  tenant, so the upstream isolates tenants too). An unknown key is refused
+  with 401 and never reaches the upstream.
 
 Keys are compared by sha256 digest in a dict lookup; the plaintext key is
 never stored, logged, or recorded (the ledger gets a short fingerprint).
@@ -114,6 +116,35 @@ class Directory:
                         extra={"key_path": f"keys[{i}].key_env", "variable": entry.key_env},
                     )
         self._upstream_key = env.get(settings.server.upstream_api_key_env) or None
+        #: tenant -> (variable, its key or None): one upstream project per tenant
+        self._tenant_keys: dict[str, tuple[str, str | None]] = {
+            name: (t.upstream_api_key_env, env.get(t.upstream_api_key_env) or None)
+            for name, t in settings.tenants.items() if t.upstream_api_key_env}
+        for name, (variable, key) in self._tenant_keys.items():
+            if settings.identity.mode != "keys":
+                log.warning("a tenant's upstream key applies in keys mode only",
+                            extra={"key_path": f"tenants.{name}.upstream_api_key_env"})
+            elif key is None:
+                log.warning("a tenant's upstream key variable is unset: its calls are refused",
+                            extra={"key_path": f"tenants.{name}.upstream_api_key_env",
+                                   "variable": variable})
+
+    def upstream_keys(self) -> list[str]:
+        """Every upstream key this config injects (to scrub their fragments everywhere)."""
+        keys = [self._upstream_key] + [k for _, k in self._tenant_keys.values()]
+        return [k for k in keys if k]
+
+    def _upstream_for(self, tenant: str) -> str:
+        """The authorization a keys-mode call of `tenant` sends upstream."""
+        own = self._tenant_keys.get(tenant)
+        if own is not None:
+            variable, key = own
+            if key is None:  # never fall back to the shared key: that would undo the isolation
+                raise MissingUpstreamKey(variable)
+            return f"Bearer {key}"
+        if not self._upstream_key:
+            raise MissingUpstreamKey(self.settings.server.upstream_api_key_env)
+        return f"Bearer {self._upstream_key}"
 
     def identify(
         self,
@@ -134,9 +165,7 @@ class Directory:
         if ident.mode == "keys":
             if entry is None:
                 raise UnknownKey()
-            if not self._upstream_key:
-                raise MissingUpstreamKey(self.settings.server.upstream_api_key_env)
-            upstream_auth = f"Bearer {self._upstream_key}"
+            upstream_auth = self._upstream_for(entry.tenant)
         else:
             upstream_auth = f"Bearer {token}" if token else None
 

@@ -18,6 +18,7 @@ from ._lines import KINDS as BATCH_KINDS
 from ._lines import JsonCollector, LineMeter, line_id
 from ._reading import HoldLast, Metered, Reading, ResponseMeter
 from ._sample import HEAD_BYTES, BodySample, JsonMeter
+from ._scrub import ScrubMeter
 from ._session import ClientEvent, SessionMeter
 from ._shapes import response_meter
 from ._sse import SseMeter
@@ -40,6 +41,7 @@ __all__ = [
     "Reading",
     "RequestFacts",
     "ResponseMeter",
+    "ScrubMeter",
     "SessionMeter",
     "SseMeter",
     "call_usage",

@@ -7,38 +7,53 @@ REST calls (`bill_call`), Realtime/Live responses and batch output lines
 budget hold swapped for the real amount (or spend without a hold), and the
 model's spend noted for the alert's top models. A pricing bug never loses
 the record: it is kept at $0, flagged `pricing_error`.
+
+Usage that cannot be true (beyond the model's context window or maximum
+output, negative, mistyped) is not charged at face value, nor at $0: the
+call is charged at its reservation, flagged `usage_implausible`, logged and
+noted for the budget alert. Before a metered call goes upstream, `start()`
+journals its start marker: the charge it gets at its reservation, flagged
+`interrupted`, if a crash comes before it settles (its real charge reuses
+the marker's id, so only one of them can ever be in the ledger).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Callable
+from typing import Callable, Protocol
 
 from faregate.pricing import (
+    IMPLAUSIBLE,
     TOKEN_CLASSES,
     Charge,
     PriceTable,
     Usage,
+    implausible,
+    most_possible,
     price,
     to_nanos,
     token_counts,
 )
-from faregate.storage import LedgerRecord
+from faregate.storage import LedgerRecord, new_id
 
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..alerts import Alerting
 from ..caller import Caller
 from ..quota import Admission, Policy, Quota
-from ._consumed import call_usage
+from ._consumed import call_usage, usage_estimate
 from ._endpoints import endpoint_label
 from ._flow import Flow
 from ._reading import Metered
 
 log = logging.getLogger("faregate.meter")
+
+#: A charge made from a call's start marker: a crash came before the call settled.
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,7 @@ def charge_record(
     at: datetime, request_id: str, latency_ms: float = 0.0,
     session_id: str | None = None, response_id: str | None = None,
     markup: Decimal | None = None, tags: dict[str, str] | None = None,
+    record_id: str | None = None,
 ) -> LedgerRecord:
     """The ledger row for one priced charge (REST call, session response, batch line).
 
@@ -90,6 +106,7 @@ def charge_record(
         savings_nanos=charge.savings_nanos,
         billed_nanos=None if markup is None else to_nanos(charge.cost * (1 + markup)),
         tags=tags or {},
+        **({"id": record_id} if record_id else {}),
     )
 
 
@@ -139,14 +156,74 @@ def _priced(usage: Usage, model: str, at: datetime, table: PriceTable, context: 
                       flags=("pricing_error",)), cost=Decimal(0), priced=False)
 
 
+class Journal(Protocol):
+    """What the biller needs of the ledger beyond `record`: start markers, and
+    whether a charge can be kept at all (`faregate.storage.Ledger`)."""
+
+    accepting: bool
+
+    def mark(self, rec: LedgerRecord) -> bool: ...
+
+    def unmark(self, charge_id: str) -> None: ...
+
+
 class Biller:
     def __init__(self, runtime: Callable[[], Runtime], record: Callable[[LedgerRecord], None],
-                 metrics: Metrics, quota: Quota, alerting: Alerting) -> None:
+                 metrics: Metrics, quota: Quota, alerting: Alerting,
+                 journal: Journal | None = None) -> None:
         self._runtime = runtime
         self._record = record
         self.metrics = metrics
         self.quota = quota
         self.alerting = alerting
+        self._journal = journal
+
+    def accepting(self) -> bool:
+        """Can the ledger keep a charge now (journal, or memory with the database up)?"""
+        return self._journal is None or self._journal.accepting
+
+    # -- start markers --------------------------------------------------------
+
+    def start(self, flow: Flow) -> None:
+        """A metered call is about to go upstream: journal its start marker."""
+        admission = flow.admission
+        if admission is None or flow.caller is None or flow.endpoint is None:
+            return
+        flow.charge_id = new_id()
+        if self._journal is not None:
+            self._journal.mark(self._marker(
+                flow.caller, admission, flow.facts.model, flow.endpoint.path, flow.request_id,
+                flow.tags, flow.charge_id))
+
+    def start_response(self, account: Account, hold: Admission, model: str | None) -> None:
+        """A Realtime response was reserved: journal its start marker (the hold keeps its id)."""
+        hold.marker = new_id()
+        if self._journal is not None:
+            self._journal.mark(self._marker(
+                account.caller, hold, model, account.endpoint, account.request_id, account.tags,
+                hold.marker, account.session_id))
+
+    def unmark(self, hold: Admission) -> None:
+        """A reserved response that will never be charged (released): its marker is done."""
+        if hold.marker is not None and self._journal is not None:
+            self._journal.unmark(hold.marker)
+
+    def _marker(self, caller: Caller, hold: Admission, model: str | None, endpoint: str,
+                request_id: str, tags: dict[str, str], record_id: str,
+                session_id: str | None = None) -> LedgerRecord:
+        """The charge a call gets if a crash comes before it settles: its reservation."""
+        worst = hold.worst if isinstance(hold.worst, Usage) else Usage()
+        amount = hold.hold.amount
+        markup = self._runtime().markup(caller.tenant)
+        return LedgerRecord(
+            tenant=caller.tenant, user=caller.user, key_id=caller.key_id,
+            model=(model or "unknown")[:128], endpoint=endpoint, status=0, cost_nanos=amount,
+            id=record_id, request_id=request_id, tokens=worst.tokens(), estimated=True,
+            flags=(INTERRUPTED,), tags=tags, session_id=session_id, price_version="reservation",
+            response_id=f"interrupted:{record_id}" if session_id else None,
+            billed_nanos=None if markup is None else int(amount * (1 + markup)))
+
+    # -- charges ----------------------------------------------------------------
 
     def bill_call(self, flow: Flow) -> Charge | None:
         """A finished REST call, once: priced, recorded, counted, its hold settled.
@@ -171,6 +248,12 @@ class Biller:
             log.exception("usage reading failed", extra={"request_id": flow.request_id})
             usage, problem = Usage(estimated=True, flags=("pricing_error",)), "pricing_error"
         model = flow.model or "unknown"
+        tools = bool(flow.facts.tools or usage.tool_calls)
+        believed = self._believable(usage, model, at, rt.prices, flow.endpoint.kind, tools,
+                                    flow.admission, lambda: usage_estimate(flow),
+                                    flow.request_id)
+        if believed is not None:
+            usage, problem = believed, IMPLAUSIBLE
         charge = _priced(usage, model, at, rt.prices, flow.request_id)
         if charge.usage.flags == ("pricing_error",):
             problem = "pricing_error"
@@ -178,13 +261,32 @@ class Biller:
         self._record(charge_record(
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
-            response_id=flow.reading.response_id, markup=markup, tags=flow.tags))
+            response_id=flow.reading.response_id, markup=markup, tags=flow.tags,
+            record_id=flow.charge_id))
         observe(self.metrics, flow, charge, problem)
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)
         elif flow.admission is not None:
+            if believed is not None:
+                self.alerting.note_implausible(flow.admission.policy, at, charge.cost_nanos)
             self._settle(flow.admission.policy, flow.admission, charge, at)
         return charge
+
+    def _believable(self, usage: Usage, model: str, at: datetime, table: PriceTable,
+                    kind: str, tools: bool, hold: Admission | None,
+                    fallback: Callable[[], Usage], context: str) -> Usage | None:
+        """None if `usage` can be true; else what to charge instead — the reservation
+        (or `fallback()` when nothing was reserved), flagged `usage_implausible`."""
+        if usage.estimated and IMPLAUSIBLE not in usage.flags:
+            return None  # faregate's own estimate, not a report
+        why = implausible(usage, table.entry(model, at), kind, tools)
+        if why is None:
+            return None
+        worst = hold.worst if hold is not None and isinstance(hold.worst, Usage) else fallback()
+        log.warning("usage report not believed; charged at the reservation",
+                    extra={"request_id": context, "model": model, "why": why})
+        return dataclasses.replace(worst, estimated=True, flags=(IMPLAUSIBLE,),
+                                   service_tier=None, tool_calls=())
 
     def _release(self, flow: Flow) -> None:
         if flow.admission is not None:
@@ -197,17 +299,28 @@ class Biller:
         rt = self._runtime()
         at = datetime.now(timezone.utc)
         model = metered.model or "unknown"
-        charge = _priced(metered.usage, model, at, rt.prices, account.request_id)
+        usage = metered.usage
+        believed = None
+        if metered.kind != "live":  # Live reports cumulative counters, not one call
+            entry = rt.prices.entry(model, at)
+            kind = _kind_of(account.endpoint)
+            believed = self._believable(
+                usage, model, at, rt.prices, kind, kind == "responses", hold,
+                lambda: metered.fallback or most_possible(entry, kind), account.request_id)
+            usage = believed or usage
+        charge = _priced(usage, model, at, rt.prices, account.request_id)
         row = charge_record(
             charge, account.caller, model=model, endpoint=account.endpoint, status=200, at=at,
             request_id=metered.request_id or account.request_id,
             session_id=account.session_id, response_id=metered.response_id,
-            markup=rt.markup(account.caller.tenant), tags=account.tags)
-        if metered.record_id is not None:
-            row.id = metered.record_id  # a deterministic id: a repeat is ignored
+            markup=rt.markup(account.caller.tenant), tags=account.tags,
+            record_id=metered.record_id or (hold.marker if hold is not None else None))
         self._record(row)
         if spend:
-            count_charge(self.metrics, account.caller.tenant, charge, account.endpoint)
+            problem = IMPLAUSIBLE if believed is not None else None
+            count_charge(self.metrics, account.caller.tenant, charge, account.endpoint, problem)
+            if believed is not None:
+                self.alerting.note_implausible(policy, at, charge.cost_nanos)
             self._settle(policy, hold, charge, at)
         elif hold is not None:
             self.quota.release(hold)
@@ -220,3 +333,12 @@ class Biller:
         else:
             self.quota.spend(policy, charge.cost_nanos, at)
         self.alerting.note_model(policy, at, charge.family or charge.model, charge.cost_nanos)
+
+
+def _kind_of(endpoint: str) -> str:
+    """The usage shape a session or batch line is bounded as."""
+    if endpoint.startswith("/v1/realtime") or endpoint.startswith("/v1/live"):
+        return "realtime"
+    if "embeddings" in endpoint:
+        return "embeddings"
+    return "responses" if "responses" in endpoint else "chat"

@@ -42,9 +42,13 @@ def _reported(flow: Flow) -> tuple[Usage, str | None]:
     if reading.usage is not None:
         return usage_for_endpoint(kind, reading.usage), None
     reason = "cut_short" if flow.cut_short else "usage_missing"
-    estimate = Usage(input=facts.prompt_bytes // BYTES_PER_TOKEN, output=reading.deltas,
-                     estimated=True, flags=(reason,))
-    return estimate, reason
+    return usage_estimate(flow, reason), reason
+
+
+def usage_estimate(flow: Flow, reason: str = "usage_missing") -> Usage:
+    """What faregate saw of a call: its prompt's size and the deltas it streamed."""
+    return Usage(input=flow.facts.prompt_bytes // BYTES_PER_TOKEN, output=flow.reading.deltas,
+                 estimated=True, flags=(reason,))
 
 
 def call_usage(flow: Flow) -> tuple[Usage, str | None]:

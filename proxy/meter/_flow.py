@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._ids import new_request_id
-from ..caller import Caller
+from ..caller import Caller, KeyScrubber
 from ._endpoints import Endpoint
 from ._facts import RequestFacts
 from ._reading import Reading
@@ -41,6 +41,12 @@ class Flow:
     billed: bool = False  # the biller has settled this call
     captured_request: bytes | None = None  # bodies kept for opt-in capture
     captured_response: bytearray | None = None
+    charge_id: str | None = None  # the ledger id its start marker and its charge share
+    scrubber: KeyScrubber | None = None  # the upstream key's fragments, out of error answers
+    route: Any = None  # the object it creates, lists or uses (objects.ObjectRoute)
+    answer: bytearray | None = None  # the answer's bytes, kept (bounded) to read object ids
+    location: str | None = None  # the answer's Location header (a Realtime call's id)
+    store: bool | None = None  # the body's `store` (whether what it creates can be read back)
 
     @property
     def model(self) -> str | None:

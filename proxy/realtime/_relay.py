@@ -27,8 +27,9 @@ from websockets.exceptions import ConnectionClosed
 from .. import _errors as errors
 from .._ids import new_event_id, new_request_id
 from .._runtime import Runtime
-from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
+from ..caller import BadTags, Caller, IdentityError, SecretBook, call_scrubber, request_tags
 from ..meter import session_endpoint
+from ..objects import Objects, not_found, object_route
 from ..quota import Policy, Quota, Refusal, SessionQuota, concurrency_refusal, time_cut
 from ._handshake import (
     client_socket,
@@ -58,13 +59,14 @@ class Relay:
     """The WebSocket handler; one per app."""
 
     def __init__(self, services: SessionServices, quota: Quota, secrets: SecretBook,
-                 draining: Callable[[], bool]) -> None:
+                 draining: Callable[[], bool], objects: Objects | None = None) -> None:
         self.services = services
         self.runtime = services.runtime
         self.sessions = services.sessions
         self.quota = quota
         self.secrets = secrets
         self.draining = draining
+        self.objects = objects
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         rt = self.runtime()
@@ -72,12 +74,14 @@ class Relay:
         protocols = offered_subprotocols(request)
         try:
             caller, in_subprotocol, tags = self._admit(request, rt, protocols, rid)
+            await self._own_call(request, caller, rid)
         except Refused as refused:
             return refused.response
         headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
         server = rt.settings.server
+        scrubber = call_scrubber(caller.upstream_authorization)
         upstream = await dial(ws_url(server.upstream, request), headers, subprotocols, server,
-                              rid)
+                              rid, scrubber.bytes if scrubber else None)
         if isinstance(upstream, web.Response):
             return upstream
         client = client_socket(upstream, protocols, server)
@@ -121,10 +125,24 @@ class Relay:
         except BadTags as exc:
             raise Refused(errors.invalid_request(f"Bad attribution tags: {exc}",
                                                  "invalid_tags", rid)) from None
-        refusal = self._admit_session(rt, rt.policy(caller), caller, request.query.get("model"))
+        policy = rt.policy(caller)
+        if not self.services.biller.accepting() and rt.refuses_without_ledger(policy):
+            raise Refused(errors.ledger_unavailable(rid))
+        refusal = self._admit_session(rt, policy, caller, request.query.get("model"))
         if refusal is not None:
             raise Refused(errors.refused(refusal, rid))
         return caller, in_subprotocol, tags
+
+    async def _own_call(self, request: web.Request, caller: Caller, rid: str) -> None:
+        """A sideband session (`?call_id=rtc_…`) only for the tenant whose call it is."""
+        call_id = request.query.get("call_id")
+        if call_id is None or self.objects is None:
+            return
+        route = object_route("GET", f"/v1/realtime/calls/{call_id}")
+        denial = (not_found("realtime_call", call_id[:128], "call_id") if route is None
+                  else await self.objects.check(route, caller, None, None))
+        if denial is not None:
+            raise Refused(errors.denied(denial, rid))
 
     def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller, model: str | None
                        ) -> Refusal | None:
@@ -268,7 +286,7 @@ class Relay:
                                   upstream: ClientConnection, session: Session) -> None:
         try:
             async for frame in upstream:
-                session.server_frame(frame)
+                frame = session.server_frame(frame)
                 if session.client_gone or client.closed:
                     continue  # draining billing events after the client left
                 try:

@@ -1,8 +1,10 @@
 """May the call be forwarded: the admission steps of a metered REST call.
 
-A call to a model faregate cannot price is refused where the operator asked
-for that; every metered call then holds its worst-case cost (and its request,
-image and token counts) against the caller's limits before it is forwarded.
+A metered call is refused while the ledger cannot keep its charge, where
+`[storage] on_ledger_failure` says so. A call to a model faregate cannot
+price is refused where the operator asked for that; every metered call then
+holds its worst-case cost (and its request, image and token counts) against
+the caller's limits before it is forwarded.
 Each step raises `Refused` with the DESIGN §5 answer.
 """
 
@@ -14,9 +16,19 @@ from typing import Any
 from .. import _errors as errors
 from .._metrics import Metrics
 from .._runtime import Runtime
-from ..meter import Flow, cost_nanos, worst_case
+from ..meter import Biller, Flow, cost_nanos, worst_case
 from ..quota import Quota, Refusal
 from ._intake import Refused
+
+
+def check_ledger(flow: Flow, rt: Runtime, biller: Biller) -> None:
+    """`[storage] on_ledger_failure`: while neither the journal nor the database can take
+    a charge, a metered call is refused (503 `ledger_unavailable`) — or served."""
+    if flow.endpoint is None or biller.accepting():
+        return
+    assert flow.caller is not None
+    if rt.refuses_without_ledger(rt.policy(flow.caller)):
+        raise Refused(errors.ledger_unavailable(flow.request_id))
 
 
 def check_priced(flow: Flow, rt: Runtime, metrics: Metrics) -> None:
@@ -47,4 +59,5 @@ async def reserve(flow: Flow, rt: Runtime, parsed: Any, quota: Quota) -> None:
                          tpm_tokens=tpm_tokens, shared=rt.settings.upstream_limits)
     if isinstance(result, Refusal):
         raise Refused(errors.refused(result, flow.request_id))
+    result.worst = usage  # what a usage report that cannot be true is charged instead
     flow.admission = result

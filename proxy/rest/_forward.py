@@ -1,11 +1,16 @@
 """The REST edge: `ANY /v1/*` to the upstream and back, as a thin loop.
 
-A call goes through named steps — read the body, identify the caller, read
-its tags, refuse unpriced models, reserve its worst case — then is forwarded
-on one pooled `ClientSession`; the answer streams back through the meter
-its shape gets. The meter holds back the answer's last bytes until the
-biller has put the charge in the ledger journal, so a client never holds a
-complete answer whose charge a crash could still lose.
+A call goes through named steps — read the body, identify the caller, check
+that the ledger can take its charge, read its tags, check the objects it
+touches are its tenant's, refuse unpriced models, reserve its worst case —
+then its start marker is journaled and it is forwarded on one pooled
+`ClientSession`; the answer streams back through the meter its shape gets
+(an error answer's through one that scrubs the upstream key's fragments).
+The meter holds back the answer's last bytes — a stream's terminal event
+too — until the biller has put the charge in the ledger journal, so a
+client never holds a complete answer whose charge a crash could still lose.
+List answers of object collections are filtered to the caller's own
+(`_listing`).
 """
 
 from __future__ import annotations
@@ -22,14 +27,32 @@ from .. import _errors as errors
 from .._capture import MAX_TEXT, Capture
 from .._metrics import Metrics
 from .._runtime import Runtime
-from ..caller import SecretBook, strip_query
-from ..meter import Biller, Flow, ResponseMeter, classify, endpoint_label, response_meter
+from ..caller import SecretBook, call_scrubber, strip_query
+from ..meter import (
+    Biller,
+    Flow,
+    ResponseMeter,
+    SseMeter,
+    classify,
+    endpoint_label,
+    response_meter,
+)
+from ..objects import KEEP_BYTES, Objects, object_route
 from ..quota import Quota
-from ._admission import check_priced, reserve
+from ._admission import check_ledger, check_priced, reserve
 from ._batches import Batches, batch_route
 from ._body import BodyTooLarge, UploadCounter
 from ._headers import response_headers, upstream_headers
-from ._intake import Body, Refused, identify, read_body, read_tags, start_capture
+from ._intake import (
+    Body,
+    Refused,
+    check_objects,
+    identify,
+    read_body,
+    read_tags,
+    start_capture,
+)
+from ._listing import filtered_list
 
 log = logging.getLogger("faregate.forward")
 access_log = logging.getLogger("faregate.access")
@@ -40,7 +63,7 @@ class Forwarder:
 
     def __init__(self, runtime: Callable[[], Runtime], client: aiohttp.ClientSession,
                  quota: Quota, biller: Biller, batches: Batches, secrets: SecretBook,
-                 metrics: Metrics, capture: Capture | None) -> None:
+                 metrics: Metrics, capture: Capture | None, objects: Objects) -> None:
         self.runtime = runtime
         self.client = client
         self.quota = quota
@@ -49,13 +72,17 @@ class Forwarder:
         self.secrets = secrets
         self.metrics = metrics
         self.capture = capture
+        self.objects = objects
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         rt = self.runtime()
         flow = Flow(request.method, request.path, classify(request.method, request.path))
         flow.batch = batch_route(request.method, request.path)
+        flow.route = object_route(request.method, request.path)
         try:
             body = await self._admit(request, flow, rt)
+            if flow.route is not None and flow.route.action == "list":
+                return await filtered_list(self, request, flow, rt)
             return await self._forward(request, flow, rt, body)
         except Refused as refused:
             flow.status = refused.response.status
@@ -69,8 +96,12 @@ class Forwarder:
         """The steps before forwarding; each may refuse the call."""
         body = await read_body(request, flow, rt.settings.server.max_body_bytes)
         identify(request, flow, rt)
+        assert flow.caller is not None
+        flow.scrubber = call_scrubber(flow.caller.upstream_authorization)
+        check_ledger(flow, rt, self.biller)
         read_tags(request, flow, body)
         start_capture(flow, body, self.capture, rt)
+        await check_objects(flow, body, self.objects)
         if flow.endpoint is not None:
             check_priced(flow, rt, self.metrics)
             await reserve(flow, rt, body.parsed, self.quota)
@@ -79,17 +110,31 @@ class Forwarder:
 
     async def _forward(self, request: web.Request, flow: Flow, rt: Runtime, body: Body
                        ) -> web.StreamResponse:
+        url = rt.settings.server.upstream + strip_query(request.rel_url.raw_path_qs)
+        headers = upstream_headers(request, flow, rt, body.changed)
+        self.biller.start(flow)  # the start marker, before anything can be spent
+        upstream = await self.send(request.method, url, headers, body.data, flow, rt)
+        if isinstance(upstream, web.Response):
+            return upstream
+        async with upstream:
+            flow.status = upstream.status
+            if flow.route is not None and flow.route.kind == "realtime_call":
+                flow.location = upstream.headers.get("Location")
+            meter = await self.batches.meter(flow, upstream.status) or response_meter(
+                flow, upstream.status, upstream.content_type, body.strip_usage, flow.scrubber)
+            return await self._relay(request, upstream, flow, meter)
+
+    async def send(self, method: str, url: str, headers: list[tuple[str, str]], data: object,
+                   flow: Flow, rt: Runtime) -> aiohttp.ClientResponse | web.Response:
+        """The upstream's answer (headers in), or faregate's own when it gave none."""
         server = rt.settings.server
         rid = flow.request_id
-        url = server.upstream + strip_query(request.rel_url.raw_path_qs)
-        headers = upstream_headers(request, flow, rt, body.changed)
         sent = time.perf_counter()
         flow.forwarded = True
         try:
             async with asyncio.timeout(server.response_timeout_s):
                 upstream = await self.client.request(
-                    request.method, url, headers=headers, data=body.data,
-                    allow_redirects=False)
+                    method, url, headers=headers, data=data, allow_redirects=False)
         except BodyTooLarge:
             flow.status = 413
             return errors.request_too_large(server.max_body_bytes, rid)
@@ -97,17 +142,13 @@ class Forwarder:
             flow.status = 504
             return errors.upstream_timeout(type(exc).__name__, rid)
         except aiohttp.ClientError as exc:
-            if isinstance(body.data, UploadCounter) and body.data.too_large:
+            if isinstance(data, UploadCounter) and data.too_large:
                 flow.status = 413
                 return errors.request_too_large(server.max_body_bytes, rid)
             flow.status = 502
             return errors.upstream_unavailable(type(exc).__name__, rid)
-        async with upstream:
-            flow.upstream_wait = time.perf_counter() - sent
-            flow.status = upstream.status
-            meter = await self.batches.meter(flow, upstream.status) or response_meter(
-                flow, upstream.status, upstream.content_type, body.strip_usage)
-            return await self._relay(request, upstream, flow, meter)
+        flow.upstream_wait = time.perf_counter() - sent
+        return upstream
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
                      flow: Flow, meter: ResponseMeter) -> web.StreamResponse:
@@ -119,19 +160,23 @@ class Forwarder:
         try:
             await response.prepare(request)
             self._observe_latency(flow)
-            captured = flow.captured_response
+            captured, answer = flow.captured_response, flow.answer
+            early = (flow.route is not None and flow.route.action == "create"
+                     and isinstance(meter, SseMeter))
             async for chunk in upstream.content.iter_any():
                 if captured is not None and len(captured) < MAX_TEXT:
                     captured += chunk[: MAX_TEXT - len(captured)]
+                if answer is not None and len(answer) < KEEP_BYTES:
+                    answer += chunk[: KEEP_BYTES - len(answer)]
                 out = meter.feed(chunk)
                 if out:
                     await response.write(out)
-            tail = meter.close()
+                if early and meter.response_id:  # a streamed response is usable at once
+                    early = self._bind_early(flow, meter.response_id, upstream.status)
+                if meter.ended and not flow.billed:  # the terminal event is in: bill, send it
+                    await self._end(flow, meter, response)
+            await self._end(flow, meter, response)
             complete = True
-            self._bill(flow, meter)
-            await meter.finish()
-            if tail:
-                await response.write(tail)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             flow.cut_short = True  # client went away: stop reading, drop the upstream
@@ -148,8 +193,18 @@ class Forwarder:
                 self._bill(flow, meter)
         return response
 
+    async def _end(self, flow: Flow, meter: ResponseMeter, response: web.StreamResponse
+                   ) -> None:
+        """The answer's end is in: bill the call (once), then send what the meter held."""
+        tail = meter.close()
+        if not flow.billed:
+            self._bill(flow, meter)
+            await meter.finish()
+        if tail:
+            await response.write(tail)
+
     def _bill(self, flow: Flow, meter: ResponseMeter) -> None:
-        """Take the meter's reading and bill the call (once)."""
+        """Take the meter's reading, bill the call (once), bind what it created."""
         if flow.billed:
             return
         reading = meter.reading(complete=not flow.cut_short)
@@ -158,6 +213,20 @@ class Forwarder:
             if reading.minted is not None and flow.caller is not None:
                 self.secrets.note(reading.minted[0], flow.caller, reading.minted[1])
         self.biller.bill_call(flow)
+        if flow.route is not None and 200 <= flow.status < 300 and not flow.cut_short:
+            if flow.endpoint is not None:  # a metered answer's id is in its reading
+                self.objects.bind_created(flow.route, flow.caller, flow.reading.response_id,
+                                          flow.store)
+            self.objects.after_answer(flow.route, flow.caller, flow.answer, flow.store,
+                                      flow.location)
+        if flow.status >= 400:
+            log_refusal(flow, meter)
+
+    def _bind_early(self, flow: Flow, object_id: str, status: int) -> bool:
+        """Bind a streamed response as soon as its id shows (it can be cancelled at once)."""
+        if 200 <= status < 300:
+            self.objects.bind_created(flow.route, flow.caller, object_id, flow.store)
+        return False
 
     def _observe_latency(self, flow: Flow) -> None:
         flow.overhead = (time.perf_counter() - flow.started) - flow.upstream_wait
@@ -170,7 +239,18 @@ class Forwarder:
                 and flow.forwarded and flow.caller):
             self.capture.exchange(
                 f"rest-{flow.caller.tenant}", flow.request_id, flow.path,
-                flow.captured_request or b"", bytes(flow.captured_response), flow.status)
+                flow.captured_request or b"", bytes(flow.captured_response), flow.status,
+                flow.scrubber.bytes if flow.scrubber else None)
+
+
+def log_refusal(flow: Flow, meter: ResponseMeter) -> None:
+    """The upstream refused a call because of its credential or failed: say so (its
+    message scrubbed of the key's fragments; other refusals may quote the caller's input)."""
+    message = getattr(meter, "message", None)
+    if flow.status in (401, 403) or flow.status >= 500:
+        log.warning("upstream refused the call", extra={
+            "request_id": flow.request_id, "status": flow.status, "upstream_message": message,
+            "tenant": flow.caller.tenant if flow.caller else None})
 
 
 def log_flow(flow: Flow) -> None:

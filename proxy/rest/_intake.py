@@ -24,6 +24,7 @@ from ..meter import (
     facts_from_multipart_head,
     inject_include_usage,
 )
+from ..objects import DERIVED_FILES, Objects
 from ._body import BodyTooLarge, UploadCounter, read_bounded, read_head
 
 
@@ -50,13 +51,22 @@ def too_large(flow: Flow, limit: int) -> Refused:
 
 
 async def read_body(request: web.Request, flow: Flow, limit: int) -> Body:
-    """The request body, bounded; a metered JSON body parsed into `flow.facts`."""
+    """The request body, bounded; a metered JSON body parsed into `flow.facts`, and the
+    JSON body of an object call parsed for the objects it names."""
     if request.content_length is not None and request.content_length > limit:
         raise too_large(flow, limit)
     endpoint = flow.endpoint
     body = Body()
     try:
-        if endpoint is not None and endpoint.body == "json":
+        if endpoint is None and flow.route is not None and request.method == "POST" \
+                and request.content_type == "application/json":
+            raw = await read_bounded(request.content, limit)
+            try:
+                body.parsed = orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
+                body.parsed = None  # the upstream answers malformed JSON itself
+            body.data = raw
+        elif endpoint is not None and endpoint.body == "json":
             raw = await read_bounded(request.content, limit)
             try:
                 body.parsed = orjson.loads(raw) if raw else None
@@ -85,6 +95,22 @@ def identify(request: web.Request, flow: Flow, rt: Runtime) -> None:
             bearer_token(request.headers), request.headers, flow.facts.user)
     except IdentityError as exc:
         raise Refused(errors.identity_refused(exc, flow.request_id)) from None
+
+
+async def check_objects(flow: Flow, body: Body, objects: Objects) -> None:
+    """The object in the path and those the body names must be the caller's tenant's."""
+    assert flow.caller is not None
+    raw = body.data if isinstance(body.data, bytes) else None
+    denial = await objects.check(flow.route, flow.caller, body.parsed, raw)
+    if denial is not None:
+        raise Refused(errors.denied(denial, flow.request_id))
+    route = flow.route
+    if route is None:
+        return
+    if isinstance(body.parsed, dict) and isinstance(body.parsed.get("store"), bool):
+        flow.store = body.parsed["store"]
+    if flow.endpoint is None and (route.action == "create" or route.kind in DERIVED_FILES):
+        flow.answer = bytearray()  # read its ids once it answers
 
 
 def read_tags(request: web.Request, flow: Flow, body: Body) -> None:
