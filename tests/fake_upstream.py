@@ -23,7 +23,11 @@ out the usage (and so the cost) it should see without a tokenizer:
 
 Tests steer it through attributes: `usage` (per-path overrides merged into
 the computed usage; None drops usage), `fail_next`, `delay_s`,
-`chunk_delay_s`, `valid_keys`, `embedding_dim`; and read `requests`.
+`chunk_delay_s`, `valid_keys`, `embedding_dim`; and read `requests` and
+`stored` (every response made, with the key that made it). The object
+endpoints (files, uploads, batches, vector stores, containers, fine-tuning
+jobs, conversations, stored responses, Realtime calls) are in
+tests/fake_objects.py.
 """
 
 from __future__ import annotations
@@ -164,6 +168,10 @@ class FakeUpstream:
         self.valid_keys: set[str] | None = None  # None: any non-empty key works
         self.embedding_dim = embedding_dim
         self.stream_chunks = stream_chunks
+        #: response id -> (api key, response object) of every response made (store on)
+        self.stored: dict[str, tuple[str | None, dict]] = {}
+        #: checks a request's object references first (tests/fake_objects.py)
+        self.check_refs: Any = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -313,6 +321,10 @@ class FakeUpstream:
         if handler is None:
             return self._json(openai_error(f"Invalid URL ({rec.method} {rec.path})"), 404)
         params = rec.form if rec.form is not None else rec.json
+        if self.check_refs is not None:
+            refused = self.check_refs(rec)
+            if refused is not None:
+                return refused
         if rec.method == "POST":
             if not isinstance(params, dict):
                 return self._json(openai_error("We could not parse the JSON body of your request."), 400)
@@ -423,6 +435,9 @@ class FakeUpstream:
             "usage": usage, "user": p.get("user"), "metadata": p.get("metadata") or {},
             "completed_at": created,
         }
+        if p.get("store") is not False:
+            self.stored[response["id"]] = (request.headers.get("Authorization", "")[7:] or None,
+                                           response)
         if not p.get("stream"):
             return self._json(response)
         pending = {**response, "status": "in_progress", "output": [], "usage": None, "completed_at": None}

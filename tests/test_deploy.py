@@ -107,7 +107,36 @@ def test_rules_and_config_pass_promtool(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian package prometheus)")
+    # The token file exists only inside the container: check a copy pointing at a real one.
+    token = tmp_path / "faregate_metrics_token"
+    token.write_text("t")
+    (tmp_path / "faregate-rules.yml").write_text(
+        (DEPLOY / "prometheus" / "faregate-rules.yml").read_text())
+    config = tmp_path / "prometheus.yml"
+    config.write_text((DEPLOY / "prometheus" / "prometheus.yml").read_text().replace(
+        "/run/secrets/faregate_metrics_token", str(token)))
     for args in (["check", "rules", str(DEPLOY / "prometheus" / "faregate-rules.yml")],
-                 ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")]):
+                 ["check", "config", str(config)]):
         out = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_metrics_need_their_token_everywhere_they_are_scraped():
+    """deploy/ turns on [server] metrics_token_env, and every scraper presents the token."""
+    token_env = "FAREGATE_METRICS_TOKEN"
+    for text in ((DEPLOY / "faregate.toml").read_text(), k8s("ConfigMap")["data"]["faregate.toml"]):
+        assert parse_settings(tomllib.loads(text)).server.metrics_token_env == token_env
+    assert token_env in k8s("Secret")["stringData"]
+    auth = k8s("ServiceMonitor")["spec"]["endpoints"][0]["authorization"]
+    assert auth["type"] == "Bearer" and auth["credentials"] == {
+        "name": "faregate-secrets", "key": token_env}
+    annotations = k8s("Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    assert "prometheus.io/scrape" not in annotations  # an annotation scrape has no token
+    [job] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())[
+        "scrape_configs"]
+    path = job["authorization"]["credentials_file"]
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert compose["secrets"]["faregate_metrics_token"] == {"environment": token_env}
+    assert path == "/run/secrets/faregate_metrics_token"
+    assert "faregate_metrics_token" in compose["services"]["prometheus"]["secrets"]
+    assert token_env in compose["services"]["faregate"]["environment"]

@@ -19,13 +19,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_serve(cwd: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_serve(cwd: Path, *args: str, env: dict[str, str] | None = None
+                      ) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     exe = Path(sys.executable).with_name("faregate")
     proc = await asyncio.create_subprocess_exec(
         str(exe), "serve", "--listen", f"127.0.0.1:{port}", *args,
         cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin", "FAREGATE_LOG_LEVEL": "WARNING"},
+        env={"PATH": "/usr/bin:/bin", "FAREGATE_LOG_LEVEL": "WARNING", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as s:

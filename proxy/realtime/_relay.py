@@ -142,6 +142,8 @@ class Relay:
         denial = (not_found("realtime_call", call_id[:128], "call_id") if route is None
                   else await self.objects.check(route, caller, None, None))
         if denial is not None:
+            if denial.status == 404:
+                denial = not_found("realtime_call", call_id[:128], "call_id")
             raise Refused(errors.denied(denial, rid))
 
     def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller, model: str | None
