@@ -248,7 +248,7 @@ class Biller:
             log.exception("usage reading failed", extra={"request_id": flow.request_id})
             usage, problem = Usage(estimated=True, flags=("pricing_error",)), "pricing_error"
         model = flow.model or "unknown"
-        tools = bool(flow.facts.tools or usage.tool_calls)
+        tools = flow.facts.hosted_tools or bool(usage.tool_calls)
         believed = self._believable(usage, model, at, rt.prices, flow.endpoint.kind, tools,
                                     flow.admission, lambda: usage_estimate(flow),
                                     flow.request_id)

@@ -31,6 +31,7 @@ class RequestFacts:
     image_quality: str | None = None
     prompt_bytes: int = 0  # for estimates when no usage is reported
     tools: dict[str, str] = field(default_factory=dict)  # hosted-tool options (fees)
+    hosted_tools: bool = False  # built-in tools offered: the call may run several model turns
 
 
 def _str(value: Any, limit: int = MAX_MODEL_NAME) -> str | None:
@@ -51,7 +52,11 @@ def facts_from_json(endpoint: Endpoint, body: Any, size: int) -> RequestFacts:
         text = body.get("input")
         facts.characters = len(text) if isinstance(text, str) else 0
     elif endpoint.kind == "responses":
-        facts.tools = request_tool_options(body.get("tools"))
+        tools = body.get("tools")
+        facts.tools = request_tool_options(tools)
+        facts.hosted_tools = isinstance(tools, list) and any(
+            isinstance(t, dict) and t.get("type") not in ("function", "custom")
+            for t in tools[:128])
     elif endpoint.kind == "images":
         n = body.get("n")
         facts.images = n if isinstance(n, int) and 0 < n <= 1000 else 1
