@@ -20,6 +20,7 @@ An exclusive `flock` on `LOCK` keeps two processes from sharing a journal.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -149,8 +150,12 @@ class Journal:
             start = seg.size
             written = os.write(self._fd, line)
             seg.size += written
-            if written != len(line):  # disk full mid-line: the CRC will reject it
-                raise OSError(f"short journal write ({written} of {len(line)} bytes)")
+            if written != len(line):  # the disk filled mid-line: the rest says why (ENOSPC)
+                more = os.write(self._fd, line[written:])
+                seg.size += more
+                if written + more != len(line):  # a torn line: the CRC will reject it
+                    raise OSError(errno.ENOSPC, f"short journal write ({written + more} of "
+                                                f"{len(line)} bytes)")
             seg.entries = (seg.entries or 0) + 1
             self._appended += 1
             return seg.no, start
