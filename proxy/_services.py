@@ -95,6 +95,7 @@ class Services:
         self.admin = Admin(self.current, ledger, self.sessions, self.quota.book, self.capture,
                            reload)
         self._purge: asyncio.Task | None = None
+        self._replayed: asyncio.Task | None = None
 
     def current(self) -> Runtime:
         """The config in force (read once per request)."""
@@ -140,6 +141,16 @@ class Services:
                              ledger.claim_alert if ledger.shared else None)
         if self.capture is not None:
             self._purge = asyncio.get_running_loop().create_task(self._purge_hourly())
+        self._replayed = asyncio.get_running_loop().create_task(self._after_replay())
+
+    async def _after_replay(self) -> None:
+        """Once an earlier run's journal is in (calls a crash cut off charged from their
+        start markers), the sessions those charges belong to get their rows too."""
+        await self.ledger.flush()
+        rebuilt = await self.ledger.rebuild_sessions()
+        if rebuilt:
+            log.warning("rebuilt sessions cut off by an earlier crash",
+                        extra={"sessions": rebuilt})
 
     async def _purge_hourly(self) -> None:
         capture = self.capture
@@ -209,6 +220,9 @@ class Services:
         await self.notifier.close()
         if self._purge is not None:
             self._purge.cancel()
+        if self._replayed is not None and not self._replayed.done():
+            await asyncio.wait({self._replayed}, timeout=2.0)  # a short replay: let it end
+            self._replayed.cancel()
         if self.capture is not None:
             await asyncio.to_thread(self.capture.close)
         await self.client.close()

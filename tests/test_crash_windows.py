@@ -157,3 +157,49 @@ async def test_kill_9_with_calls_in_flight(tmp_path, upstream):
     print(f"\nkill -9 with calls in flight: expected {kinds['fast']} real + "
           f"{kinds['waiting'] + kinds['streaming']} interrupted, recorded {len(real)} real + "
           f"{len(cut)} interrupted at {sum(r['cost_nanos'] for r in cut)} nanos")
+
+
+async def test_kill_9_during_a_realtime_response(tmp_path, upstream):
+    """A reserved Realtime response whose `response.done` never came: after the restart
+    it is charged at its reservation, `interrupted`, in its session (rebuilt)."""
+    import websockets
+
+    stall = asyncio.Event()
+
+    async def generating(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "session.created", "session": {
+            "id": "sess_1", "model": "gpt-realtime"}}))
+        async for msg in ws:
+            if json.loads(msg.data).get("type") == "response.create":
+                await ws.send_str(json.dumps({"type": "response.created", "response": {
+                    "id": "resp_1", "status": "in_progress"}}))
+                await asyncio.wait_for(stall.wait(), 30)
+        return ws
+
+    upstream.add_route("GET", "/v1/realtime", generating)
+    config = serve_config(tmp_path, upstream.url, f"sqlite:///{tmp_path / 'ledger.db'}")
+    proc, url = await start_serve(tmp_path, "--config", str(config))
+    try:
+        ws_url = url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(ws_url,
+                                      additional_headers={"Authorization": "Bearer x"}) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "response.create",
+                                      "response": {"max_output_tokens": 50}}))
+            assert json.loads(await ws.recv())["type"] == "response.created"
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 10)
+    except websockets.ConnectionClosed:
+        pass
+    finally:
+        stall.set()
+        if proc.returncode is None:
+            proc.kill()
+    await restart_and_stop(tmp_path, config)
+    [row] = rows(tmp_path)
+    assert row["flags"] == "interrupted" and row["estimated"] and row["cost_nanos"] > 0
+    sessions = sqlite3.connect(tmp_path / "ledger.db").execute(
+        "SELECT end_reason, responses, cost_nanos FROM sessions").fetchall()
+    assert sessions == [("interrupted", 1, row["cost_nanos"])]
