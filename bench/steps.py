@@ -5,7 +5,8 @@
 Times each step faregate adds to a non-streaming chat call, on the bodies
 the bench's fake upstream sends: reading the request, the worst-case
 reservation, the usage scan, pricing, the ledger record and its journal
-line, and the Prometheus counters. Each figure is the best of five runs of
+line, the Prometheus counters, and the start marker journaled before the
+call goes upstream (its row, line and `write(2)`). Each figure is the best of five runs of
 20,000 calls, so it is the cost with warm caches: inside a loaded server the
 same work takes about 2–3× longer (bench/README.md, "Why some targets are
 missed"). Nothing here is timed in the test suite.
@@ -25,10 +26,11 @@ from typing import Callable
 import orjson
 
 from faregate.pricing import find_usage, load_price_table, price, usage_for_endpoint
-from faregate.proxy import Metrics
+from faregate.proxy import Metrics, Runtime, Settings
 from faregate.proxy._ids import new_request_id
 from faregate.proxy.caller import Caller
 from faregate.proxy.meter import (
+    Biller,
     Flow,
     charge_record,
     classify,
@@ -37,7 +39,10 @@ from faregate.proxy.meter import (
     observe,
     worst_case,
 )
+from faregate.proxy.quota import Admission
+from faregate.proxy.quota._budget import Hold
 from faregate.storage._journal import encode_entry
+from faregate.storage._markers import marker_row
 from faregate.storage._kinds import CHARGES
 from faregate.storage._record import new_id
 
@@ -56,6 +61,7 @@ CALLS = 20_000
 def steps(journal: Path) -> dict[str, Callable[[], object]]:
     """The steps of one metered call, each a no-argument callable."""
     table, metrics = load_price_table(), Metrics()
+    runtime = Runtime.build(Settings())
     endpoint = classify("POST", "/v1/chat/completions")
     assert endpoint is not None
     now = datetime.now(timezone.utc)
@@ -79,6 +85,14 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     line = encode_entry("charge", 0, row)
     worst = worst_case(endpoint, facts, body, 4096, table, now)[0]
     fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    admission = Admission(None, Hold(amount=cost_nanos(worst, "gpt-4o-mini", table, now)),  # type: ignore[arg-type]
+                          worst=worst)
+    biller = Biller(lambda: runtime, lambda rec: None, metrics, None, None,  # type: ignore[arg-type]
+                    journal=_Marks(fd))
+
+    def start_marker():
+        flow.admission = admission
+        biller.start(flow)
     return {
         "request JSON parse": lambda: orjson.loads(REQUEST),
         "request facts": lambda: facts_from_json(endpoint, body, len(REQUEST)),
@@ -92,10 +106,27 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
         "journal line": lambda: encode_entry("charge", 0, row),
         "journal write": lambda: os.write(fd, line),
         "metrics": lambda: observe(metrics, flow, charge, None),
+        "start marker (record, row, line, write)": start_marker,
         "request id + flow": lambda: Flow("POST", endpoint.path, endpoint),
         "record id": new_id,
         "request id": new_request_id,
     }
+
+
+class _Marks:
+    """The ledger's `mark()` as it runs: the marker's row, its journal line, one write."""
+
+    accepting = True
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def mark(self, rec) -> bool:
+        os.write(self.fd, encode_entry("start", 0, marker_row(rec)))
+        return True
+
+    def unmark(self, charge_id: str) -> None:
+        pass
 
 
 def measure(calls: int = CALLS) -> dict[str, float]:

@@ -13,6 +13,7 @@ from ._periods import PERIODS, parse_date_range, period_bounds
 from ._queries import group_tag
 from ._journal import JournalBusy
 from ._journal_watch import REASONS as JOURNAL_FAILURES
+from ._markers import INTERRUPTED, StartMarker
 from ._store import LedgerUnavailable, store_address
 from ._record import (
     END_REASONS,
@@ -42,6 +43,7 @@ __all__ = [
     "GROUPS",
     "INPUT_CLASSES",
     "OUTPUT_CLASSES",
+    "INTERRUPTED",
     "JOURNAL_FAILURES",
     "JournalBusy",
     "LedgerUnavailable",
@@ -51,6 +53,7 @@ __all__ = [
     "Ledger",
     "LedgerRecord",
     "SessionRecord",
+    "StartMarker",
     "UsageReport",
     "UsageRow",
     "format_usd",

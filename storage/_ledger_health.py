@@ -17,9 +17,7 @@ from typing import Any, Callable
 
 from ._journal import Journal, encode_entry
 from ._journal_watch import JournalWatch
-from ._kinds import CHARGES, KINDS
-from ._markers import MARKER, Markers
-from ._record import LedgerRecord
+from ._markers import MARKER, Markers, StartMarker, charge_row, marker_row
 from ._store import Store
 
 log = logging.getLogger("faregate.ledger")
@@ -48,15 +46,15 @@ class JournalHealth:
     async def _in_journal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         raise NotImplementedError
 
-    def mark(self, rec: LedgerRecord) -> bool:
-        """Journal a start marker: `rec` is the charge its call gets if it never settles
-        (its id is the id the real charge will have). Never blocks, never raises;
-        False when there is no journal to hold it."""
+    def mark(self, marker: StartMarker) -> bool:
+        """Journal a start marker: what its call is charged if it never settles (under
+        the id the real charge will have). Never blocks, never raises; False when
+        there is no journal to hold it."""
         journal, watch = self._journal, self._watch
         if journal is None or watch is None or not watch.ok:
             return False
         try:
-            line = encode_entry(MARKER, _now_ms(), CHARGES.to_row(rec))
+            line = encode_entry(MARKER, _now_ms(), marker_row(marker))
         except Exception:
             log.exception("unrecordable start marker")
             return False
@@ -65,7 +63,7 @@ class JournalHealth:
         except OSError as exc:
             watch.failed(exc, "write")
             return False
-        self._markers.opened(rec.id, segment)
+        self._markers.opened(marker.id, segment)
         return True
 
     def unmark(self, charge_id: str) -> None:
@@ -117,13 +115,12 @@ class JournalHealth:
         self._replaying_earlier_run = False
         cut = self._markers.unsettled()
         for e in cut:
-            self._queue.append(("charge", e.at_ms, e.row, e.segment))
+            self._queue.append(("charge", e.at_ms, charge_row(e.row, e.at_ms), e.segment))
             self._accepted += 1
         self._replay_tail = self._accepted
         if cut:
             log.warning("calls cut off by an earlier crash are charged at their reservations",
-                        extra={"calls": len(cut), "nanos": sum(CHARGES.from_row(
-                            KINDS["charge"].fit(e.row)).cost_nanos for e in cut)})
+                        extra={"calls": len(cut), "nanos": sum(int(e.row[7]) for e in cut)})
             self._wake.set()
 
     async def _commit_loop(self) -> None:

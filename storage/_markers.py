@@ -14,12 +14,56 @@ the real one stands.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from ._journal import Entry
+from ._kinds import CHARGES, Row
+from ._record import TOKEN_COLUMNS, LedgerRecord
 
 #: The journal tag of a start marker (never a database table).
 MARKER = "start"
+#: The flag of a charge made from a marker.
+INTERRUPTED = "interrupted"
+
+
+@dataclass(slots=True)
+class StartMarker:
+    """What a call is charged if it never settles: its reservation. Kept small (it is
+    built for every metered call); the full charge row is made only on replay."""
+
+    id: str  # the id the call's real charge will have
+    tenant: str
+    user: str | None
+    key_id: str | None
+    model: str
+    endpoint: str
+    request_id: str
+    cost_nanos: int
+    tokens: tuple[int, ...]  # TOKEN_COLUMNS order
+    billed_nanos: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    session_id: str | None = None  # a Realtime response's session
+
+
+def marker_row(m: StartMarker) -> Row:
+    return (m.id, m.tenant, m.user, m.key_id, m.model, m.endpoint, m.request_id, m.cost_nanos,
+            m.tokens, m.billed_nanos, m.tags or None, m.session_id)
+
+
+def charge_row(row: Row, at_ms: int) -> Row:
+    """The charge a marker's call gets after a crash: estimated, flagged `interrupted`."""
+    (rid, tenant, user, key_id, model, endpoint, request_id, cost, tokens, billed, tags,
+     session_id) = row
+    return CHARGES.to_row(LedgerRecord(
+        id=rid, tenant=tenant, user=user, key_id=key_id, model=model, endpoint=endpoint,
+        request_id=request_id, status=0, cost_nanos=int(cost),
+        ts=datetime.fromtimestamp(at_ms / 1000, timezone.utc),
+        tokens=dict(zip(TOKEN_COLUMNS, (int(t) for t in tokens))), estimated=True,
+        flags=(INTERRUPTED,), tags=dict(tags or {}), session_id=session_id,
+        response_id=f"interrupted:{rid}" if session_id else None,
+        price_version="reservation", billed_nanos=None if billed is None else int(billed)))
 
 
 class Markers:

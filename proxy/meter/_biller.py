@@ -38,7 +38,7 @@ from faregate.pricing import (
     to_nanos,
     token_counts,
 )
-from faregate.storage import LedgerRecord, new_id
+from faregate.storage import LedgerRecord, StartMarker, new_id
 
 from .._metrics import Metrics
 from .._runtime import Runtime
@@ -52,8 +52,7 @@ from ._reading import Metered
 
 log = logging.getLogger("faregate.meter")
 
-#: A charge made from a call's start marker: a crash came before the call settled.
-INTERRUPTED = "interrupted"
+_NOTHING = Usage()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +161,7 @@ class Journal(Protocol):
 
     accepting: bool
 
-    def mark(self, rec: LedgerRecord) -> bool: ...
+    def mark(self, marker: StartMarker) -> bool: ...
 
     def unmark(self, charge_id: str) -> None: ...
 
@@ -210,18 +209,15 @@ class Biller:
 
     def _marker(self, caller: Caller, hold: Admission, model: str | None, endpoint: str,
                 request_id: str, tags: dict[str, str], record_id: str,
-                session_id: str | None = None) -> LedgerRecord:
+                session_id: str | None = None) -> StartMarker:
         """The charge a call gets if a crash comes before it settles: its reservation."""
-        worst = hold.worst if isinstance(hold.worst, Usage) else Usage()
+        worst = hold.worst if isinstance(hold.worst, Usage) else _NOTHING
         amount = hold.hold.amount
         markup = self._runtime().markup(caller.tenant)
-        return LedgerRecord(
-            tenant=caller.tenant, user=caller.user, key_id=caller.key_id,
-            model=(model or "unknown")[:128], endpoint=endpoint, status=0, cost_nanos=amount,
-            id=record_id, request_id=request_id, tokens=worst.tokens(), estimated=True,
-            flags=(INTERRUPTED,), tags=tags, session_id=session_id, price_version="reservation",
-            response_id=f"interrupted:{record_id}" if session_id else None,
-            billed_nanos=None if markup is None else int(amount * (1 + markup)))
+        return StartMarker(
+            record_id, caller.tenant, caller.user, caller.key_id, (model or "unknown")[:128],
+            endpoint, request_id, amount, token_counts(worst),
+            None if markup is None else int(amount * (1 + markup)), tags, session_id)
 
     # -- charges ----------------------------------------------------------------
 
