@@ -11,7 +11,6 @@ a `listen` address that is not loopback gets a warning at start.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import os
 from typing import Mapping
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from ._config import ServerSettings, parse_listen
 from ._errors import openai_error
+from .caller import bearer_matches
 
 
 def metrics_refusal(request: web.Request, server: ServerSettings,
@@ -32,10 +32,7 @@ def metrics_refusal(request: web.Request, server: ServerSettings,
     if not token:
         return openai_error(401, "invalid_request_error", "metrics_token_unset",
                             f"/metrics needs a bearer token, but ${env} is not set.")
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
-                               token.encode("utf-8", "surrogateescape")):
+    if not bearer_matches(request.headers, token):
         return openai_error(401, "invalid_request_error", "invalid_metrics_token",
                             "A valid metrics bearer token is required.",
                             headers={"www-authenticate": 'Bearer realm="faregate-metrics"'})

@@ -39,6 +39,11 @@ def chunk(body: dict) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+async def kill_9(proc) -> None:
+    proc.send_signal(signal.SIGKILL)
+    await asyncio.wait_for(proc.wait(), 10)
+
+
 async def restart_and_stop(tmp_path: Path, config: Path) -> None:
     proc, _ = await start_serve(tmp_path, "--config", str(config))  # replays the journal
     assert await stop(proc) == 0
@@ -72,8 +77,7 @@ async def test_kill_9_after_done_before_the_stream_ends(tmp_path, upstream):
                 got = b""
                 while b"[DONE]" not in got:
                     got += await asyncio.wait_for(r.content.readany(), 10)
-                proc.send_signal(signal.SIGKILL)  # the client holds [DONE]; the stream is open
-                await asyncio.wait_for(proc.wait(), 10)
+                await kill_9(proc)  # the client holds [DONE]; the stream is open
     finally:
         hang.set()
         if proc.returncode is None:
@@ -138,8 +142,7 @@ async def test_kill_9_with_calls_in_flight(tmp_path, upstream):
                       r.json["messages"][0]["content"] != "fast") < 12:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)  # the streams' first chunk is through
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 10)
+            await kill_9(proc)
             await asyncio.gather(*calls)
     finally:
         stall.set()
@@ -189,8 +192,7 @@ async def test_kill_9_during_a_realtime_response(tmp_path, upstream):
             await ws.send(json.dumps({"type": "response.create",
                                       "response": {"max_output_tokens": 50}}))
             assert json.loads(await ws.recv())["type"] == "response.created"
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 10)
+            await kill_9(proc)
     except websockets.ConnectionClosed:
         pass
     finally:

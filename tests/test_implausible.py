@@ -20,6 +20,8 @@ import pytest
 import websockets
 from aiohttp import web
 
+from test_budgets import webhook  # noqa: F401  (the alert receiver fixture)
+
 from faregate.pricing import load_price_table
 from faregate.proxy.meter import classify, cost_nanos, facts_from_json, worst_case
 from faregate.storage import report_dict
@@ -109,43 +111,27 @@ async def test_tool_turns_widen_the_bound_of_a_responses_call(make_gateway, upst
     assert "usage_implausible" not in row.flags and row.tokens["input"] == 2_000_000
 
 
-async def test_the_report_and_the_alert_say_how_many_and_how_much(make_gateway, upstream):
-    posts: list[dict] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        posts.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        gw = await make_gateway({**BUDGET, "tenants": {"acme": {"daily_usd": "0.0001"}},
-                                 "alerts": {"webhook_url": f"http://127.0.0.1:{port}/hook",
-                                            "thresholds": ["0.5"]}})
-        upstream.usage[CHAT] = {"prompt_tokens": 10**18}
-        client = gw.client()
-        await call(client, CHAT)
-        await call(client, CHAT)
-        rows = await gw.ledger_rows(2)
-        charged = sum(r.cost_nanos for r in rows)
-        for _ in range(200):
-            if posts:
-                break
-            await asyncio.sleep(0.02)
-        [alert] = posts
-        fields = alert["faregate"]["implausible_usage"]
-        assert fields["charges"] >= 1 and "implausible usage report" in alert["text"]
-        report = report_dict(await gw.state.ledger.usage(None, None, "tenant"))
-        [acme] = report["rows"]
-        assert acme["implausible"] == 2 and report["total_implausible"] == 2
-        assert Decimal(acme["implausible_cost_usd"]).scaleb(9) == charged > 0
-    finally:
-        await runner.cleanup()
+async def test_the_report_and_the_alert_say_how_many_and_how_much(make_gateway, upstream,
+                                                                   webhook):
+    url, posts = webhook
+    gw = await make_gateway({**BUDGET, "tenants": {"acme": {"daily_usd": "0.0001"}},
+                             "alerts": {"webhook_url": url, "thresholds": ["0.5"]}})
+    upstream.usage[CHAT] = {"prompt_tokens": 10**18}
+    client = gw.client()
+    await call(client, CHAT)
+    await call(client, CHAT)
+    charged = sum(r.cost_nanos for r in await gw.ledger_rows(2))
+    for _ in range(200):
+        if posts:
+            break
+        await asyncio.sleep(0.02)
+    [alert] = posts
+    assert alert["faregate"]["implausible_usage"]["charges"] >= 1
+    assert "implausible usage report" in alert["text"]
+    report = report_dict(await gw.state.ledger.usage(None, None, "tenant"))
+    [acme] = report["rows"]
+    assert acme["implausible"] == 2 and report["total_implausible"] == 2
+    assert Decimal(acme["implausible_cost_usd"]).scaleb(9) == charged > 0
 
 
 def realtime_upstream(usage):
@@ -173,6 +159,18 @@ def realtime_upstream(usage):
     return handler
 
 
+async def one_response(gw, *events: dict) -> None:
+    """A Realtime session through faregate: send `events`, read until `response.done`."""
+    url = gw.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
+    async with websockets.connect(url, additional_headers={**ACME, "Authorization": "Bearer x"}
+                                  ) as ws:
+        await ws.recv()
+        for event in events:
+            await ws.send(json.dumps(event))
+        while json.loads(await ws.recv())["type"] != "response.done":
+            pass
+
+
 @pytest.mark.parametrize("usage", [
     {"input_tokens": 10**15, "output_tokens": 5},
     {"input_tokens": 10, "output_tokens": -3},
@@ -182,14 +180,7 @@ async def test_realtime_implausible_usage_costs_the_response_reservation(make_ga
                                                                          usage):
     upstream.add_route("GET", "/v1/realtime", realtime_upstream(usage))
     gw = await make_gateway(BUDGET)
-    url = gw.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
-    async with websockets.connect(url, additional_headers={**ACME, "Authorization": "Bearer x"}
-                                  ) as ws:
-        await ws.recv()
-        await ws.send(json.dumps({"type": "response.create",
-                                  "response": {"max_output_tokens": 100}}))
-        while json.loads(await ws.recv())["type"] != "response.done":
-            pass
+    await one_response(gw, {"type": "response.create", "response": {"max_output_tokens": 100}})
     [row] = await gw.ledger_rows(1)
     assert "usage_implausible" in row.flags and row.estimated and row.cost_nanos > 0
     # the reservation of a first response: 256 tokens of allowance in, 100 out
@@ -202,16 +193,10 @@ async def test_a_realtime_text_response_without_usage_is_estimated_from_its_text
     (it used to count audio only, and a text response came out at $0)."""
     upstream.add_route("GET", "/v1/realtime", realtime_upstream(None))
     gw = await make_gateway(BUDGET)
-    url = gw.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
-    async with websockets.connect(url, additional_headers={**ACME, "Authorization": "Bearer x"}
-                                  ) as ws:
-        await ws.recv()
-        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": "tell me a long story " * 20}]}}))
-        await ws.send(json.dumps({"type": "response.create"}))
-        while json.loads(await ws.recv())["type"] != "response.done":
-            pass
+    await one_response(gw, {"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "tell me a long story " * 20}]}},
+        {"type": "response.create"})
     [row] = await gw.ledger_rows(1)
     assert row.estimated and "usage_missing" in row.flags
     assert row.tokens["output"] >= 6 and row.tokens["input"] > 20 and row.cost_nanos > 0

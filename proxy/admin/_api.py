@@ -12,7 +12,6 @@ naming it, in the OpenAI error shape.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import re
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from faregate.storage import Ledger, SessionRecord, group_tag, render_report, re
 from .._capture import Capture
 from .._errors import openai_error
 from .._runtime import Runtime
+from ..caller import bearer_matches
 from ..quota import BudgetBook
 from ..realtime import Sessions
 from . import _params as q
@@ -58,10 +58,7 @@ def admin_refusal(request: web.Request, env: str) -> web.Response | None:
     if not token:
         return openai_error(404, "invalid_request_error", "admin_disabled",
                             f"The admin API is off: set ${env} to enable it.")
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
-                               token.encode("utf-8", "surrogateescape")):
+    if not bearer_matches(request.headers, token):
         return openai_error(401, "invalid_request_error", "invalid_admin_token",
                             "A valid admin bearer token is required.",
                             headers={"www-authenticate": 'Bearer realm="faregate-admin"'})

@@ -17,6 +17,7 @@ from ._identity import (
     IdentityError,
     MissingUpstreamKey,
     UnknownKey,
+    bearer_matches,
     bearer_token,
     digest,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "MissingUpstreamKey",
     "SecretBook",
     "UnknownKey",
+    "bearer_matches",
     "bearer_token",
     "call_scrubber",
     "digest",

@@ -19,6 +19,7 @@ never stored, logged, or recorded (the ledger gets a short fingerprint).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 from dataclasses import dataclass
@@ -94,6 +95,14 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
             return token.strip()
     api_key = headers.get("api-key")
     return api_key.strip() if api_key else None
+
+
+def bearer_matches(headers: Mapping[str, str], token: str) -> bool:
+    """Does `Authorization: Bearer …` carry `token`? (Constant time; operator tokens.)"""
+    auth = headers.get("authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               token.encode("utf-8", "surrogateescape"))
 
 
 class Directory:
