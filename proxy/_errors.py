@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Mapping
 import orjson
 from aiohttp import web
 
-from .caller import IdentityError
+from .caller import IdentityError, bearer_matches
 from .quota import Refusal
 
 if TYPE_CHECKING:
@@ -114,3 +114,13 @@ def denied(denial: "Denial", request_id: str) -> web.Response:
     return openai_error(denial.status, denial.type, denial.code or "", denial.message,
                         headers=headers, request_id=request_id, param=denial.param,
                         null_code=denial.code is None)
+
+
+def wrong_token(headers: Mapping[str, str], token: str, what: str) -> web.Response | None:
+    """None if `Authorization: Bearer` carries the operator's `token`; else the 401
+    (`invalid_<what>_token`). Compared in constant time."""
+    if bearer_matches(headers, token):
+        return None
+    return openai_error(401, "invalid_request_error", f"invalid_{what}_token",
+                        f"A valid {what} bearer token is required.",
+                        headers={"www-authenticate": f'Bearer realm="faregate-{what}"'})

@@ -18,8 +18,7 @@ from typing import Mapping
 from aiohttp import web
 
 from ._config import ServerSettings, parse_listen
-from ._errors import openai_error
-from .caller import bearer_matches
+from ._errors import openai_error, wrong_token
 
 
 def metrics_refusal(request: web.Request, server: ServerSettings,
@@ -32,11 +31,7 @@ def metrics_refusal(request: web.Request, server: ServerSettings,
     if not token:
         return openai_error(401, "invalid_request_error", "metrics_token_unset",
                             f"/metrics needs a bearer token, but ${env} is not set.")
-    if not bearer_matches(request.headers, token):
-        return openai_error(401, "invalid_request_error", "invalid_metrics_token",
-                            "A valid metrics bearer token is required.",
-                            headers={"www-authenticate": 'Bearer realm="faregate-metrics"'})
-    return None
+    return wrong_token(request.headers, token, "metrics")
 
 
 def elsewhere() -> web.Response:

@@ -24,9 +24,8 @@ from aiohttp import web
 from faregate.storage import Ledger, SessionRecord, group_tag, render_report, report_dict
 
 from .._capture import Capture
-from .._errors import openai_error
+from .._errors import openai_error, wrong_token
 from .._runtime import Runtime
-from ..caller import bearer_matches
 from ..quota import BudgetBook
 from ..realtime import Sessions
 from . import _params as q
@@ -58,11 +57,7 @@ def admin_refusal(request: web.Request, env: str) -> web.Response | None:
     if not token:
         return openai_error(404, "invalid_request_error", "admin_disabled",
                             f"The admin API is off: set ${env} to enable it.")
-    if not bearer_matches(request.headers, token):
-        return openai_error(401, "invalid_request_error", "invalid_admin_token",
-                            "A valid admin bearer token is required.",
-                            headers={"www-authenticate": 'Bearer realm="faregate-admin"'})
-    return None
+    return wrong_token(request.headers, token, "admin")
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
