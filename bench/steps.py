@@ -43,7 +43,8 @@ from faregate.proxy.quota import Admission
 from faregate.proxy.quota._budget import Hold
 from faregate.storage._journal import encode_entry
 from faregate.storage._markers import marker_row
-from faregate.storage._kinds import CHARGES
+from faregate.storage import ObjectRecord
+from faregate.storage._kinds import CHARGES, OBJECTS
 from faregate.storage._record import new_id
 
 REQUEST = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
@@ -107,6 +108,10 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
         "journal write": lambda: os.write(fd, line),
         "metrics": lambda: observe(metrics, flow, charge, None),
         "start marker (record, row, line, write)": start_marker,
+        "object owner (record, row, line)": lambda: encode_entry(
+            "object", 0, OBJECTS.to_row(ObjectRecord(
+                id="resp_0123456789abcdef", kind="response", tenant="acme", user="ana",
+                key_id="k_0123456789ab"))),
         "request id + flow": lambda: Flow("POST", endpoint.path, endpoint),
         "record id": new_id,
         "request id": new_request_id,

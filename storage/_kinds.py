@@ -162,8 +162,7 @@ OBJECT_COLUMNS: tuple[str, ...] = ("id", "kind", "tenant", "user_id", "key_id", 
 
 
 def object_to_row(o: ObjectRecord) -> Row:
-    at = o.at.astimezone(timezone.utc)
-    return (o.id, o.kind, o.tenant, o.user, o.key_id, at.isoformat(), epoch_ms(at))
+    return (o.id, o.kind, o.tenant, o.user, o.key_id, *utc_stamp(o.at))
 
 
 def object_from_row(row: Sequence[Any]) -> ObjectRecord:

@@ -156,7 +156,7 @@ class BatchEvent:
     at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ObjectRecord:
     """An upstream object created through faregate (a stored response, a file, a
     batch, …) and the tenant it belongs to. The first record of an id wins."""

@@ -59,6 +59,7 @@ class FakeObjects:
         self.objects: dict[str, tuple[str, dict]] = {}  # id -> (project, object)
         self._ids = itertools.count(1)
         upstream.check_refs = self._check_request
+        upstream.keep_responses = True
         for method in ("GET", "POST", "DELETE"):
             for prefix in ("/v1/files", "/v1/uploads", "/v1/batches", "/v1/vector_stores",
                            "/v1/containers", "/v1/fine_tuning/jobs", "/v1/conversations",

@@ -168,8 +168,10 @@ class FakeUpstream:
         self.valid_keys: set[str] | None = None  # None: any non-empty key works
         self.embedding_dim = embedding_dim
         self.stream_chunks = stream_chunks
-        #: response id -> (api key, response object) of every response made (store on)
+        #: response id -> (api key, response object) of every response made (store on),
+        #: kept only with `keep_responses` (tests/fake_objects.py sets it)
         self.stored: dict[str, tuple[str | None, dict]] = {}
+        self.keep_responses = False
         #: checks a request's object references first (tests/fake_objects.py)
         self.check_refs: Any = None
         self._ids = itertools.count(1)
@@ -435,7 +437,7 @@ class FakeUpstream:
             "usage": usage, "user": p.get("user"), "metadata": p.get("metadata") or {},
             "completed_at": created,
         }
-        if p.get("store") is not False:
+        if self.keep_responses and p.get("store") is not False:
             self.stored[response["id"]] = (request.headers.get("Authorization", "")[7:] or None,
                                            response)
         if not p.get("stream"):

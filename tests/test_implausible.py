@@ -200,3 +200,32 @@ async def test_a_realtime_text_response_without_usage_is_estimated_from_its_text
     [row] = await gw.ledger_rows(1)
     assert row.estimated and "usage_missing" in row.flags
     assert row.tokens["output"] >= 6 and row.tokens["input"] > 20 and row.cost_nanos > 0
+
+
+def test_the_price_table_carries_each_models_limits():
+    from faregate.pricing import PriceTableError, Usage, implausible, loads_price_table
+
+    table = load_price_table()
+    mini = table.entry("gpt-4o-mini-2024-07-18")
+    assert (mini.context_window, mini.max_output_tokens) == (128_000, 16_384)
+    assert implausible(Usage(input=127_000, output=1_000), mini, "chat") is None
+    assert "context window" in implausible(Usage(input=127_001, output=1_000), mini, "chat")
+    assert "can write" in implausible(Usage(output=16_385), mini, "chat")
+    assert implausible(Usage(input=10**7 - 1), None, "chat") is None  # global bound
+    assert implausible(Usage(input=10**7 + 1), None, "chat") is not None
+    own = table.with_overrides({"my-model": {"input": 1, "context_window": 1000}})
+    assert own.entry("my-model").context_window == 1000
+    for bad in ("0", "-5", "1.5", "true"):
+        with pytest.raises(PriceTableError):
+            loads_price_table(f'version = "t"\n[[models."m"]]\neffective = "2026-01-01"\n'
+                              f'input = 1\ncontext_window = {bad}\n')
+
+
+async def test_an_operator_model_bound_from_config(make_gateway, upstream):
+    gw = await make_gateway({**BUDGET, "pricing": {"models": {"my-model": {
+        "input": "1", "output": "2", "context_window": 1000, "max_output_tokens": 100}}}})
+    upstream.usage[CHAT] = {"prompt_tokens": 2000}
+    await gw.client().chat.completions.create(model="my-model", messages=HELLO, max_tokens=50,
+                                              extra_headers=ACME)
+    [row] = await gw.ledger_rows(1)
+    assert "usage_implausible" in row.flags and row.tokens["output"] == 50
