@@ -279,3 +279,21 @@ async def test_another_replica_finds_the_owner_in_the_ledger(postgres, pg_databa
     finally:
         for gw in replicas:
             await gw.stop()
+
+
+async def test_no_spelling_of_a_request_slips_past_the_check(world, upstream):
+    """Doubled slashes, a JSON body sent as text, a byte-order mark: still checked."""
+    gw, fake, alpha, beta = world
+    mine = await alpha.files.create(file=("x.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
+    seen = len(upstream.requests)
+    auth = {"Authorization": f"Bearer {BETA}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gw.url + f"/v1//files//{mine.id}", headers=auth) as r:
+            assert r.status == 404
+        body = json.dumps({"input_file_id": mine.id, "endpoint": "/v1/chat/completions",
+                           "completion_window": "24h"}).encode()
+        for data, ctype in ((body, "text/plain"), (b"\xef\xbb\xbf" + body, "application/json")):
+            async with http.post(gw.url + "/v1/batches", data=data,
+                                 headers={**auth, "Content-Type": ctype}) as r:
+                assert r.status == 404 and (await r.json())["error"]["param"] == "input_file_id"
+    assert len(upstream.requests) == seen

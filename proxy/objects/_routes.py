@@ -6,7 +6,7 @@ Realtime calls and stored chat completions. A `POST` to a collection creates
 one (its id is in the answer), a `GET` of a collection lists them, and any
 request below `<collection>/<id>` uses that object (and whatever lives under
 it: a conversation's items, a vector store's files, a job's events). Paths
-arrive canonical (the edge refuses dot segments and encoded slashes first).
+arrive without dot segments or encoded slashes (the edge refuses those first).
 """
 
 from __future__ import annotations
@@ -63,8 +63,17 @@ class ObjectRoute:
         return self.collection.kind
 
 
+_SLASHES = re.compile(r"/{2,}")
+
+
 def object_route(method: str, path: str) -> ObjectRoute | None:
-    """The object a request creates, lists or uses; None for every other call."""
+    """The object a request creates, lists or uses; None for every other call.
+
+    Doubled slashes are read as one, as the upstream reads them, so
+    `/v1//files/file-…` is checked like `/v1/files/file-…`.
+    """
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
     if not path.startswith(_FIRST):
         return None
     bare = path.rstrip("/")

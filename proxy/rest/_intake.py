@@ -59,12 +59,14 @@ async def read_body(request: web.Request, flow: Flow, limit: int) -> Body:
     body = Body()
     try:
         if endpoint is None and flow.route is not None and request.method == "POST" \
-                and request.content_type == "application/json":
+                and not request.content_type.startswith("multipart/"):
+            # Whatever its declared type, read as the upstream might (a BOM too), so no
+            # object it names goes unchecked; a body that is not JSON names none.
             raw = await read_bounded(request.content, limit)
             try:
-                body.parsed = orjson.loads(raw) if raw else None
+                body.parsed = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf")) if raw else None
             except orjson.JSONDecodeError:
-                body.parsed = None  # the upstream answers malformed JSON itself
+                body.parsed = None
             body.data = raw
         elif endpoint is not None and endpoint.body == "json":
             raw = await read_bounded(request.content, limit)
