@@ -12,7 +12,20 @@ from __future__ import annotations
 
 from ._normalise import IMPLAUSIBLE
 from ._table import Price
+import operator
+
 from ._usage import INPUT_CLASSES, OUTPUT_CLASSES, Usage
+
+_INPUT = operator.attrgetter(*INPUT_CLASSES)
+_OUTPUT = operator.attrgetter(*OUTPUT_CLASSES)
+
+
+def _inputs(usage: Usage) -> int:
+    return sum(_INPUT(usage))
+
+
+def _outputs(usage: Usage) -> int:
+    return sum(_OUTPUT(usage))
 
 #: Bounds for a model the table gives no limits for (no model comes near them).
 GLOBAL_CONTEXT_WINDOW = 10_000_000
@@ -39,8 +52,10 @@ def implausible(usage: Usage, entry: Price | None, kind: str, tools: bool = Fals
         window *= MAX_EMBEDDING_INPUTS
     elif kind == "responses" and tools:
         window, most = window * MAX_TOOL_TURNS, most * MAX_TOOL_TURNS
-    used_in = sum(getattr(usage, c) for c in INPUT_CLASSES)
-    used_out = sum(getattr(usage, c) for c in OUTPUT_CLASSES)
+    used_in, used_out = _inputs(usage), _outputs(usage)
+    if isinstance(used_in, int) and isinstance(used_out, int) and used_in + used_out <= 4096 \
+            and window > 4096:
+        return None  # the common small call: nothing to compare
     if used_out > most:
         return f"{used_out} output tokens, above the {most} this model can write"
     if used_in + used_out > window:

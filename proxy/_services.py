@@ -101,8 +101,8 @@ class Services:
         """The config in force (read once per request)."""
         return self.runtime
 
-    def _record(self, record: LedgerRecord) -> None:
-        self.ledger.record(record)  # queue depth is read when /metrics is scraped
+    def _record(self, *records: LedgerRecord) -> None:
+        self.ledger.record(*records)  # queue depth is read when /metrics is scraped
 
     @classmethod
     async def start(cls, runtime: Runtime, metrics: Metrics, reload: Reload) -> "Services":

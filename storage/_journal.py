@@ -143,8 +143,9 @@ class Journal:
 
     # -- event loop side (cheap, never fsyncs) --------------------------------
 
-    def append(self, line: bytes) -> Cursor:
-        """Write one encoded entry; returns where it starts. Raises OSError."""
+    def append(self, line: bytes, entries: int = 1) -> Cursor:
+        """Write encoded entries (one line each, `entries` of them) with one `write(2)`;
+        returns where they start. Raises OSError."""
         with self._lock:
             seg = self._current
             start = seg.size
@@ -156,8 +157,8 @@ class Journal:
                 if written + more != len(line):  # a torn line: the CRC will reject it
                     raise OSError(errno.ENOSPC, f"short journal write ({written + more} of "
                                                 f"{len(line)} bytes)")
-            seg.entries = (seg.entries or 0) + 1
-            self._appended += 1
+            seg.entries = (seg.entries or 0) + entries
+            self._appended += entries
             return seg.no, start
 
     def end(self) -> Cursor:

@@ -167,7 +167,7 @@ class Journal(Protocol):
 
 
 class Biller:
-    def __init__(self, runtime: Callable[[], Runtime], record: Callable[[LedgerRecord], None],
+    def __init__(self, runtime: Callable[[], Runtime], record: Callable[..., None],
                  metrics: Metrics, quota: Quota, alerting: Alerting,
                  journal: Journal | None = None) -> None:
         self._runtime = runtime
@@ -221,8 +221,9 @@ class Biller:
 
     # -- charges ----------------------------------------------------------------
 
-    def bill_call(self, flow: Flow) -> Charge | None:
-        """A finished REST call, once: priced, recorded, counted, its hold settled.
+    def bill_call(self, flow: Flow, with_records: list | tuple = ()) -> Charge | None:
+        """A finished REST call, once: priced, recorded (with `with_records`, in the same
+        journal write), counted, its hold settled.
 
         Calls faregate refused itself (unknown key, too large, model refused)
         never reached the upstream and cost nothing: they are counted in
@@ -235,6 +236,8 @@ class Biller:
         if flow.endpoint is None or not flow.forwarded:
             observe(self.metrics, flow, None, None)
             self._release(flow)
+            if with_records:
+                self._record(*with_records)
             return None
         rt = self._runtime()
         at = datetime.now(timezone.utc)
@@ -258,7 +261,7 @@ class Biller:
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
             response_id=flow.reading.response_id, markup=markup, tags=flow.tags,
-            record_id=flow.charge_id))
+            record_id=flow.charge_id), *with_records)
         observe(self.metrics, flow, charge, problem)
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)

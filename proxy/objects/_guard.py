@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import orjson
 
+from faregate.storage import ObjectRecord
+
 from .._runtime import Runtime
 from ..caller import Caller
 from ._owners import LookupFailed, Owners
@@ -127,18 +129,17 @@ class Objects:
         return None
 
     def bind_created(self, route: ObjectRoute | None, caller: Caller | None,
-                     object_id: str | None, store: bool | None) -> None:
+                     object_id: str | None, store: bool | None,
+                     later: list[ObjectRecord] | None = None) -> None:
         """An answer names the object this call created: the caller's tenant owns it.
-        `store`: the request's `store` field (stored chat completions, unstored responses)."""
+        `store`: the request's `store` field (stored chat completions, unstored
+        responses); `later`: collects the ledger record (see `Owners.bind`)."""
         if route is None or route.action != "create" or caller is None or not object_id:
             return
         if not OBJECT_ID.fullmatch(object_id) or not object_id.startswith(route.collection.ids):
             return
-        if route.kind == "chat_completion" and store is not True:
-            return  # only stored chat completions can be read back
-        if route.kind == "response" and store is False:
-            return
-        self.owners.bind(object_id, route.kind, caller)
+        if route.readable(store):
+            self.owners.bind(object_id, route.kind, caller, later)
 
     def after_answer(self, route: ObjectRoute | None, caller: Caller | None,
                      answer: bytes | None, store: bool | None,

@@ -50,16 +50,22 @@ class Owners:
         """The owner if memory has it (no I/O)."""
         return self._known.get(object_id)
 
-    def bind(self, object_id: str, kind: str, caller: Caller) -> bool:
+    def bind(self, object_id: str, kind: str, caller: Caller,
+             later: list[ObjectRecord] | None = None) -> bool:
         """`caller`'s tenant owns `object_id` (created through faregate); False if
-        another owner was there first."""
+        another owner was there first. With `later`, its ledger record is put there
+        (to go into the journal with the call's charge, one write) instead of now."""
         owner = self._known.get(object_id)
         if owner is not None:
             return owner == caller.tenant
         self._remember(object_id, caller.tenant)
         self._misses.pop(object_id, None)
-        self.ledger.record(ObjectRecord(id=object_id, kind=kind, tenant=caller.tenant,
-                                        user=caller.user, key_id=caller.key_id))
+        record = ObjectRecord(id=object_id, kind=kind, tenant=caller.tenant, user=caller.user,
+                              key_id=caller.key_id)
+        if later is None:
+            self.ledger.record(record)
+        else:
+            later.append(record)
         return True
 
     def _remember(self, object_id: str, tenant: str) -> None:

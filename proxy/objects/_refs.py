@@ -12,6 +12,7 @@ that names none.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ._routes import KIND_OF_PREFIX, OBJECT_ID
@@ -31,7 +32,7 @@ FIELDS: dict[str, str | None] = {
     "container": "container",
     "container_id": "container",
 }
-_NEEDLES = tuple(f'"{name}"'.encode() for name in FIELDS)
+_NEEDLE = re.compile(b'"(?:' + b"|".join(re.escape(n.encode()) for n in FIELDS) + b')"')
 #: A body nested deeper, or with more values than this, is walked this far only.
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
@@ -40,7 +41,7 @@ MAX_REFS = 256
 
 def mentions(raw: bytes) -> bool:
     """Could the body name an object at all? (A byte search, no parse.)"""
-    return any(n in raw for n in _NEEDLES)
+    return _NEEDLE.search(raw) is not None
 
 
 def _ids(value: Any) -> list[str]:

@@ -48,6 +48,7 @@ BY_KIND = {c.kind: c for c in COLLECTIONS}
 #: The longest prefixes first, so /v1/fine_tuning/jobs wins over shorter ones.
 _ORDERED = sorted(COLLECTIONS, key=lambda c: -len(c.prefix))
 _FIRST = tuple({c.prefix[:8] for c in COLLECTIONS})  # a cheap first test for every call
+_EXACT = {c.prefix: c for c in COLLECTIONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,13 @@ class ObjectRoute:
     @property
     def kind(self) -> str:
         return self.collection.kind
+
+    def readable(self, store: bool | None) -> bool:
+        """Can what this call creates be read back? (A chat completion only when
+        stored, `store: true`; a response unless `store: false`.)"""
+        if self.kind == "chat_completion":
+            return store is True
+        return not (self.kind == "response" and store is False)
 
 
 _SLASHES = re.compile(r"/{2,}")
@@ -77,13 +85,14 @@ def object_route(method: str, path: str) -> ObjectRoute | None:
     if not path.startswith(_FIRST):
         return None
     bare = path.rstrip("/")
+    c = _EXACT.get(bare)
+    if c is not None:
+        if method == "POST" and c.creates:
+            return ObjectRoute("create", c)
+        if method == "GET" and c.lists:
+            return ObjectRoute("list", c)
+        return None
     for c in _ORDERED:
-        if bare == c.prefix:
-            if method == "POST" and c.creates:
-                return ObjectRoute("create", c)
-            if method == "GET" and c.lists:
-                return ObjectRoute("list", c)
-            return None
         if bare.startswith(c.prefix + "/"):
             ident = bare[len(c.prefix) + 1:].split("/", 1)[0]
             if ident.startswith(c.ids) and OBJECT_ID.fullmatch(ident):

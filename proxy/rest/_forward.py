@@ -212,13 +212,15 @@ class Forwarder:
             flow.reading = reading
             if reading.minted is not None and flow.caller is not None:
                 self.secrets.note(reading.minted[0], flow.caller, reading.minted[1])
-        self.biller.bill_call(flow)
+        owned: list = []  # the owner of what the call created: journaled with its charge
         if flow.route is not None and 200 <= flow.status < 300 and not flow.cut_short:
-            if flow.endpoint is not None:  # a metered answer's id is in its reading
+            if flow.answer is None:  # a metered answer: its id is in its reading
                 self.objects.bind_created(flow.route, flow.caller, flow.reading.response_id,
-                                          flow.store)
-            self.objects.after_answer(flow.route, flow.caller, flow.answer, flow.store,
-                                      flow.location)
+                                          flow.store, owned)
+            else:
+                self.objects.after_answer(flow.route, flow.caller, flow.answer, flow.store,
+                                          flow.location)
+        self.biller.bill_call(flow, owned)
         if flow.status >= 400:
             log_refusal(flow, meter)
 

@@ -111,7 +111,9 @@ async def check_objects(flow: Flow, body: Body, objects: Objects) -> None:
         return
     if isinstance(body.parsed, dict) and isinstance(body.parsed.get("store"), bool):
         flow.store = body.parsed["store"]
-    if flow.endpoint is None and (route.action == "create" or route.kind in DERIVED_FILES):
+    if route.action == "create" and not route.readable(flow.store):
+        flow.route = None  # creates nothing anyone can read back: nothing to own
+    elif flow.endpoint is None and (route.action == "create" or route.kind in DERIVED_FILES):
         flow.answer = bytearray()  # read its ids once it answers
 
 
