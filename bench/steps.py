@@ -5,8 +5,9 @@
 Times each step faregate adds to a non-streaming chat call, on the bodies
 the bench's fake upstream sends: reading the request, the worst-case
 reservation, the usage scan, pricing, the ledger record and its journal
-line, the Prometheus counters and the `x-faregate-budget-*` answer headers
-(three budgets, including reading the clock). Each figure is the best of five runs of
+line, the Prometheus counters, the `x-faregate-budget-*` answer headers
+(three budgets, including reading the clock) and the start marker journaled
+before the call goes upstream (its row, line and `write(2)`). Each figure is the best of five runs of
 20,000 calls, so it is the cost with warm caches: inside a loaded server the
 same work takes about 2–3× longer (bench/README.md, "Why some targets are
 missed"). Nothing here is timed in the test suite.
@@ -27,11 +28,12 @@ from typing import Callable
 import orjson
 
 from faregate.pricing import find_usage, load_price_table, price, usage_for_endpoint
-from faregate.proxy import Metrics
+from faregate.proxy import Metrics, Runtime, Settings
 from faregate.proxy._ids import new_request_id
 from faregate.proxy.caller import Caller
 from faregate.proxy.quota import BudgetBook, BudgetLimit, budget_headers
 from faregate.proxy.meter import (
+    Biller,
     Flow,
     charge_record,
     classify,
@@ -40,8 +42,12 @@ from faregate.proxy.meter import (
     observe,
     worst_case,
 )
+from faregate.proxy.quota import Admission
+from faregate.proxy.quota._budget import Hold
 from faregate.storage._journal import encode_entry
-from faregate.storage._kinds import CHARGES
+from faregate.storage._markers import marker_row
+from faregate.storage import ObjectRecord
+from faregate.storage._kinds import CHARGES, OBJECTS
 from faregate.storage._record import new_id
 
 REQUEST = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
@@ -59,6 +65,7 @@ CALLS = 20_000
 def steps(journal: Path) -> dict[str, Callable[[], object]]:
     """The steps of one metered call, each a no-argument callable."""
     table, metrics = load_price_table(), Metrics()
+    runtime = Runtime.build(Settings())
     endpoint = classify("POST", "/v1/chat/completions")
     assert endpoint is not None
     now = datetime.now(timezone.utc)
@@ -86,6 +93,14 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     budgets = tuple((limit, book.counter(limit.scope, limit.period, now)) for limit in (
         BudgetLimit("tenant:acme", "day", 10**9), BudgetLimit("tenant:acme", "month", 10**10),
         BudgetLimit("user:acme/ana", "day", 10**8)))
+    admission = Admission(None, Hold(amount=cost_nanos(worst, "gpt-4o-mini", table, now)),  # type: ignore[arg-type]
+                          worst=worst)
+    biller = Biller(lambda: runtime, lambda rec: None, metrics, None, None,  # type: ignore[arg-type]
+                    journal=_Marks(fd))
+
+    def start_marker():
+        flow.admission = admission
+        biller.start(flow)
     return {
         "request JSON parse": lambda: orjson.loads(REQUEST),
         "request facts": lambda: facts_from_json(endpoint, body, len(REQUEST)),
@@ -100,6 +115,11 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
         "journal write": lambda: os.write(fd, line),
         "metrics": lambda: observe(metrics, flow, charge, None),
         "budget headers": lambda: budget_headers(budgets, time.time()),
+        "start marker (record, row, line, write)": start_marker,
+        "object owner (record, row, line)": lambda: encode_entry(
+            "object", 0, OBJECTS.to_row(ObjectRecord(
+                id="resp_0123456789abcdef", kind="response", tenant="acme", user="ana",
+                key_id="k_0123456789ab"))),
         "request id + flow": lambda: Flow("POST", endpoint.path, endpoint),
         "record id": new_id,
         "request id": new_request_id,
@@ -119,6 +139,22 @@ def show(figures: dict[str, float]) -> float:
     total = round(sum(figures.values()), 2)
     print(f"{total:8.2f} µs  total")
     return total
+
+
+class _Marks:
+    """The ledger's `mark()` as it runs: the marker's row, its journal line, one write."""
+
+    accepting = True
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def mark(self, rec) -> bool:
+        os.write(self.fd, encode_entry("start", 0, marker_row(rec)))
+        return True
+
+    def unmark(self, charge_id: str) -> None:
+        pass
 
 
 def measure(calls: int = CALLS) -> dict[str, float]:

@@ -13,6 +13,8 @@
   `cost_of` is its amount alone, for reservations.
 - `ToolScan` / `find_service_tier` / `request_tool_options`: the hosted-tool
   calls and the applied service tier, read from response bytes.
+- `implausible(usage, price, kind)`: why a usage cannot be what one call used
+  (beyond the model's `context_window` / `max_output_tokens`, or flagged).
 - `check_price_table` / `unconfirmed_periods`: whole-table checks for
   `faregate prices --check`.
 - `format_price_table` / `table_heading`: the table as text, for `faregate prices`.
@@ -25,12 +27,14 @@ default: the shipped table alone lacks the operator's models and overrides,
 so falling back to it would misprice (or refuse) their calls.
 """
 
+from ._bounds import implausible, most_possible
 from ._charge import Charge, to_nanos
 from ._check import check_price_table, unconfirmed_periods
 from ._check import describe as describe_price_table
 from ._compare import Comparison, Difference
 from ._compare import compare as compare_prices
 from ._find import find_json_str, find_usage
+from ._counts import IMPLAUSIBLE
 from ._format import format_price_table, override_snippet, table_heading
 from ._load import load_price_table, loads_price_table
 from ._media_usage import usage_from_images, usage_from_speech, usage_from_transcription
@@ -53,7 +57,9 @@ from ._usage import (
 )
 
 __all__ = [
+    "IMPLAUSIBLE",
     "CACHED_CLASSES",
+    "IMPLAUSIBLE",
     "Charge",
     "Comparison",
     "Difference",
@@ -82,6 +88,8 @@ __all__ = [
     "find_json_str",
     "find_usage",
     "format_price_table",
+    "implausible",
+    "most_possible",
     "load_price_table",
     "loads_price_table",
     "price",

@@ -4,8 +4,10 @@ Usage reports are the upstream's JSON, already parsed. A `Reader` takes
 counts and seconds out of them: missing or null fields count as 0; a field
 of the wrong type, a negative or absurd count, or parts that do not add up
 (more cached tokens than input tokens) count as 0 / are clamped, and the
-reader remembers it so the `Usage` carries the flag `usage_malformed`. No
-usage at all where the endpoint should report it gives an empty `Usage`
+reader remembers it so the `Usage` carries the flag `usage_malformed`; a
+value that cannot be a count at all (wrong type, negative, absurd) also
+`usage_implausible`, on which the proxy charges the call's reservation
+instead (see `_bounds`). No usage at all where the endpoint should report it gives an empty `Usage`
 flagged `usage_missing`.
 
 `believable` and the `plain_*` helpers check a well-formed report in C, so
@@ -19,6 +21,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 MALFORMED = "usage_malformed"
+#: Counts that cannot be true (negative, mistyped, absurd): the proxy charges the
+#: call's reservation instead of this report (always flagged with MALFORMED too).
+IMPLAUSIBLE = "usage_implausible"
 MISSING = "usage_missing"
 
 #: Counts above this are not believed (a trillion tokens in one call).
@@ -31,14 +36,18 @@ class Reader:
     """Reads counts out of untrusted dicts, remembering whether any was bad."""
 
     def __init__(self) -> None:
-        self.malformed = False
+        self.malformed = False  # parts that do not add up (clamped)
+        self.implausible = False  # values that cannot be counts at all
+
+    def bad(self) -> None:
+        self.malformed = self.implausible = True
 
     def obj(self, value: Any) -> Mapping[str, Any]:
         if value is None:
             return {}
         if isinstance(value, Mapping):
             return value
-        self.malformed = True
+        self.bad()
         return {}
 
     def count(self, container: Mapping[str, Any], key: str) -> int:
@@ -51,18 +60,18 @@ class Reader:
         if value is None:
             return 0
         if isinstance(value, bool):
-            self.malformed = True
+            self.bad()
             return 0
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):
-            self.malformed = True
+            self.bad()
             return 0
         if value < 0:
-            self.malformed = True
+            self.bad()
             return 0
         if value > MAX_COUNT:
-            self.malformed = True
+            self.bad()
             return MAX_COUNT
         return value
 
@@ -70,18 +79,18 @@ class Reader:
         if value is None:
             return Decimal(0)
         if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-            self.malformed = True
+            self.bad()
             return Decimal(0)
         try:
             amount = value if isinstance(value, Decimal) else Decimal(str(value))
         except (InvalidOperation, ValueError):
-            self.malformed = True
+            self.bad()
             return Decimal(0)
         if not amount.is_finite() or amount < 0:
-            self.malformed = True
+            self.bad()
             return Decimal(0)
         if amount > MAX_SECONDS:
-            self.malformed = True
+            self.bad()
             return MAX_SECONDS
         return amount
 
@@ -93,7 +102,8 @@ class Reader:
         return part
 
     def flags(self, *extra: str) -> tuple[str, ...]:
-        return ((MALFORMED,) if self.malformed else ()) + extra
+        return (((MALFORMED,) if self.malformed else ())
+                + ((IMPLAUSIBLE,) if self.implausible else ()) + extra)
 
 
 def top_of(r: Reader, u: Any) -> Mapping[str, Any] | None:
@@ -102,7 +112,7 @@ def top_of(r: Reader, u: Any) -> Mapping[str, Any] | None:
         return None
     if isinstance(u, Mapping):
         return u
-    r.malformed = True
+    r.bad()
     return {}
 
 

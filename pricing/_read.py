@@ -17,7 +17,9 @@ from typing import Any
 from ._period import RATE_KEYS, TIERS, UNCONFIRMED, LongContext, Price, ToolPrice
 from ._resolve import normalise_name
 
-_LIMITS = ("context_window", "max_output_tokens")
+#: Optional per-model token limits (a price entry or a config override may give them).
+LIMIT_KEYS: tuple[str, ...] = ("context_window", "max_output_tokens")
+_LIMITS = LIMIT_KEYS
 _PERIOD_META = ("effective", "source", "per_image_variants", "long_context", "confidence",
                 *_LIMITS) + TIERS
 #: A token limit above this is a typo, not a model (a billion tokens).

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._period import OVERRIDE_SOURCE, Price, ToolPrice
-from ._read import PriceTableError, canon, rates
+from ._read import LIMIT_KEYS, PriceTableError, canon, limit, rates
 from ._resolve import normalise_name, resolve_family
 
 MEMO_SIZE = 4096
@@ -187,9 +187,14 @@ class PriceTable:
                 raise PriceTableError("pricing.models: empty model name")
             if not isinstance(raw_rates, Mapping):
                 raise PriceTableError(f"pricing.models.{raw_name}: expected a table of rates")
-            own = rates({k: v for k, v in raw_rates.items() if v is not None},
-                        f"pricing.models.{raw_name}")
-            periods[name] = (Price(family=name, rates=own, source=OVERRIDE_SOURCE),)
+            given = {k: v for k, v in raw_rates.items() if v is not None}
+            where = f"pricing.models.{raw_name}"
+            own = rates(given, where, meta=LIMIT_KEYS)
+            periods[name] = (Price(
+                family=name, rates=own, source=OVERRIDE_SOURCE,
+                context_window=limit(given.get("context_window"), f"{where}.context_window"),
+                max_output_tokens=limit(given.get("max_output_tokens"),
+                                        f"{where}.max_output_tokens")),)
             canonical[name] = {k: canon(v) for k, v in sorted(own.items())}
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(blob).hexdigest()[:8]

@@ -2,9 +2,10 @@
 
 `build_app(settings, config_path)` validates the config and registers the
 routes; at startup `Services` opens the ledger and builds the rooms, and
-each route hands its request to the edge that answers it. On shutdown the
-relay drains, then leases, the notifier, capture, the client and the
-ledger are closed in that order.
+each route hands its request to the edge that answers it (`/metrics` behind
+its token, or on its own `metrics_listen` address). On shutdown the relay
+drains, then leases, the notifier, capture, the client and the ledger are
+closed in that order.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from . import _errors as errors
-from ._config import Settings
+from ._config import Settings, parse_listen
 from ._ids import new_request_id
 from ._metrics import Metrics
 from ._runtime import Reloader, Runtime, log_warnings, restart_only_changes
+from ._scrape import elsewhere, metrics_refusal
 from ._services import Services
 from .admin import Admin
 
@@ -31,6 +33,7 @@ SERVICES_KEY = web.AppKey("faregate_services", Services)
 RELOADER_KEY = web.AppKey("faregate_reloader", Reloader)
 _BOOT_KEY = web.AppKey("faregate_boot", Runtime)
 _METRICS_KEY = web.AppKey("faregate_metrics", Metrics)
+_METRICS_RUNNER_KEY = web.AppKey("faregate_metrics_runner", web.AppRunner)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,7 +60,10 @@ def build_app(settings: Settings, config_path: Path | None = None) -> web.Applic
             return await pick(app[SERVICES_KEY])(request)
         return handler
 
-    app.router.add_get("/metrics", edge(lambda s: s.metrics_page))
+    if settings.server.metrics_listen:
+        app.router.add_get("/metrics", _metrics_elsewhere)
+    else:
+        app.router.add_get("/metrics", _metrics_handler(app))
     app.router.add_get("/healthz", edge(lambda s: s.healthz))
     app.router.add_get("/readyz", edge(lambda s: s.readyz))
     for method, path, name in Admin.ROUTES:
@@ -80,10 +86,39 @@ async def _elsewhere(request: web.Request) -> web.Response:
         request_id=new_request_id())
 
 
+def _metrics_handler(app: web.Application) -> Handler:
+    """`/metrics`, behind the metrics token when one is configured."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        services = app[SERVICES_KEY]
+        refused = metrics_refusal(request, services.runtime.settings.server)
+        return refused or await services.metrics_page(request)
+    return handler
+
+
+async def _metrics_elsewhere(_: web.Request) -> web.Response:
+    return elsewhere()
+
+
+async def _metrics_site(app: web.Application) -> None:
+    """`[server] metrics_listen`: `/metrics` on its own address."""
+    where = app[_BOOT_KEY].settings.server.metrics_listen
+    if not where:
+        return
+    host, port = parse_listen(where)
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", _metrics_handler(app))
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    app[_METRICS_RUNNER_KEY] = runner
+    log.info("metrics served on their own address", extra={"metrics_listen": where})
+
+
 async def _startup(app: web.Application) -> None:
     reloader = app[RELOADER_KEY]
     app[SERVICES_KEY] = await Services.start(app[_BOOT_KEY], app[_METRICS_KEY], reloader.reload)
     log_warnings(app[_BOOT_KEY], str(reloader.path or "built-in defaults"))
+    await _metrics_site(app)
     reloader.start()
     try:
         asyncio.get_running_loop().add_signal_handler(
@@ -106,6 +141,9 @@ async def _shutdown(app: web.Application) -> None:
 
 
 async def _cleanup(app: web.Application) -> None:
+    runner = app.get(_METRICS_RUNNER_KEY)
+    if runner is not None:
+        await runner.cleanup()
     services = app.get(SERVICES_KEY)
     if services is not None:
         await services.close()

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("faregate.capture")
 
+#: Takes the upstream key's fragments out of bytes (`caller.KeyScrubber.bytes`).
+Scrub = Callable[[bytes], bytes]
+
 MAX_TEXT = 64 * 1024
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -140,16 +143,18 @@ class Capture:
 
     # -- the event loop side: enqueue only ----------------------------------
 
-    def frame(self, stream: str, direction: str, kind: str, frame: str) -> None:
+    def frame(self, stream: str, direction: str, kind: str, frame: str,
+              scrub: Scrub | None = None) -> None:
         """A session frame whose type is in SERVER_TEXT / CLIENT_TEXT."""
-        self._put((stream, "frame", direction, kind, frame[:MAX_TEXT], _now()))
+        self._put((stream, "frame", direction, kind, frame[:MAX_TEXT], _now(), scrub))
 
     def exchange(self, stream: str, request_id: str, endpoint: str, request: bytes,
-                 response: bytes, status: int) -> None:
-        """A REST call's bodies (each truncated at MAX_TEXT)."""
+                 response: bytes, status: int, scrub: Scrub | None = None) -> None:
+        """A REST call's bodies (each truncated at MAX_TEXT). `scrub` (run on the writer
+        thread) takes the upstream key's fragments out first."""
         self._put((stream, "rest", request_id, endpoint, (request[:MAX_TEXT],
                    response[:MAX_TEXT], len(request) > MAX_TEXT or len(response) > MAX_TEXT,
-                   status), _now()))
+                   status), _now(), scrub))
 
     def _put(self, item: tuple) -> None:
         try:
@@ -174,15 +179,20 @@ class Capture:
                 self._queue.task_done()
 
     def _write(self, item: tuple) -> None:
-        stream, what, a, b, payload, at = item
+        stream, what, a, b, payload, at, scrub = item
         if what == "frame":
             text = _text_of(a, b, payload)
             if text is None:
                 return
+            if scrub is not None:
+                text = scrub(text.encode("utf-8", "surrogateescape")).decode(
+                    "utf-8", "surrogateescape")
             record = {"at": at.isoformat(), "direction": a, "type": b,
                       "text": self._redact(text)}
         else:
             req, resp, truncated, status = payload
+            if scrub is not None:
+                req, resp = scrub(req), scrub(resp)
             record = {"at": at.isoformat(), "request_id": a, "endpoint": b, "status": status,
                       "request": self._redact(req.decode("utf-8", "replace")),
                       "response": self._redact(resp.decode("utf-8", "replace")),

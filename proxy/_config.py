@@ -67,11 +67,16 @@ class ServerSettings(_Strict):
     #: How the upstream credential is sent: `Authorization: Bearer` (OpenAI) or
     #: the `api-key` header (Azure OpenAI).
     upstream_auth: Literal["bearer", "api-key"] = "bearer"
+    #: `/metrics` needs `Authorization: Bearer <the variable's value>` when set.
+    metrics_token_env: str | None = None
+    #: `/metrics` is served on this address only (not on `listen`) when set.
+    metrics_listen: str | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen(v)
         return v
 
     @field_validator("allowed_origins")
@@ -103,6 +108,9 @@ class StorageSettings(_Strict):
     flush_interval_ms: int = Field(250, gt=0)
     batch_size: int = Field(1000, gt=0)
     queue_limit: int = Field(10_000, gt=0)  # charges held in memory; beyond, only in the journal
+    #: While neither the journal nor the database can take a charge: refuse metered calls
+    #: (503 ledger_unavailable) or serve them. Unset: refuse callers with a USD limit.
+    on_ledger_failure: Literal["refuse", "serve"] | None = None
 
     @field_validator("url")
     @classmethod
@@ -202,6 +210,10 @@ class TenantSettings(Limits):
     markup: Decimal | None = None
     capture: bool = False  # opt-in conversation capture ([capture] needs its key)
     openai_project: str | None = None  # the tenant's OpenAI project (reconcile, backstops)
+    #: Keys mode: this tenant's own upstream key (one OpenAI project per tenant).
+    upstream_api_key_env: str | None = None
+    #: May reach upstream objects faregate never saw created (made before or outside it).
+    shared_objects: bool = False
 
     _markup = field_validator("markup")(_non_negative)
 
@@ -249,6 +261,9 @@ class ModelPrice(_Strict):
     per_1k_chars: Money | None = None
     per_image: Money | None = None
     standby_per_minute: Money | None = None  # a Live session's paused time
+    #: What one call can possibly use: usage reported beyond it is not believed.
+    context_window: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _rates(self) -> "ModelPrice":
@@ -258,7 +273,15 @@ class ModelPrice(_Strict):
         return self
 
     def rates(self) -> dict[str, Decimal]:
+        return {k: v for k, v in self.model_dump().items()
+                if v is not None and k not in _LIMITS}
+
+    def entry(self) -> dict[str, Any]:
+        """Rates and limits, as the price table takes an override."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+_LIMITS = ("context_window", "max_output_tokens")
 
 
 class PricingSettings(_Strict):

@@ -8,16 +8,19 @@ DESIGN §5.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import orjson
 from aiohttp import web
 
-from .caller import IdentityError
+from .caller import IdentityError, bearer_matches
 from .quota import Refusal
 
+if TYPE_CHECKING:
+    from .objects import Denial
 
-def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
     return orjson.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code}}
     )
@@ -32,14 +35,17 @@ def openai_error(
     headers: Mapping[str, str] | None = None,
     request_id: str | None = None,
     param: str | None = None,
+    null_code: bool = False,
 ) -> web.Response:
-    """A JSON error response faregate produced (not the upstream)."""
+    """A JSON error response faregate produced (not the upstream); `null_code`: the
+    `code` is JSON null, as in the upstream's own not-found answers."""
     h = {"content-type": "application/json"}
     if headers:
         h.update(headers)
     if request_id:
         h["x-faregate-request-id"] = request_id
-    return web.Response(status=status, body=error_body(message, type_, code, param), headers=h)
+    body = error_body(message, type_, None if null_code else code, param)
+    return web.Response(status=status, body=body, headers=h)
 
 
 def refused(refusal: Refusal, request_id: str) -> web.Response:
@@ -109,3 +115,28 @@ def endpoint_not_allowed(path: str, request_id: str) -> web.Response:
         403, "invalid_request_error", "endpoint_not_allowed",
         f"This caller may not use {path[:200]} (its tier's or tenant's `endpoints`).",
         request_id=request_id)
+def ledger_unavailable(request_id: str, retry_after_s: int = 5) -> web.Response:
+    """`[storage] on_ledger_failure = "refuse"`: no charge could be kept now."""
+    return openai_error(
+        503, "api_error", "ledger_unavailable",
+        "faregate cannot record charges right now (neither its journal nor its database "
+        "takes writes), so metered calls are refused; try again shortly.",
+        headers={"retry-after": str(retry_after_s)}, request_id=request_id)
+
+
+def denied(denial: "Denial", request_id: str) -> web.Response:
+    """Another tenant's object (or one faregate cannot check): OpenAI's own answer."""
+    headers = {"retry-after": denial.retry_after} if denial.retry_after else None
+    return openai_error(denial.status, denial.type, denial.code or "", denial.message,
+                        headers=headers, request_id=request_id, param=denial.param,
+                        null_code=denial.code is None)
+
+
+def wrong_token(headers: Mapping[str, str], token: str, what: str) -> web.Response | None:
+    """None if `Authorization: Bearer` carries the operator's `token`; else the 401
+    (`invalid_<what>_token`). Compared in constant time."""
+    if bearer_matches(headers, token):
+        return None
+    return openai_error(401, "invalid_request_error", f"invalid_{what}_token",
+                        f"A valid {what} bearer token is required.",
+                        headers={"www-authenticate": f'Bearer realm="faregate-{what}"'})

@@ -1,7 +1,9 @@
 """Structured (JSON lines) logging for the server.
 
 Fields passed with `extra=` become keys of the line. Nothing logs API keys
-or message contents: callers pass fingerprints and counts only.
+or message contents: callers pass fingerprints and counts only. As a last
+net, every line is scrubbed of the upstream keys in force (`hide`), whole
+or masked, on the listener thread.
 """
 
 from __future__ import annotations
@@ -15,11 +17,25 @@ from datetime import datetime, timezone
 
 import orjson
 
+from .caller import KeyScrubber
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+_hidden = KeyScrubber(())
+
+
+def hide(keys: list[str]) -> None:
+    """The upstream keys no log line may show (replaced on every config load)."""
+    global _hidden
+    _hidden = KeyScrubber(keys)
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        return _hidden.text(self._line(record))
+
+    def _line(self, record: logging.LogRecord) -> str:
         line = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
                 timespec="milliseconds"

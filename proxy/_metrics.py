@@ -94,8 +94,13 @@ _DEFINITIONS: tuple[tuple[str, type, str, str, tuple[str, ...], tuple | None], .
      "Bytes in local journal segments not yet deleted (unconfirmed or current).", (), None),
     ("ledger_oldest_unwritten", Gauge, "faregate_ledger_oldest_unwritten_seconds",
      "Age of the oldest charge not yet in the database (0 when caught up).", (), None),
-    ("ledger_records", Counter, "faregate_ledger_records", "Ledger records by outcome.",
-     ("result",), None),
+    ("ledger_records", Counter, "faregate_ledger_records", "Ledger records by outcome "
+     "(dropped: kept by neither the journal nor memory).", ("result",), None),
+    ("ledger_journal_failing", Gauge, "faregate_ledger_journal_failing",
+     "1 while the journal takes no writes, by why (ENOSPC, EIO, EROFS, ...).", ("reason",),
+     None),
+    ("ledger_accepting", Gauge, "faregate_ledger_accepting",
+     "1 while a charge can be kept (journal, or memory with the database up).", (), None),
     ("alerts_sent", Counter, "faregate_alerts_sent", "Budget alerts sent.",
      ("level", "channel"), None),
     ("capture_records", Counter, "faregate_capture_records",
@@ -131,6 +136,8 @@ class Metrics:
     ledger_journal_bytes: Gauge
     ledger_oldest_unwritten: Gauge
     ledger_records: Counter
+    ledger_journal_failing: Gauge
+    ledger_accepting: Gauge
     alerts_sent: Counter
     capture_records: Counter
     config_reloads: Counter

@@ -31,6 +31,7 @@ from faregate.pricing import (
 from ._config import ConfigError, ConfigProblem, PricingSettings, Settings, load_settings
 from ._preflight import alias_problems, refusals, warnings
 from ._watch import FileWatch, Stamps
+from ._logging import hide
 from .caller import Caller, Directory
 from .quota import Policy, policy_for
 
@@ -74,7 +75,7 @@ def price_table(pricing: PricingSettings) -> PriceTable:
             table = read_price_file(pricing.table, table)
         except PriceTableError as exc:
             raise ConfigError(pricing.table, [ConfigProblem("pricing.table", str(exc))]) from None
-    overrides = {name: p.rates() for name, p in pricing.models.items()}
+    overrides = {name: p.entry() for name, p in pricing.models.items()}
     if overrides:
         try:
             table = table.with_overrides(overrides)
@@ -105,6 +106,12 @@ class Runtime:
         t = self.settings.tenants.get(tenant)
         return t.markup if t is not None else None
 
+    def refuses_without_ledger(self, policy: Policy) -> bool:
+        """`[storage] on_ledger_failure`: refuse this caller's metered calls while no
+        charge can be kept? Unset: refuse callers with a USD limit, serve the rest."""
+        choice = self.settings.storage.on_ledger_failure
+        return choice == "refuse" or (choice is None and bool(policy.budgets))
+
     def captures(self, tenant: str) -> bool:
         """The tenant opted in to conversation capture (it also needs the key)."""
         t = self.settings.tenants.get(tenant)
@@ -114,12 +121,14 @@ class Runtime:
     def build(cls, settings: Settings, source: str = "<config>") -> "Runtime":
         """The config in force; reads the operator's price file (call it off the event
         loop). `ConfigError` when that file does not load or the table cannot honour
-        the config (its aliases)."""
+        the config (its aliases). Every upstream key it injects is hidden from logs."""
         table = price_table(settings.pricing)
         problems = alias_problems(settings.pricing.aliases, table)
         if problems:
             raise ConfigError(source, problems)
-        return cls(settings, Directory(settings), table.with_aliases(settings.pricing.aliases))
+        directory = Directory(settings)
+        hide(directory.upstream_keys())
+        return cls(settings, directory, table.with_aliases(settings.pricing.aliases))
 
 
 def _load_runtime(path: Path) -> Runtime:
@@ -136,6 +145,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     changed = []
     if old.server.listen != new.server.listen:
         changed.append("[server] listen")
+    if old.server.metrics_listen != new.server.metrics_listen:
+        changed.append("[server] metrics_listen")
     if old.storage != new.storage:
         changed.append("[storage]")
     if (old.server.tls_cert_file, old.server.tls_key_file) != (

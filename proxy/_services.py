@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from faregate.pricing import PriceTable
-from faregate.storage import Ledger, LedgerRecord
+from faregate.storage import JOURNAL_FAILURES, Ledger, LedgerRecord, LedgerUnavailable
 
 from . import _errors as errors
 from ._capture import open_capture
@@ -29,6 +29,7 @@ from .admin import Admin
 from .alerts import Alerting, Notifier
 from .caller import SecretBook
 from .meter import Biller, canonical_path
+from .objects import Objects, Owners
 from .provider import Delegations, ProviderJobs
 from .quota import Leases, Quota, UnseenHolds
 from .realtime import Relay, Sessions, SessionServices, is_websocket
@@ -87,18 +88,23 @@ class Services:
             lambda level, channel, ok: metrics.alerts_sent.labels(level, channel).inc()
             if ok else None)
         self.capture = open_capture(settings, metrics)
-        self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting)
+        self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting,
+                             journal=ledger)
         self.batches = BatchBook(ledger)
         self.background = Background(self.current, ledger, self.quota, self.biller, client,
                                      metrics)
+        # Another replica's new object row reaches the database within a flush or two.
+        self.objects = Objects(
+            Owners(ledger, settle_s=min(2.0, 3 * settings.storage.flush_interval_ms / 1000)),
+            self.current)
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
             Batches(self.batches, self.biller, self.current, metrics, self.quota, client),
-            self.background, self.delegations, metrics, self.capture)
+            self.background, self.delegations, metrics, self.capture, self.objects)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),
-            self.quota, self.secrets, lambda: self.draining, self.delegations)
+            self.quota, self.secrets, lambda: self.draining, self.delegations, self.objects)
         self.own_quota = OwnQuota(self.current, self.quota, self.secrets, self.sessions.active,
                                   client)
         self.admin = Admin(self.current, ledger, self.sessions, self.quota, self.capture,
@@ -106,26 +112,31 @@ class Services:
         self.provider = ProviderJobs(self.current, ledger, self.biller, metrics,
                                      self.notifier.send)
         self._purge: asyncio.Task | None = None
+        self._replayed: asyncio.Task | None = None
 
     def current(self) -> Runtime:
         """The config in force (read once per request)."""
         return self.runtime
 
-    def _record(self, record: LedgerRecord) -> None:
-        self.ledger.record(record)  # queue depth is read when /metrics is scraped
+    def _record(self, *records: LedgerRecord) -> None:
+        self.ledger.record(*records)  # queue depth is read when /metrics is scraped
 
     @classmethod
     async def start(cls, runtime: Runtime, metrics: Metrics, reload: Reload) -> "Services":
         """Open the ledger, seed budgets and alerts from it, start the background work."""
         storage = runtime.settings.storage
-        ledger = await Ledger.open(
-            storage.url,
-            flush_interval_ms=storage.flush_interval_ms,
-            batch_size=storage.batch_size,
-            on_written=lambda n, result: metrics.ledger_records.labels(result).inc(n),
-            journal_dir=storage.journal_dir,
-            queue_limit=storage.queue_limit,
-        )
+        try:
+            ledger = await Ledger.open(
+                storage.url,
+                flush_interval_ms=storage.flush_interval_ms,
+                batch_size=storage.batch_size,
+                on_written=lambda n, result: metrics.ledger_records.labels(result).inc(n),
+                journal_dir=storage.journal_dir,
+                queue_limit=storage.queue_limit,
+            )
+        except LedgerUnavailable as exc:
+            log.error("the ledger cannot be opened", extra={"reason": str(exc)})
+            raise
         services = cls(runtime, metrics, ledger, upstream_client(runtime), reload)
         await services._load()
         return services
@@ -153,6 +164,16 @@ class Services:
         if self.capture is not None:
             self._purge = asyncio.get_running_loop().create_task(self._purge_hourly())
         self.provider.start()  # daily reconcile / limit sync, when [provider] turns them on
+        self._replayed = asyncio.get_running_loop().create_task(self._after_replay())
+
+    async def _after_replay(self) -> None:
+        """Once an earlier run's journal is in (calls a crash cut off charged from their
+        start markers), the sessions those charges belong to get their rows too."""
+        await self.ledger.flush()
+        rebuilt = await self.ledger.rebuild_sessions()
+        if rebuilt:
+            log.warning("rebuilt sessions cut off by an earlier crash",
+                        extra={"sessions": rebuilt})
 
     async def _purge_hourly(self) -> None:
         capture = self.capture
@@ -194,22 +215,28 @@ class Services:
         age = self.runtime.prices.age_days(datetime.now(timezone.utc).date())
         if age is not None:
             m.price_table_age.set(age)
+        failing = ledger.journal_failing
+        for reason in JOURNAL_FAILURES:
+            m.ledger_journal_failing.labels(reason).set(1 if reason == failing else 0)
+        m.ledger_accepting.set(1 if ledger.accepting else 0)
         return web.Response(body=m.render(), headers={"content-type": CONTENT_TYPE})
 
     async def healthz(self, _: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
     async def readyz(self, _: web.Request) -> web.Response:
+        problems = self.ledger.problems()
         checks = {
-            "ledger": self.ledger.healthy,
+            "ledger": not problems,
+            "ledger_accepting": self.ledger.accepting,
             "upstream_client": not self.client.closed,
             "accepting": not self.draining,
         }
         ok = all(checks.values())
         body: dict = {"status": "ready" if ok else "degraded", "checks": checks,
                       "prices": price_table_detail(self.runtime.prices)}
-        if not self.ledger.healthy:
-            body["reasons"] = {"ledger": self.ledger.last_error}
+        if problems:  # in words: which part, which backend at which address, what went wrong
+            body["reasons"] = {"ledger": "; ".join(problems.values()), **problems}
         return _json(body, 200 if ok else 503)
 
     # -- the end ----------------------------------------------------------------
@@ -230,6 +257,9 @@ class Services:
         await self.background.close()
         if self._purge is not None:
             self._purge.cancel()
+        if self._replayed is not None and not self._replayed.done():
+            await asyncio.wait({self._replayed}, timeout=2.0)  # a short replay: let it end
+            self._replayed.cancel()
         if self.capture is not None:
             await asyncio.to_thread(self.capture.close)
         await self.client.close()

@@ -23,6 +23,9 @@ from ._provider import (
     Reconciliation,
 )
 from ._journal import JournalBusy
+from ._journal_watch import REASONS as JOURNAL_FAILURES
+from ._markers import INTERRUPTED, StartMarker
+from ._store import LedgerUnavailable, store_address
 from ._record import (
     END_REASONS,
     TOKEN_COLUMNS,
@@ -30,6 +33,7 @@ from ._record import (
     BackgroundEvent,
     BatchEvent,
     LedgerRecord,
+    ObjectRecord,
     SessionRecord,
     new_id,
     random_hex,
@@ -56,12 +60,17 @@ __all__ = [
     "UNCONFIRMED_FLAG",
     "END_REASONS",
     "GROUPS",
+    "INTERRUPTED",
+    "JOURNAL_FAILURES",
     "JournalBusy",
+    "LedgerUnavailable",
+    "ObjectRecord",
     "PERIODS",
     "TOKEN_COLUMNS",
     "Ledger",
     "LedgerRecord",
     "SessionRecord",
+    "StartMarker",
     "UsageReport",
     "UsageRow",
     "format_usd",
@@ -75,4 +84,5 @@ __all__ = [
     "plain_decimal",
     "render_report",
     "report_dict",
+    "store_address",
 ]

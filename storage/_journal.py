@@ -20,6 +20,7 @@ An exclusive `flock` on `LOCK` keeps two processes from sharing a journal.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -36,6 +37,9 @@ READ_CHUNK = 4 << 20
 #: `read()` hands the GIL back every this many lines (see there).
 YIELD_EVERY = 64
 _PREFIX, _SUFFIX = "segment-", ".journal"
+#: A write that proves the journal's disk takes data again (a few charges' worth).
+PROBE_BYTES = 64 * 1024
+PROBE_NAME = "PROBE"
 
 #: A position in the journal: (segment number, byte offset).
 Cursor = tuple[int, int]
@@ -139,17 +143,22 @@ class Journal:
 
     # -- event loop side (cheap, never fsyncs) --------------------------------
 
-    def append(self, line: bytes) -> Cursor:
-        """Write one encoded entry; returns where it starts. Raises OSError."""
+    def append(self, line: bytes, entries: int = 1) -> Cursor:
+        """Write encoded entries (one line each, `entries` of them) with one `write(2)`;
+        returns where they start. Raises OSError."""
         with self._lock:
             seg = self._current
             start = seg.size
             written = os.write(self._fd, line)
             seg.size += written
-            if written != len(line):  # disk full mid-line: the CRC will reject it
-                raise OSError(f"short journal write ({written} of {len(line)} bytes)")
-            seg.entries = (seg.entries or 0) + 1
-            self._appended += 1
+            if written != len(line):  # the disk filled mid-line: the rest says why (ENOSPC)
+                more = os.write(self._fd, line[written:])
+                seg.size += more
+                if written + more != len(line):  # a torn line: the CRC will reject it
+                    raise OSError(errno.ENOSPC, f"short journal write ({written + more} of "
+                                                f"{len(line)} bytes)")
+            seg.entries = (seg.entries or 0) + entries
+            self._appended += entries
             return seg.no, start
 
     def end(self) -> Cursor:
@@ -265,12 +274,53 @@ class Journal:
             off += pos
         return out, (no, off), bad
 
+    def probe(self, size: int = PROBE_BYTES) -> None:
+        """Can the directory take `size` bytes now? Write, fsync and remove a probe
+        file; raises OSError if not (disk full, I/O error, read-only)."""
+        path = self.directory / PROBE_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(bytes(size))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
+    def reopen(self) -> None:
+        """After a failed write or fsync: continue in a fresh segment.
+
+        The old segment is sealed as it is (a line a full disk cut short is
+        skipped on replay, like a crash's torn line); nothing is appended to
+        it again, so no later entry is glued to a torn one. An empty current
+        segment is kept (a failing disk must not leave a trail of empty files).
+        Raises OSError if the directory cannot take a new file yet.
+        """
+        with self._lock:
+            old, old_fd = self._current, self._fd
+            if old.size == 0:
+                return
+        nxt, fd = self._create(old.no + 1)
+        with self._lock:
+            self._segments[nxt.no] = nxt
+            old.sealed = True
+            self._current, self._fd = nxt, fd
+        try:
+            os.fsync(old_fd)
+        except OSError:
+            pass  # what the failing disk kept of it is read back on replay, torn lines skipped
+        os.close(old_fd)
+
     def close(self) -> None:
         """Seal and fsync; delete what the database has; release the lock."""
         with self._lock:
             self._current.sealed = True
             fd = self._fd
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass  # a failing disk: what it kept is replayed at the next start
         os.close(fd)
         self._delete_finished()
         os.close(self._lock_fd)

@@ -34,6 +34,7 @@ from ._record import (
     BackgroundEvent,
     BatchEvent,
     LedgerRecord,
+    ObjectRecord,
     SessionRecord,
 )
 from ._sessions import (
@@ -188,6 +189,18 @@ def background_from_row(row: Sequence[Any]) -> BackgroundEvent:
         model=v["model"] or "", request_id=v["request_id"] or "",
         hold_nanos=int(v["hold_nanos"] or 0), reserved=orjson.loads(v["reserved"] or "{}"),
         at=datetime.fromisoformat(v["at"]))
+OBJECT_COLUMNS: tuple[str, ...] = ("id", "kind", "tenant", "user_id", "key_id", "created_at",
+                                   "created_ms")
+
+
+def object_to_row(o: ObjectRecord) -> Row:
+    return (o.id, o.kind, o.tenant, o.user, o.key_id, *utc_stamp(o.at))
+
+
+def object_from_row(row: Sequence[Any]) -> ObjectRecord:
+    v = dict(zip(OBJECT_COLUMNS, row))
+    return ObjectRecord(id=v["id"], kind=v["kind"], tenant=v["tenant"], user=v["user_id"],
+                        key_id=v["key_id"], at=datetime.fromisoformat(v["created_at"]))
 
 
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
@@ -203,10 +216,12 @@ LIMIT_CHANGES = Kind("limit_change", "limit_changes", LIMIT_CHANGE_COLUMNS, Limi
                      limit_change_to_row, limit_change_from_row)  # 0050
 BACKGROUND = Kind("background", "background_responses", BACKGROUND_COLUMNS, BackgroundEvent,
                   background_to_row, background_from_row)  # 0020
+OBJECTS = Kind("object", "objects", OBJECT_COLUMNS, ObjectRecord, object_to_row,
+               object_from_row)  # 0030
 
 #: Every kind by journal tag. Add new kinds here (and a migration for their table).
 KINDS: dict[str, Kind] = {k.name: k for k in (CHARGES, SESSIONS, ALERTS, BATCHES, DELEGATED,
-                                               LIMIT_CHANGES, BACKGROUND)}
+                                               LIMIT_CHANGES, BACKGROUND, OBJECTS)}
 _BY_TYPE: dict[type, Kind] = {k.record_type: k for k in KINDS.values()}
 
 

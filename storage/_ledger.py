@@ -14,6 +14,15 @@ has drained, and switches back to memory when it has caught up. Memory stays
 bounded while the journal grows on disk. Entries left by an earlier run are
 replayed the same way at start (ids make every insert idempotent), and a
 segment is deleted once the database has confirmed all of its entries.
+
+A journal that fails (disk full, I/O error, read-only) does not stop the
+ledger: new entries wait in memory (at most `queue_limit` of them), the
+journal is retried every second and, once it takes writes again, continues
+in a fresh segment and takes the waiting entries too (`_journal_watch`).
+`accepting` says whether a charge can be kept at all — by the journal, or by
+memory while the database takes writes; an entry that cannot be kept is
+counted (`dropped`) and logged, never lost silently. Start markers (`mark`,
+see `_markers`) make calls in flight at a crash show up after it.
 """
 
 from __future__ import annotations
@@ -27,9 +36,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
+from ._journal_watch import JournalWatch
 from ._kinds import KINDS, kind_of
+from ._ledger_health import JournalHealth
 from ._ledger_queries import LedgerQueries
-from ._record import AlertRecord, LedgerRecord, SessionRecord
+from ._markers import Markers
+from ._outage import describe_failure
+from ._record import AlertRecord, LedgerRecord, ObjectRecord, SessionRecord
 from ._store import Store, open_store
 
 log = logging.getLogger("faregate.ledger")
@@ -43,7 +56,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Ledger(LedgerQueries):
+class Ledger(JournalHealth, LedgerQueries):
     """Async facade over one store. Create with `await Ledger.open(url)`."""
 
     def __init__(
@@ -78,7 +91,10 @@ class Ledger(LedgerQueries):
         self._closing = False
         self._closed = asyncio.Event()
         self._db_error: str | None = None
-        self._journal_error: str | None = None
+        self._watch = JournalWatch(journal.directory) if journal else None
+        self._memory_only = 0  # queued entries the journal could not take
+        self._markers = Markers(journal.first_own if journal else 0)
+        self._replay_tail = 0  # _accepted once an earlier run's cut-off calls were queued
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._writer(), name="ledger-writer")
         self._committer = (
@@ -121,38 +137,55 @@ class Ledger(LedgerQueries):
 
     # -- hot path ---------------------------------------------------------
 
-    def record(self, rec: LedgerRecord | SessionRecord | AlertRecord) -> None:
-        """Journal and queue a record for writing. Never blocks, never raises."""
-        try:
-            kind = kind_of(rec)
-            row = kind.to_row(rec)
-        except Exception:
-            log.exception("unrecordable ledger record")
-            self._on_written(1, "failed")
+    def record(self, *recs: LedgerRecord | SessionRecord | AlertRecord | ObjectRecord) -> None:
+        """Journal and queue records for writing (several: one `write(2)` for all, e.g. a
+        charge and the object its call created). Never blocks, never raises."""
+        entries = []
+        for rec in recs:
+            try:
+                kind = kind_of(rec)
+                entries.append((kind.name, kind.to_row(rec)))
+            except Exception:
+                log.exception("unrecordable ledger record")
+                self._on_written(1, "failed")
+        if not entries:
             return
         at_ms = _now_ms()
         segment = -1
-        if self._journal is not None and self._journal_error is None:
-            try:
-                segment, offset = self._journal.append(encode_entry(kind.name, at_ms, row))
-            except Exception as exc:  # disk full, I/O error: keep the record in memory
-                self._journal_error = f"journal: {type(exc).__name__}: {exc}"
-                log.error("journal append failed; recording in memory only",
-                          extra={"error": self._journal_error})
-            else:
-                if self._spill is not None or len(self._queue) >= self._queue_limit:
-                    if self._spill is None:
-                        log.warning("ledger queue full; new records wait in the journal",
-                                    extra={"queue_limit": self._queue_limit})
-                        self._spill = (segment, offset)
-                        self._spill_oldest_ms = at_ms
-                        self._wake.set()
-                    self._accepted += 1
-                    return
-        self._queue.append((kind.name, at_ms, row, segment))
-        self._accepted += 1
+        journal, watch = self._journal, self._watch
+        if journal is not None and watch is not None:
+            if watch.ok:
+                lines = [encode_entry(name, at_ms, row) for name, row in entries]
+                try:
+                    segment, offset = journal.append(
+                        lines[0] if len(lines) == 1 else b"".join(lines), len(lines))
+                except OSError as exc:  # disk full, I/O error: memory until it recovers
+                    watch.failed(exc, "write")
+                else:
+                    if self._spill is not None or len(self._queue) >= self._queue_limit:
+                        self._spill_to_journal(segment, offset, at_ms, len(lines))
+                        return
+            if segment < 0:
+                room = max(0, self._queue_limit - self._memory_only)
+                for name, _ in entries[room:]:
+                    watch.dropped_one(name)
+                    self._on_written(1, "dropped")
+                entries = entries[:room]
+                self._memory_only += len(entries)
+        for name, row in entries:
+            self._queue.append((name, at_ms, row, segment))
+        self._accepted += len(entries)
         if len(self._queue) >= self._batch_size:
             self._wake.set()
+
+    def _spill_to_journal(self, segment: int, offset: int, at_ms: int, n: int) -> None:
+        if self._spill is None:
+            log.warning("ledger queue full; new records wait in the journal",
+                        extra={"queue_limit": self._queue_limit})
+            self._spill = (segment, offset)
+            self._spill_oldest_ms = at_ms
+            self._wake.set()
+        self._accepted += n
 
     @property
     def queue_depth(self) -> int:
@@ -171,14 +204,6 @@ class Ledger(LedgerQueries):
             oldest.append(self._spill_oldest_ms)
         return max(0.0, (_now_ms() - min(oldest)) / 1000.0) if oldest else 0.0
 
-    @property
-    def healthy(self) -> bool:
-        return self._db_error is None and self._journal_error is None
-
-    @property
-    def last_error(self) -> str | None:
-        return self._journal_error or self._db_error
-
     # -- writer -----------------------------------------------------------
 
     async def _in_journal_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -195,17 +220,18 @@ class Ledger(LedgerQueries):
             end = journal.end()
             if journal.at_end(self._spill):  # caught up: back to memory (no await between)
                 self._spill = self._spill_oldest_ms = None
-                self._replaying_earlier_run = False
+                self._end_earlier_run()
                 await self._advance(0)
                 return None
-            entries, cursor, bad = await self._in_journal_thread(
+            read, cursor, bad = await self._in_journal_thread(
                 journal.read, self._spill, end, self._batch_size
             )
             if bad:
                 log.warning("journal lines failed their checksum and were skipped",
                             extra={"lines": bad})
+            entries, confirms = self._markers.sift(read)
             if entries:
-                self._spill_batch = (entries, cursor)
+                self._spill_batch = (entries, cursor, confirms)
                 self._spill_oldest_ms = entries[0].at_ms
             else:
                 self._spill = cursor
@@ -234,7 +260,7 @@ class Ledger(LedgerQueries):
             try:
                 await self._store.insert(rows)
             except Exception as exc:  # keep the batch, retry later
-                self._db_error = f"{type(exc).__name__}: {exc}"
+                self._db_error = describe_failure(self._store.where, exc)
                 self._on_written(len(entries), "failed")
                 backoff = min(MAX_BACKOFF_S, max(0.1, backoff * 2))
                 log.error(
@@ -253,13 +279,17 @@ class Ledger(LedgerQueries):
                 continue
             backoff = 0.0
             self._db_error = None
-            self._confirm(entries)
             if source == "written":
-                for _ in entries:
-                    self._queue.popleft()
+                # The queued tuples, not the batch's copies: a journal that recovered
+                # meanwhile gave memory-only entries their segment.
+                popped = [self._queue.popleft() for _ in entries]
+                if self._journal is not None:
+                    self._memory_only -= sum(1 for e in popped if e[3] < 0)
+                self._confirm(popped)
                 own = len(entries)
             else:
                 assert self._spill_batch is not None and self._journal is not None
+                self._confirm(entries, self._spill_batch[2])
                 self._spill, self._spill_batch = self._spill_batch[1], None
                 self._journal.read_past(self._spill)
                 self._spill_oldest_ms = entries[-1][1]
@@ -277,12 +307,16 @@ class Ledger(LedgerQueries):
             and self._journal is not None
             and (self._spill is None or self._spill[0] >= self._journal.first_own)
         ):
-            self._replaying_earlier_run = False
+            self._end_earlier_run()
             await self._advance(0)
 
-    def _confirm(self, entries: Iterable[tuple[str, int, tuple[Any, ...], int]]) -> None:
+    def _confirm(self, entries: Iterable[tuple[str, int, tuple[Any, ...], int]],
+                 markers: Iterable[int] = ()) -> None:
         if self._journal is not None:
+            entries = list(entries)
             counts = Counter(e[3] for e in entries if e[3] >= 0)
+            counts.update(markers)
+            self._markers.settled(entries, counts)
             self._journal.confirm(counts)
 
     def _all_journaled(self) -> bool:
@@ -294,29 +328,14 @@ class Ledger(LedgerQueries):
             self._done += n
             self._progress.notify_all()
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self._commit()
-
-    async def _commit(self) -> None:
-        assert self._journal is not None
-        try:
-            durable = await self._in_journal_thread(self._journal.sync)
-        except OSError as exc:
-            self._journal_error = f"journal: {type(exc).__name__}: {exc}"
-            log.error("journal fsync failed", extra={"error": self._journal_error})
-            return
-        if durable:
-            self._on_written(durable, "journaled")
-
     async def flush(self) -> None:
         """Wait until every record so far (and any earlier run's backlog) is written."""
         target = self._accepted
         self._wake.set()
         async with self._progress:
             await self._progress.wait_for(
-                lambda: (self._done >= target and not self._replaying_earlier_run)
+                lambda: (self._done >= max(target, self._replay_tail)
+                         and not self._replaying_earlier_run)
                 or self._task.done()
             )
 
@@ -332,6 +351,8 @@ class Ledger(LedgerQueries):
         self._closing = True
         self._closed.set()
         self._wake.set()
+        if self._watch is not None and not self._watch.ok:
+            await self._recover()  # one last try: what memory holds could still be journaled
         await self._task
         if self._committer is not None and self._journal is not None:
             self._committer.cancel()
@@ -341,6 +362,10 @@ class Ledger(LedgerQueries):
                 pass
             await self._commit()
             await self._in_journal_thread(self._journal.close)
+        if self._watch is not None and self._memory_only > 0:
+            log.error("ledger closed with records neither the database nor the journal took",
+                      extra={"lost": self._memory_only, "path": str(self._watch.directory)})
+            self._on_written(self._memory_only, "dropped")
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         await self._store.close()

@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 
-from ._kinds import ALERTS, BACKGROUND, BATCHES, CHARGES, SESSIONS
+from ._kinds import ALERTS, BACKGROUND, BATCHES, CHARGES, OBJECTS, SESSIONS
 from ._lookups import (
     alerts_sql,
     background_pending_sql,
@@ -19,13 +19,21 @@ from ._lookups import (
     batch_events_sql,
     claim_alert_sql,
     claim_sql,
+    objects_by_id_sql,
     session_sql,
     sessions_sql,
     spend_since_sql,
 )
 from ._queries import unpriced_models_sql
 from ._provider import ProviderQueries
-from ._record import AlertRecord, BackgroundEvent, BatchEvent, LedgerRecord, SessionRecord
+from ._record import (
+    AlertRecord,
+    BackgroundEvent,
+    BatchEvent,
+    LedgerRecord,
+    ObjectRecord,
+    SessionRecord,
+)
 from ._report import UsageReport
 from ._sessions import REBUILD_SELECT, rebuilt_session
 from ._store import Store
@@ -132,6 +140,13 @@ class LedgerQueries(ProviderQueries):
             return []
         sql, args = batch_events_by_id_sql(self._store.placeholder, ids)
         return [BATCHES.from_row(r) for r in await self._store.fetch(sql, args)]
+
+    async def objects_by_id(self, ids: list[str]) -> list[ObjectRecord]:
+        """Who owns these objects (what this or another replica recorded)."""
+        if not ids:
+            return []
+        sql, args = objects_by_id_sql(self._store.placeholder, ids)
+        return [OBJECTS.from_row(r) for r in await self._store.fetch(sql, args)]
 
     async def claim_batch(self, event: BatchEvent) -> bool:
         """Write a batch event now; False if it exists (another process claimed it)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ._kinds import ALERTS, BACKGROUND, BATCHES, SESSIONS
+from ._kinds import ALERTS, BACKGROUND, BATCHES, OBJECTS, SESSIONS
 from ._periods import epoch_ms
 from ._queries import Placeholder, _where
 
@@ -70,6 +70,13 @@ def batch_events_by_id_sql(p: Placeholder, ids: list[str]) -> tuple[str, list[An
     marks = ", ".join(p(i + 1) for i in range(len(ids)))
     return (f"SELECT {', '.join(BATCHES.columns)} FROM batches WHERE id IN ({marks}) "
             "ORDER BY at_ms", list(ids))
+
+
+def objects_by_id_sql(p: Placeholder, ids: list[str]) -> tuple[str, list[Any]]:
+    """Object owners by id (primary-key lookups; the caller bounds the list)."""
+    marks = ", ".join(p(i + 1) for i in range(len(ids)))
+    return (f"SELECT {', '.join(OBJECTS.columns)} FROM objects WHERE id IN ({marks})",
+            list(ids))
 
 
 def claim_sql(p: Placeholder, kind, record) -> tuple[str, list[Any]]:

@@ -18,6 +18,7 @@ import asyncpg
 
 from ._kinds import CHARGES, KINDS, Row
 from ._migrations import migrations, split_sql
+from ._outage import postgres_address
 from ._queries import logs_sql, usage_sql
 from ._record import LedgerRecord
 from ._report import UsageReport, UsageRow
@@ -101,8 +102,9 @@ class PostgresStore:
     dialect = "postgresql"
     placeholder = staticmethod(_p)
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, where: str = "PostgreSQL"):
         self._pool = pool
+        self.where = where
 
     @classmethod
     async def open(cls, url: str, *, max_connections: int = 4) -> "PostgresStore":
@@ -115,7 +117,7 @@ class PostgresStore:
             url, min_size=1, max_size=max_connections, timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S, init=_prepare_connection,
         )
-        return cls(pool)
+        return cls(pool, f"PostgreSQL at {postgres_address(url)}")
 
     async def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
         """All rows in one transaction; rows whose id (or other unique key) exists are skipped.

@@ -33,6 +33,9 @@ GROUP_SQL = {
 #: snapshot at its family's rates, a service tier or class billed at base rates.
 FALLBACK_FLAGS = ("priced_by_family", "tier_unpriced", "rate_missing")
 FALLBACK_SQL = "(" + " OR ".join(f"flags LIKE '%{f}%'" for f in FALLBACK_FLAGS) + ")"
+#: Charges made at their reservation, counted and summed on their own: a usage report
+#: that could not be true, and a call a crash cut off before it settled.
+FLAGGED = ("usage_implausible", "interrupted")
 
 #: Charges priced from a period no source confirms (`confidence = "unconfirmed"`).
 UNCONFIRMED_SQL = "flags LIKE '%price_unconfirmed%'"
@@ -48,6 +51,8 @@ USAGE_SUMS = ", ".join((
     f"SUM(CASE WHEN {FALLBACK_SQL} THEN cost_nanos ELSE 0 END)",
     f"SUM(CASE WHEN {UNCONFIRMED_SQL} THEN 1 ELSE 0 END)",
     f"SUM(CASE WHEN {UNCONFIRMED_SQL} THEN cost_nanos ELSE 0 END)",
+    *(f"SUM(CASE WHEN flags LIKE '%{flag}%' THEN {what} ELSE 0 END)"
+      for flag in FLAGGED for what in ("1", "cost_nanos")),
 ))
 
 

@@ -150,6 +150,19 @@ class BatchEvent:
     at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
+@dataclass(slots=True)
+class ObjectRecord:
+    """An upstream object created through faregate (a stored response, a file, a
+    batch, …) and the tenant it belongs to. The first record of an id wins."""
+
+    id: str  # the upstream's object id: resp_…, conv_…, file-…, batch_…, vs_…, …
+    kind: str  # response, conversation, file, batch, vector_store, container, upload, …
+    tenant: str
+    user: str | None = None
+    key_id: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
 @dataclass(frozen=True, slots=True)
 class BackgroundEvent:
     """A background response: created (pending, with the amount held) or final (charged).

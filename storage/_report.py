@@ -41,19 +41,25 @@ class UsageRow:
     fallback_cost_nanos: int = 0
     unconfirmed: int = 0  # charges priced from an unconfirmed period (`price_unconfirmed`)
     unconfirmed_cost_nanos: int = 0
+    implausible: int = 0  # usage reports that could not be true: charged at the reservation
+    implausible_cost_nanos: int = 0
+    interrupted: int = 0  # calls a crash cut off before they settled: charged at the reservation
+    interrupted_cost_nanos: int = 0
     tenant: str | None = None  # set when grouped by user (a user is unique per tenant)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "UsageRow":
         """From a `USAGE_SUMS` row: (key, key2, count, *token sums, reasoning,
         seconds_ms, chars, images, cost, unpriced, estimated, estimated cost,
-        savings, billed, fallback, fallback cost, unconfirmed, unconfirmed cost)."""
+        savings, billed, fallback, fallback cost, unconfirmed, its cost, implausible, its
+        cost, interrupted, its cost)."""
         key, key2, *sums = row
         n = len(TOKEN_COLUMNS)
         vals = [int(v or 0) for v in sums]
         tokens = dict(zip(TOKEN_COLUMNS, vals[1 : 1 + n]))
         (reasoning, seconds_ms, chars, images, cost, unpriced, estimated, est_cost, savings,
-         billed, fallback, fallback_cost, unconfirmed, unconfirmed_cost) = vals[1 + n :]
+         billed, fallback, fallback_cost, unconfirmed, unconfirmed_cost, implausible,
+         implausible_cost, interrupted, interrupted_cost) = vals[1 + n :]
         return cls(
             key=None if key is None else str(key),
             requests=vals[0],
@@ -72,6 +78,10 @@ class UsageRow:
             fallback_cost_nanos=fallback_cost,
             unconfirmed=unconfirmed,
             unconfirmed_cost_nanos=unconfirmed_cost,
+            implausible=implausible,
+            implausible_cost_nanos=implausible_cost,
+            interrupted=interrupted,
+            interrupted_cost_nanos=interrupted_cost,
             tenant=None if key2 is None else str(key2),
         )
 
@@ -112,6 +122,10 @@ class UsageRow:
             "fallback_cost_usd": format_usd(self.fallback_cost_nanos),
             "unconfirmed_priced": self.unconfirmed,
             "unconfirmed_cost_usd": format_usd(self.unconfirmed_cost_nanos),
+            "implausible": self.implausible,
+            "implausible_cost_usd": format_usd(self.implausible_cost_nanos),
+            "interrupted": self.interrupted,
+            "interrupted_cost_usd": format_usd(self.interrupted_cost_nanos),
             "seconds": plain_decimal(self.seconds),
             "characters": self.characters,
             "images": self.images,
@@ -162,6 +176,10 @@ class UsageReport:
             "total_estimated_cost_usd": format_usd(self.total("estimated_cost_nanos")),
             "total_fallback_cost_usd": format_usd(self.total("fallback_cost_nanos")),
             "total_unconfirmed_cost_usd": format_usd(self.total("unconfirmed_cost_nanos")),
+            "total_implausible": self.total("implausible"),
+            "total_implausible_cost_usd": format_usd(self.total("implausible_cost_nanos")),
+            "total_interrupted": self.total("interrupted"),
+            "total_interrupted_cost_usd": format_usd(self.total("interrupted_cost_nanos")),
         }
 
 
@@ -189,6 +207,7 @@ CSV_FIELDS = (
     "seconds", "characters", "images", "cost_usd", "savings_usd", "billed_usd", "margin_usd",
     "unpriced", "estimated", "estimated_cost_usd", "fallback_priced", "fallback_cost_usd",
     "unconfirmed_priced", "unconfirmed_cost_usd",
+    "implausible", "implausible_cost_usd", "interrupted", "interrupted_cost_usd",
 )
 
 
@@ -269,6 +288,15 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
                    f"(${format_usd(report.total('unconfirmed_cost_nanos'))}) were priced from "
                    "prices no source confirms (or that sources dispute); see "
                    "`faregate prices --check`.")
+    if any(r.implausible for r in report.rows):
+        out.append(f"IMPLAUSIBLE: {report.total('implausible')} calls "
+                   f"(${format_usd(report.total('implausible_cost_nanos'))}) reported usage "
+                   "that could not be true (beyond the model's limits, negative or mistyped) "
+                   "and were charged at their reservation.")
+    if any(r.interrupted for r in report.rows):
+        out.append(f"INTERRUPTED: {report.total('interrupted')} calls "
+                   f"(${format_usd(report.total('interrupted_cost_nanos'))}) were cut off by "
+                   "a crash before they settled and were charged at their reservation.")
     if report.has_margin:
         out.append("BILLED = cost × (1 + the tenant's markup) at the time of each call.")
     return "\n".join(out)

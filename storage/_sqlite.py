@@ -206,9 +206,10 @@ class SqliteStore:
     dialect = "sqlite"
     placeholder = staticmethod(_q)
 
-    def __init__(self, db: SqliteDatabase, executor: ThreadPoolExecutor):
+    def __init__(self, db: SqliteDatabase, executor: ThreadPoolExecutor, where: str = ""):
         self._db = db
         self._executor = executor
+        self.where = where or "SQLite"
 
     @classmethod
     async def open(cls, url: str) -> "SqliteStore":
@@ -220,7 +221,7 @@ class SqliteStore:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(db, executor)
+        return cls(db, executor, f"SQLite at {sqlite_path(url)}")
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -11,12 +11,14 @@ from datetime import datetime
 from typing import Any, Mapping, Protocol, Sequence
 
 from ._kinds import Row
+from ._outage import describe_failure, postgres_address
 from ._record import LedgerRecord
 from ._report import UsageReport
 
 
 class Store(Protocol):
     dialect: str
+    where: str  # "SQLite at ./faregate.db", "PostgreSQL at host:5432, database …" (no password)
 
     async def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int: ...
 
@@ -42,14 +44,28 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-async def open_store(url: str) -> Store:
-    """Connect and migrate. Raises if the database cannot be reached."""
+class LedgerUnavailable(RuntimeError):
+    """The database could not be opened; the message says which, where and why."""
+
+
+def store_address(url: str) -> str:
+    """Which backend at which address a `[storage] url` names (never its password)."""
     if url.startswith("sqlite:///"):
-        from ._sqlite import SqliteStore
+        return f"SQLite at {url[len('sqlite:///'):]}"
+    return f"PostgreSQL at {postgres_address(url)}"
 
-        return await SqliteStore.open(url)
-    if url.startswith(("postgresql://", "postgres://")):
-        from ._postgres import PostgresStore
 
-        return await PostgresStore.open(url)
-    raise ValueError("[storage] url must be sqlite:///PATH or postgresql://…")
+async def open_store(url: str) -> Store:
+    """Connect and migrate. Raises `LedgerUnavailable` if the database cannot be reached."""
+    if url.startswith("sqlite:///"):
+        from ._sqlite import SqliteStore as opener
+    elif url.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresStore as opener  # type: ignore[assignment]
+    else:
+        raise ValueError("[storage] url must be sqlite:///PATH or postgresql://…")
+    try:
+        return await opener.open(url)
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise LedgerUnavailable(describe_failure(store_address(url), exc)) from exc

@@ -32,7 +32,10 @@ Tests steer it through attributes: `usage` (per-path overrides merged into
 the computed usage; None drops usage), `fail_next`, `delay_s`,
 `chunk_delay_s`, `valid_keys`, `embedding_dim`, `gate` (an asyncio.Event
 every call waits for once recorded, so a test can look at faregate while
-calls are in flight); and read `requests`.
+calls are in flight); and read `requests` and `stored` (every response made,
+with the key that made it). The object endpoints (files, uploads, batches,
+vector stores, containers, fine-tuning jobs, conversations, stored responses,
+Realtime calls) are in tests/fake_objects.py.
 
 Azure OpenAI mode (`FakeUpstream(azure_deployments={"my-mini": "gpt-4o-mini"})`):
 the v1 API under `/openai/v1/...`, the key in the `api-key` header (a bearer
@@ -188,6 +191,12 @@ class FakeUpstream:
         self.stream_chunks = stream_chunks
         self.images_per_response = 1  # image_generation_call items per Responses call with the tool
         self.prompt_models: dict[str, str] = {}  # stored prompt id -> the model it runs
+        #: response id -> (api key, response object) of every response made (store on),
+        #: kept only with `keep_responses` (tests/fake_objects.py sets it)
+        self.stored: dict[str, tuple[str | None, dict]] = {}
+        self.keep_responses = False
+        #: checks a request's object references first (tests/fake_objects.py)
+        self.check_refs: Any = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -364,6 +373,10 @@ class FakeUpstream:
         if handler is None:
             return self._json(openai_error(f"Invalid URL ({rec.method} {rec.path})"), 404)
         params = rec.form if rec.form is not None else rec.json
+        if self.check_refs is not None:
+            refused = self.check_refs(rec)
+            if refused is not None:
+                return refused
         if rec.method == "POST":
             if not isinstance(params, dict):
                 return self._json(openai_error("We could not parse the JSON body of your request."), 400)
@@ -447,9 +460,16 @@ class FakeUpstream:
 
     async def _responses(self, request: web.Request, p: dict) -> web.StreamResponse:
         response, events = self.response_parts(request.path, p)
+        self.keep(request, p, response)
         if not p.get("stream"):
             return self._json(response)
         return await self._sse(request, [(e["type"], e) for e in events])
+
+    def keep(self, request: web.Request, p: dict, response: dict) -> None:
+        """With `keep_responses`: the response made, and the key that made it."""
+        if self.keep_responses and p.get("store") is not False:
+            self.stored[response["id"]] = (request.headers.get("Authorization", "")[7:] or None,
+                                           response)
 
     def response_parts(self, path: str, p: dict) -> tuple[dict, list[dict]]:
         """A Responses API answer to `p`: the final response object and its stream events

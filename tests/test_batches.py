@@ -81,7 +81,7 @@ async def test_output_charged_once_to_the_creator_at_batch_rates(
         upstream, batches, tmp_path, ledger_url):
     gw = await start_gateway(parse_settings(config(upstream, tmp_path, ledger_url)))
     try:
-        client = gw.client()
+        client = gw.client(default_headers=TENANT)
         batch_id, out = await run_batch(client)
         content = await client.files.content(out)
         assert content.content == batches.outputs[out]  # the client gets the bytes untouched
@@ -106,7 +106,7 @@ async def test_output_charged_once_to_the_creator_at_batch_rates(
     # after a restart, the claim in the ledger still refuses a third charge
     gw = await start_gateway(parse_settings(config(upstream, tmp_path, ledger_url)))
     try:
-        client = gw.client()
+        client = gw.client(default_headers=TENANT)
         assert (await client.files.content(out)).content == batches.outputs[out]
         await gw.state.ledger.flush()
         assert len(await batch_rows(gw, 3)) == 3
@@ -120,7 +120,7 @@ async def test_error_lines_are_free_and_bad_lines_are_counted(make_gateway, batc
                      b'{"response": {"status_code": 200, "body": "oops"}}',
                      b"x" * (9 * 1024 * 1024), ("ok", 100, 20, 40)]
     gw = await make_gateway({"identity": {"allow_header_identity": True}})
-    client = gw.client()
+    client = gw.client(default_headers=TENANT)
     _, out = await run_batch(client)
     content = await client.files.content(out)
     assert content.content == batches.outputs[out]
@@ -178,14 +178,14 @@ async def test_range_parts_charge_the_whole_file_once(make_gateway, batches):
     Now the first request of an uncharged output file is answered with the whole file
     (a server may ignore Range) and every line is charged; later parts pass as asked."""
     gw = await make_gateway(BUDGETS)
-    _, out = await run_batch(gw.client())
+    _, out = await run_batch(gw.client(default_headers=TENANT))
     whole = batches.outputs[out]
     async with aiohttp.ClientSession() as http:
         url = f"{gw.url}/v1/files/{out}/content"
-        async with http.get(url, headers={"Authorization": "Bearer sk-x",
+        async with http.get(url, headers={"Authorization": "Bearer sk-x", **TENANT,
                                           "Range": "bytes=0-99"}) as r:
             assert r.status == 200 and await r.read() == whole
-        async with http.get(url, headers={"Authorization": "Bearer sk-x",
+        async with http.get(url, headers={"Authorization": "Bearer sk-x", **TENANT,
                                           "Range": "bytes=100-"}) as r:
             assert r.status == 206 and await r.read() == whole[100:]
     rows = await batch_rows(gw, 3)
@@ -206,7 +206,7 @@ async def test_a_download_that_breaks_off_leaves_the_file_chargeable(make_gatewa
     """The client leaves mid-file: the claim is released, and the next full download
     charges every line once (the line already charged keeps its single row)."""
     gw = await make_gateway(BUDGETS)
-    client = gw.client()
+    client = gw.client(default_headers=TENANT)
     _, out = await run_batch(client)
     batches.line_delay = 0.2
     async with aiohttp.ClientSession() as http:
@@ -229,7 +229,7 @@ async def test_batch_answers_are_asked_uncompressed_other_files_keep_their_encod
         make_gateway, batches, upstream):
     """A gzip answer could not be read on its way; an unknown file is not read at all."""
     gw = await make_gateway(BUDGETS)
-    client = gw.client()
+    client = gw.client(default_headers=TENANT)
     _, out = await run_batch(client)
     await client.files.content(out)
     await client.files.content("file-unknown")
@@ -242,7 +242,7 @@ async def test_batch_answers_are_asked_uncompressed_other_files_keep_their_encod
 async def test_a_list_answer_links_output_and_error_files(make_gateway, batches):
     """Listing batches is enough to link them; an error file is read but never charged."""
     gw = await make_gateway(BUDGETS)
-    client = gw.client()
+    client = gw.client(default_headers=TENANT)
     upload = await client.files.create(file=("in.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
     batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                         completion_window="24h", extra_headers=TENANT)
@@ -273,7 +273,7 @@ async def test_a_claim_the_database_cannot_confirm_still_charges_once(
     gw = await start_gateway(parse_settings(config(upstream, tmp_path, pg_url)))
     locker = await asyncpg.connect(pg_url)
     try:
-        client = gw.client()
+        client = gw.client(default_headers=TENANT)
         _, out = await run_batch(client)
         await gw.state.ledger.flush()
         lock = locker.transaction()
@@ -300,22 +300,22 @@ async def test_replicas_on_one_postgresql_charge_a_file_once(upstream, batches, 
     a, b, c = [await start_gateway(parse_settings(config(upstream, tmp_path, pg_url, name)))
                for name in ("a.db", "b.db", "c.db")]
     try:
-        upload = await a.client().files.create(file=("in.jsonl", io.BytesIO(b"{}\n")),
+        upload = await a.client(default_headers=TENANT).files.create(file=("in.jsonl", io.BytesIO(b"{}\n")),
                                                purpose="batch")
-        batch = await a.client().batches.create(
+        batch = await a.client(default_headers=TENANT).batches.create(
             input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
             extra_headers=TENANT)
         await a.state.ledger.flush()
-        out = (await b.client().batches.retrieve(batch.id)).output_file_id  # b never saw it
-        await a.client().batches.retrieve(batch.id)  # a links the file too
-        assert (await b.client().files.content(out)).content == batches.outputs[out]
+        out = (await b.client(default_headers=TENANT).batches.retrieve(batch.id)).output_file_id  # b never saw it
+        await a.client(default_headers=TENANT).batches.retrieve(batch.id)  # a links the file too
+        assert (await b.client(default_headers=TENANT).files.content(out)).content == batches.outputs[out]
         rows = await batch_rows(b, 3)
         assert sorted(r.cost_nanos for r in rows) == sorted(LINE_NANOS)
         assert {(r.tenant, r.user) for r in rows} == {("acme", "ana")}
         assert spent(b, "tenant:acme") == sum(LINE_NANOS)
 
         for other in (a, c):
-            assert (await other.client().files.content(out)).content == batches.outputs[out]
+            assert (await other.client(default_headers=TENANT).files.content(out)).content == batches.outputs[out]
             assert spent(other, "tenant:acme") == 0  # refused by the claim b holds
         assert out in c.state.batches.files and out in c.state.batches.charged
         await a.state.ledger.flush()
@@ -345,7 +345,7 @@ async def test_creating_a_batch_holds_its_input_files_worst_case(make_gateway, b
     limits = {"identity": {"allow_header_identity": True},
               "tenants": {"acme": {"monthly_usd": "0.05"}}}
     gw = await make_gateway(limits)
-    client = gw.client()
+    client = gw.client(default_headers=TENANT)
     # 100 lines x 1000 output tokens of gpt-4o-mini at batch rates: ~$0.03 worst case
     small = await client.files.create(file=("in.jsonl", io.BytesIO(input_file(100))),
                                       purpose="batch", extra_headers=TENANT)

@@ -108,8 +108,16 @@ def test_rules_and_config_pass_promtool(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian package prometheus)")
+    # The token file exists only inside the container: check a copy pointing at a real one.
+    token = tmp_path / "faregate_metrics_token"
+    token.write_text("t")
+    (tmp_path / "faregate-rules.yml").write_text(
+        (DEPLOY / "prometheus" / "faregate-rules.yml").read_text())
+    config = tmp_path / "prometheus.yml"
+    config.write_text((DEPLOY / "prometheus" / "prometheus.yml").read_text().replace(
+        "/run/secrets/faregate_metrics_token", str(token)))
     for args in (["check", "rules", str(DEPLOY / "prometheus" / "faregate-rules.yml")],
-                 ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")]):
+                 ["check", "config", str(config)]):
         out = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
 
@@ -142,7 +150,8 @@ def test_k8s_postgres_is_wired_to_a_service_and_the_secret():
     assert "REPLACE_ME" in database["spec"]["externalName"]
     assert "BRING YOUR OWN" in (DEPLOY / "k8s" / "postgres.yaml").read_text()
     secret = k8s("Secret")
-    assert set(secret["stringData"]) == {"PGPASSWORD", "FAREGATE_ADMIN_TOKEN"}
+    assert set(secret["stringData"]) == {"PGPASSWORD", "FAREGATE_ADMIN_TOKEN",
+                                         "FAREGATE_METRICS_TOKEN"}
     [container] = k8s("Deployment")["spec"]["template"]["spec"]["containers"]
     assert {"secretRef": {"name": secret["metadata"]["name"]}} in container["envFrom"]
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
@@ -157,7 +166,8 @@ def test_compose_asks_only_for_what_its_config_uses():
     config = _configs()["deploy/faregate.toml"]
     required = {name for name, value in env.items() if ":?" in str(value)}
     assert config["identity"]["mode"] == "passthrough"
-    assert required == set(), required  # passthrough: no upstream key to demand
+    # passthrough: no upstream key to demand; the metrics token is (it protects /metrics)
+    assert required == {"FAREGATE_METRICS_TOKEN"}, required
     # The database password reaches faregate from the same variable as PostgreSQL.
     pg = services["postgres"]["environment"]
     assert env["PGPASSWORD"] == pg["POSTGRES_PASSWORD"] and "${" in pg["POSTGRES_PASSWORD"]
@@ -196,3 +206,24 @@ def test_deploy_readme_describes_the_files_that_are_there():
             rel = path.relative_to(DEPLOY)
             named = {str(rel), rel.name} | {f"{d}/" for d in rel.parents if str(d) != "."}
             assert any(n in text for n in named), rel
+
+
+def test_metrics_need_their_token_everywhere_they_are_scraped():
+    """deploy/ turns on [server] metrics_token_env, and every scraper presents the token."""
+    token_env = "FAREGATE_METRICS_TOKEN"
+    for text in ((DEPLOY / "faregate.toml").read_text(), k8s("ConfigMap")["data"]["faregate.toml"]):
+        assert parse_settings(tomllib.loads(text)).server.metrics_token_env == token_env
+    assert token_env in k8s("Secret")["stringData"]
+    auth = k8s("ServiceMonitor")["spec"]["endpoints"][0]["authorization"]
+    assert auth["type"] == "Bearer" and auth["credentials"] == {
+        "name": "faregate-secrets", "key": token_env}
+    annotations = k8s("Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    assert "prometheus.io/scrape" not in annotations  # an annotation scrape has no token
+    [job] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())[
+        "scrape_configs"]
+    path = job["authorization"]["credentials_file"]
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert compose["secrets"]["faregate_metrics_token"] == {"environment": token_env}
+    assert path == "/run/secrets/faregate_metrics_token"
+    assert "faregate_metrics_token" in compose["services"]["prometheus"]["secrets"]
+    assert token_env in compose["services"]["faregate"]["environment"]

@@ -133,10 +133,11 @@ async def test_upstream_hangs_mid_body_is_cut_after_idle_timeout(acme, upstream)
 
 
 BAD_USAGE = [
-    ({"prompt_tokens": -5, "completion_tokens": 3}, "usage_malformed"),
-    ({"prompt_tokens": 10**15, "completion_tokens": 1}, "usage_malformed"),
-    ({"prompt_tokens": "many", "completion_tokens": 2}, "usage_malformed"),
-    ({"prompt_tokens": 4, "prompt_tokens_details": [1, 2]}, "usage_malformed"),
+    # counts that cannot be true: charged at the reservation (tests/test_implausible.py)
+    ({"prompt_tokens": -5, "completion_tokens": 3}, "usage_implausible"),
+    ({"prompt_tokens": 10**15, "completion_tokens": 1}, "usage_implausible"),
+    ({"prompt_tokens": "many", "completion_tokens": 2}, "usage_implausible"),
+    ({"prompt_tokens": 4, "prompt_tokens_details": [1, 2]}, "usage_implausible"),
     ({"prompt_tokens": 4, "prompt_tokens_details": {"cached_tokens": 9}}, "usage_malformed"),
     ("usage", "usage_missing"),  # not an object: estimated from the body, flagged
     (None, "usage_missing"),

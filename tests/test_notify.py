@@ -295,6 +295,7 @@ async def test_webhook_body_is_slack_text_plus_machine_fields(hook, notifiers):
         "projected_usd": "530.104999999",
         "top_models": [{"model": "gpt-4o", "usd": "300.000000000"},
                        {"model": "gpt-4o-mini", "usd": "112.5"}],
+        "implausible_usage": {"charges": 0, "usd": "0"},
         "at": "2026-11-23T14:05:06+00:00",
     }
 

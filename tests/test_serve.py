@@ -122,13 +122,18 @@ async def test_second_signal_exits_at_once_and_the_journal_keeps_every_charge(
         for _ in range(100):  # the journal is replayed in the background at start
             rows = sqlite3.connect(tmp_path / "ledger.db").execute(
                 "SELECT COUNT(*) FROM charges").fetchone()[0]
-            if rows >= 5:
+            if rows >= 6:
                 break
             await asyncio.sleep(0.1)
     finally:
         assert await stop(proc) == 0
-    assert sqlite3.connect(tmp_path / "ledger.db").execute(
-        "SELECT COUNT(*) FROM charges").fetchone()[0] == 5
+    rows = sqlite3.connect(tmp_path / "ledger.db").execute(
+        "SELECT flags, estimated, cost_nanos FROM charges").fetchall()
+    # the 5 answered calls, and the one in flight at the exit: charged at its reservation
+    assert sorted(f for f, _, _ in rows) == ["", "", "", "", "", "interrupted"]
+    [(_, estimated, cost)] = [r for r in rows if r[0] == "interrupted"]
+    assert estimated == 1 and cost > 0
+
 
 
 async def run_serve(cwd: Path, *args: str, env: dict | None = None) -> tuple[int, str]:

@@ -21,7 +21,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from conftest import gateway_config, start_gateway
-from fake_objects import FakeObjects
+from fake_billable import FakeBillable
 from fake_sessions import FakeSessions
 from faregate.proxy import parse_settings
 
@@ -139,7 +139,7 @@ async def test_method_override_headers_never_reach_the_upstream(make_gateway, up
 
 @pytest.fixture
 def objects(upstream):
-    return FakeObjects(upstream)
+    return FakeBillable(upstream)
 
 
 async def billable_calls(client, webrtc: bool = True) -> list:

@@ -12,7 +12,6 @@ naming it, in the OpenAI error shape.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import re
 from datetime import datetime, timedelta, timezone
@@ -25,7 +24,7 @@ from aiohttp import web
 from faregate.storage import Ledger, SessionRecord, group_tag, render_report, report_dict
 
 from .._capture import Capture
-from .._errors import openai_error
+from .._errors import openai_error, wrong_token
 from .._runtime import Runtime
 from ..provider import GROUPINGS, render_csv, summary_dict
 from ..quota import Quota, quota_report
@@ -59,14 +58,7 @@ def admin_refusal(request: web.Request, env: str) -> web.Response | None:
     if not token:
         return openai_error(404, "invalid_request_error", "admin_disabled",
                             f"The admin API is off: set ${env} to enable it.")
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
-                               token.encode("utf-8", "surrogateescape")):
-        return openai_error(401, "invalid_request_error", "invalid_admin_token",
-                            "A valid admin bearer token is required.",
-                            headers={"www-authenticate": 'Bearer realm="faregate-admin"'})
-    return None
+    return wrong_token(request.headers, token, "admin")
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:

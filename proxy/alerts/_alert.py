@@ -35,6 +35,9 @@ class Alert:
     projected_usd: Decimal  # period-end spend at the current run rate
     top_models: tuple[tuple[str, Decimal], ...]  # (model, usd), largest first
     at: datetime
+    #: Charges whose usage report could not be true, charged at their reservations.
+    implausible: int = 0
+    implausible_usd: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ def headline(alert: Alert) -> str:
     )
     if alert.top_models:
         line += "; top: " + ", ".join(f"{m} {_usd(usd)}" for m, usd in alert.top_models)
+    if alert.implausible:
+        line += (f"; {alert.implausible} implausible usage report(s), "
+                 f"{_usd(alert.implausible_usd)} charged at their reservations")
     return line
 
 
@@ -102,6 +108,8 @@ def machine_fields(alert: Alert) -> dict:
         "used_ratio": _plain(alert.used_ratio),
         "projected_usd": _plain(alert.projected_usd),
         "top_models": [{"model": m, "usd": _plain(usd)} for m, usd in alert.top_models],
+        "implausible_usage": {"charges": alert.implausible,
+                              "usd": _plain(alert.implausible_usd)},
         "at": alert.at.isoformat(),
     }
 
@@ -149,6 +157,10 @@ def email_body(alert: "Alert | Notice") -> str:
         ("At", alert.at.isoformat()),
         ("Alert id", alert.id),
     ]
+    if alert.implausible:
+        rows.insert(-2, ("Implausible", f"{alert.implausible} usage report(s) that could not "
+                         f"be true, {_usd(alert.implausible_usd)} (exact "
+                         f"{_plain(alert.implausible_usd)}) charged at their reservations"))
     width = max(len(k) for k, _ in rows) + 2
     lines = [headline(alert).split(" ", 1)[1], ""]
     lines += [f"{k + ':':<{width}}{v}" for k, v in rows]

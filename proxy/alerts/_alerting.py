@@ -59,6 +59,8 @@ class Alerting:
         self._tasks: set[asyncio.Task] = set()
         self.fired: set[str] = set()
         self._models: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        #: (scope, period key) -> (charges whose report could not be true, their nanos)
+        self._implausible: dict[tuple[str, str], tuple[int, int]] = {}
         self._live: tuple[str, str] = ("", "")
         self.unpriced = UnpricedNotes(lambda notice: self._send(notice))
 
@@ -78,14 +80,27 @@ class Alerting:
         """Per-scope model spend this period, for the alert's `top_models`."""
         if nanos <= 0:
             return
-        live = period_keys(now)
-        if self._live != live:  # a new period: drop the model spend of periods that are over
-            self._live = live
-            for key in [k for k in self._models if k[1] not in live]:
-                del self._models[key]
+        self._note_period(now)
         for b in policy.budgets:
             spend = self._models[(b.scope, period_key(b.period, now))]
             spend[model] = spend.get(model, 0) + nanos
+
+    def note_implausible(self, policy: Policy, now: datetime, nanos: int) -> None:
+        """A charge whose usage report could not be true (charged at its reservation):
+        counted per scope this period, for what the alert says."""
+        self._note_period(now)
+        for b in policy.budgets:
+            n, total = self._implausible.get((b.scope, period_key(b.period, now)), (0, 0))
+            self._implausible[(b.scope, period_key(b.period, now))] = (n + 1, total + nanos)
+
+    def _note_period(self, now: datetime) -> None:
+        live = period_keys(now)
+        if self._live != live:  # a new period: drop what was noted for periods that are over
+            self._live = live
+            for key in [k for k in self._models if k[1] not in live]:
+                del self._models[key]
+            for key in [k for k in self._implausible if k[1] not in live]:
+                del self._implausible[key]
 
     def on_spend(self, policy: Policy, budgets: Budgets, now: datetime) -> None:
         for limit, counter in budgets:
@@ -119,6 +134,9 @@ class Alerting:
             projected_usd=Decimal(proj).scaleb(-9),
             top_models=tuple((m, Decimal(n).scaleb(-9)) for m, n in top[:TOP_MODELS]),
             at=now,
+            implausible=self._implausible.get((limit.scope, key), (0, 0))[0],
+            implausible_usd=Decimal(
+                self._implausible.get((limit.scope, key), (0, 0))[1]).scaleb(-9),
         )
         record = AlertRecord(
             id=aid, scope=limit.scope, period=limit.period, period_start=key,

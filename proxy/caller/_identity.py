@@ -7,11 +7,10 @@ Two modes (DESIGN §3 `[identity]`):
   ``allow_header_identity`` is on, the tenant/user headers do; else the
   tenant is ``default``.
 * ``keys`` — callers present a faregate key listed in ``[[keys]]``; it is
-  swapped for the real key read from ``upstream_api_key_env``. An unknown
-  key is refused with 401 and never reaches the upstream.
-
-The credential goes upstream as ``Authorization: Bearer`` or, with ``[server]
-upstream_auth = "api-key"`` (Azure OpenAI), in the ``api-key`` header.
+  swapped for the real key read from ``upstream_api_key_env`` — or the
+  tenant's own ``[tenants.X] upstream_api_key_env`` (one OpenAI project per
+  tenant, so the upstream isolates tenants too). An unknown key is refused
+  with 401 and never reaches the upstream.
 
 Keys are compared by sha256 digest in a dict lookup; the plaintext key is
 never stored, logged, or recorded (the ledger gets a short fingerprint).
@@ -20,11 +19,15 @@ never stored, logged, or recorded (the ledger gets a short fingerprint).
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 import os
 from dataclasses import dataclass
 from typing import Mapping
 
 from .._config import KeyEntry, Settings
+
+log = logging.getLogger("faregate.identity")
 
 DEFAULT_TENANT = "default"
 MAX_NAME = 128
@@ -98,6 +101,14 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return api_key.strip() if api_key else None
 
 
+def bearer_matches(headers: Mapping[str, str], token: str) -> bool:
+    """Does `Authorization: Bearer …` carry `token`? (Constant time; operator tokens.)"""
+    auth = headers.get("authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               token.encode("utf-8", "surrogateescape"))
+
+
 class Directory:
     """The [[keys]] table, indexed by digest. Rebuilt on every config load."""
 
@@ -114,13 +125,46 @@ class Directory:
                     self._by_digest[digest(value)] = entry
         self._upstream_key = env.get(settings.server.upstream_api_key_env) or None
         self._api_key_header = settings.server.upstream_auth == "api-key"
+        #: tenant -> (variable, its key or None): one upstream project per tenant
+        self._tenant_keys: dict[str, tuple[str, str | None]] = {
+            name: (t.upstream_api_key_env, env.get(t.upstream_api_key_env) or None)
+            for name, t in settings.tenants.items() if t.upstream_api_key_env}
+        for name, (variable, key) in self._tenant_keys.items():
+            if settings.identity.mode != "keys":
+                log.warning("a tenant's upstream key applies in keys mode only",
+                            extra={"key_path": f"tenants.{name}.upstream_api_key_env"})
+            elif key is None:
+                log.warning("a tenant's upstream key variable is unset: its calls are refused",
+                            extra={"key_path": f"tenants.{name}.upstream_api_key_env",
+                                   "variable": variable})
 
-    def server_authorization(self) -> str | None:
-        """The upstream credential faregate holds itself (keys mode), for calls it makes on
-        a caller's behalf when the caller's own credential is not at hand."""
-        if self.settings.identity.mode != "keys" or not self._upstream_key:
+    def upstream_keys(self) -> list[str]:
+        """Every upstream key this config injects (to scrub their fragments everywhere)."""
+        keys = [self._upstream_key] + [k for _, k in self._tenant_keys.values()]
+        return [k for k in keys if k]
+
+    def _upstream_key_for(self, tenant: str) -> str:
+        """The upstream key a keys-mode call of `tenant` sends."""
+        own = self._tenant_keys.get(tenant)
+        if own is not None:
+            variable, key = own
+            if key is None:  # never fall back to the shared key: that would undo the isolation
+                raise MissingUpstreamKey(variable)
+            return key
+        if not self._upstream_key:
+            raise MissingUpstreamKey(self.settings.server.upstream_api_key_env)
+        return self._upstream_key
+
+    def server_authorization(self, tenant: str | None = None) -> str | None:
+        """The upstream credential faregate holds itself (keys mode) for `tenant`, for
+        calls it makes on a caller's behalf when the caller's own credential is not at
+        hand."""
+        if self.settings.identity.mode != "keys":
             return None
-        return f"Bearer {self._upstream_key}"
+        try:
+            return f"Bearer {self._upstream_key_for(tenant or '')}"
+        except MissingUpstreamKey:
+            return None
 
     def identify(
         self,
@@ -141,9 +185,7 @@ class Directory:
         if ident.mode == "keys":
             if entry is None:
                 raise UnknownKey(given=token is not None)
-            if not self._upstream_key:
-                raise MissingUpstreamKey(self.settings.server.upstream_api_key_env)
-            upstream_key: str | None = self._upstream_key
+            upstream_key: str | None = self._upstream_key_for(entry.tenant)
         else:
             upstream_key = token
 

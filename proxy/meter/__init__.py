@@ -49,6 +49,7 @@ from ._lines import KINDS as BATCH_KINDS
 from ._lines import JsonCollector, LineMeter, line_id
 from ._reading import HoldLast, Metered, Reading, ResponseMeter
 from ._sample import HEAD_BYTES, BodySample, JsonMeter, find_status
+from ._scrub import ScrubMeter
 from ._session import ClientEvent, SessionMeter
 from ._socket import ResponsesSocketMeter
 from ._shapes import response_meter
@@ -84,6 +85,7 @@ __all__ = [
     "RequestFacts",
     "ResponseMeter",
     "ResponsesSocketMeter",
+    "ScrubMeter",
     "SessionMeter",
     "SseMeter",
     "answer_usage",

@@ -7,6 +7,14 @@ REST calls (`bill_call`), Realtime/Live responses and batch output lines
 budget hold swapped for the real amount (or spend without a hold), and the
 model's spend noted for the alert's top models. A pricing bug never loses
 the record: it is kept at $0, flagged `pricing_error`.
+
+Usage that cannot be true (beyond the model's context window or maximum
+output, negative, mistyped) is not charged at face value, nor at $0: the
+call is charged at its reservation, flagged `usage_implausible`, logged and
+noted for the budget alert. Before a metered call goes upstream, `start()`
+journals its start marker: the charge it gets at its reservation, flagged
+`interrupted`, if a crash comes before it settles (its real charge reuses
+the marker's id, so only one of them can ever be in the ledger).
 """
 
 from __future__ import annotations
@@ -16,25 +24,28 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from faregate.pricing import (
+    IMPLAUSIBLE,
     TOKEN_CLASSES,
     Charge,
     PriceTable,
     Usage,
+    implausible,
+    most_possible,
     price,
     to_nanos,
     token_counts,
 )
-from faregate.storage import LedgerRecord
+from faregate.storage import LedgerRecord, StartMarker, new_id
 
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..alerts import Alerting
 from ..caller import Caller
 from ..quota import Admission, Policy, Quota
-from ._consumed import call_usage
+from ._consumed import call_usage, usage_estimate
 from ._endpoints import endpoint_label
 from ._flow import Flow
 from ._reading import Metered
@@ -43,6 +54,7 @@ log = logging.getLogger("faregate.meter")
 
 #: The flag of a call to an endpoint faregate admits but cannot price.
 NOT_PRICED = "endpoint_not_priced"
+_NOTHING = Usage()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,7 @@ def charge_record(
     session_id: str | None = None, response_id: str | None = None,
     markup: Decimal | None = None, tags: dict[str, str] | None = None,
     images: int | None = None,
+    record_id: str | None = None,
 ) -> LedgerRecord:
     """The ledger row for one priced charge (REST call, session response, batch line).
 
@@ -95,6 +108,7 @@ def charge_record(
         savings_nanos=charge.savings_nanos,
         billed_nanos=None if markup is None else to_nanos(charge.cost * (1 + markup)),
         tags=tags or {},
+        **({"id": record_id} if record_id else {}),
     )
 
 
@@ -163,17 +177,75 @@ def _priced(usage: Usage, model: str, at: datetime, table: PriceTable, context: 
                       flags=("pricing_error",)), cost=Decimal(0), priced=False)
 
 
+class Journal(Protocol):
+    """What the biller needs of the ledger beyond `record`: start markers, and
+    whether a charge can be kept at all (`faregate.storage.Ledger`)."""
+
+    accepting: bool
+
+    def mark(self, marker: StartMarker) -> bool: ...
+
+    def unmark(self, charge_id: str) -> None: ...
+
+
 class Biller:
-    def __init__(self, runtime: Callable[[], Runtime], record: Callable[[LedgerRecord], None],
-                 metrics: Metrics, quota: Quota, alerting: Alerting) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], record: Callable[..., None],
+                 metrics: Metrics, quota: Quota, alerting: Alerting,
+                 journal: Journal | None = None) -> None:
         self._runtime = runtime
         self._record = record
         self.metrics = metrics
         self.quota = quota
         self.alerting = alerting
+        self._journal = journal
 
-    def bill_call(self, flow: Flow) -> Charge | None:
-        """A finished REST call, once: priced, recorded, counted, its hold settled.
+    def accepting(self) -> bool:
+        """Can the ledger keep a charge now (journal, or memory with the database up)?"""
+        return self._journal is None or self._journal.accepting
+
+    # -- start markers --------------------------------------------------------
+
+    def start(self, flow: Flow) -> None:
+        """A metered call is about to go upstream: journal its start marker."""
+        admission = flow.admission
+        if admission is None or flow.caller is None or flow.endpoint is None:
+            return
+        flow.charge_id = new_id()
+        if self._journal is not None:
+            self._journal.mark(self._marker(
+                flow.caller, admission, flow.facts.model, flow.endpoint.path, flow.request_id,
+                flow.tags, flow.charge_id))
+
+    def start_response(self, account: Account, hold: Admission, model: str | None) -> None:
+        """A Realtime response was reserved: journal its start marker (the hold keeps its id)."""
+        hold.marker = new_id()
+        if self._journal is not None:
+            self._journal.mark(self._marker(
+                account.caller, hold, model, account.endpoint, account.request_id, account.tags,
+                hold.marker, account.session_id))
+
+    def unmark(self, hold: Admission) -> None:
+        """A reserved response that will never be charged (released): its marker is done."""
+        if hold.marker is not None and self._journal is not None:
+            self._journal.unmark(hold.marker)
+
+    def _marker(self, caller: Caller, hold: Admission, model: str | None, endpoint: str,
+                request_id: str, tags: dict[str, str], record_id: str,
+                session_id: str | None = None) -> StartMarker:
+        """The charge a call gets if a crash comes before it settles: its reservation."""
+        worst = hold.worst if isinstance(hold.worst, Usage) else _NOTHING
+        amount = hold.hold.amount
+        markup = self._runtime().markup(caller.tenant)
+        return StartMarker(
+            record_id, caller.tenant, caller.user, caller.key_id, (model or "unknown")[:128],
+            endpoint, request_id, amount, token_counts(worst),
+            None if markup is None else int(amount * (1 + markup)), tags, session_id)
+
+    # -- charges ----------------------------------------------------------------
+
+    def bill_call(self, flow: Flow, with_records: list | tuple = ()) -> Charge | None:
+        """A finished REST call, once: priced, recorded (with `with_records`, in the same
+        journal write), counted, its hold settled.
 
         Calls faregate refused itself (unknown key, too large, model refused)
         never reached the upstream and cost nothing: they are counted in
@@ -186,13 +258,20 @@ class Biller:
         if flow.endpoint is None or not flow.forwarded:
             observe(self.metrics, flow, None, None)
             self._release(flow)
+            if with_records:
+                self._record(*with_records)
             return None
         if flow.endpoint.kind == "batch" or flow.hold_open:
             # A batch is recorded as a batch event and charged line by line; a pending
-            # background response is charged (one row) when it is final.
+            # background response is charged (one row) when it is final — its own ledger
+            # row keeps it across a crash, so its start marker is done.
             observe(self.metrics, flow, None, None)
+            if flow.charge_id is not None and self._journal is not None:
+                self._journal.unmark(flow.charge_id)
             if not flow.hold_open:
                 self._release(flow)
+            if with_records:
+                self._record(*with_records)
             return None
         rt = self._runtime()
         at = datetime.now(timezone.utc)
@@ -202,6 +281,12 @@ class Biller:
             log.exception("usage reading failed", extra={"request_id": flow.request_id})
             usage, problem = Usage(estimated=True, flags=("pricing_error",)), "pricing_error"
         model = flow.model or "unknown"
+        tools = flow.facts.hosted_tools or bool(usage.tool_calls)
+        believed = self._believable(usage, model, at, rt.prices, flow.endpoint.kind, tools,
+                                    flow.admission, lambda: usage_estimate(flow),
+                                    flow.request_id)
+        if believed is not None:
+            usage, problem = believed, IMPLAUSIBLE
         if flow.endpoint.metered:
             charge = _priced(usage, model, at, rt.prices, flow.request_id)
         else:
@@ -216,7 +301,7 @@ class Biller:
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
             response_id=flow.reading.response_id, markup=markup, tags=flow.tags,
-            images=images))
+            images=images, record_id=flow.charge_id), *with_records)
         observe(self.metrics, flow, charge, problem)
         if unpriced(charge):
             self.alerting.note_unpriced(model, flow.caller.tenant if flow.caller else "default", at)
@@ -224,9 +309,27 @@ class Biller:
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)
         elif admission is not None:
+            if believed is not None:
+                self.alerting.note_implausible(admission.policy, at, charge.cost_nanos)
             self.quota.count_images(admission.policy, admission, images, at)
             self._settle(admission.policy, admission, charge, at)
         return charge
+
+    def _believable(self, usage: Usage, model: str, at: datetime, table: PriceTable,
+                    kind: str, tools: bool, hold: Admission | None,
+                    fallback: Callable[[], Usage], context: str) -> Usage | None:
+        """None if `usage` can be true; else what to charge instead — the reservation
+        (or `fallback()` when nothing was reserved), flagged `usage_implausible`."""
+        if usage.estimated and IMPLAUSIBLE not in usage.flags:
+            return None  # faregate's own estimate, not a report
+        why = implausible(usage, table.entry(model, at), kind, tools)
+        if why is None:
+            return None
+        worst = hold.worst if hold is not None and isinstance(hold.worst, Usage) else fallback()
+        log.warning("usage report not believed; charged at the reservation",
+                    extra={"request_id": context, "model": model, "why": why})
+        return dataclasses.replace(worst, estimated=True, flags=(IMPLAUSIBLE,),
+                                   service_tier=None, tool_calls=())
 
     def _release(self, flow: Flow) -> None:
         if flow.admission is not None:
@@ -239,19 +342,30 @@ class Biller:
         rt = self._runtime()
         at = datetime.now(timezone.utc)
         model = metered.model or "unknown"
-        charge = _priced(metered.usage, model, at, rt.prices, account.request_id)
+        usage = metered.usage
+        believed = None
+        if metered.kind != "live":  # Live reports cumulative counters, not one call
+            entry = rt.prices.entry(model, at)
+            kind = _kind_of(account.endpoint)
+            believed = self._believable(
+                usage, model, at, rt.prices, kind, kind == "responses", hold,
+                lambda: metered.fallback or most_possible(entry, kind), account.request_id)
+            usage = believed or usage
+        charge = _priced(usage, model, at, rt.prices, account.request_id)
         row = charge_record(
             charge, account.caller, model=model, endpoint=account.endpoint, status=200, at=at,
             request_id=metered.request_id or account.request_id,
             session_id=account.session_id, response_id=metered.response_id,
-            markup=rt.markup(account.caller.tenant), tags=account.tags)
+            markup=rt.markup(account.caller.tenant), tags=account.tags,
+            record_id=metered.record_id or (hold.marker if hold is not None else None))
         images = images_made(charge.usage)
         row.images = images
-        if metered.record_id is not None:
-            row.id = metered.record_id  # a deterministic id: a repeat is ignored
         self._record(row)
         if spend:
-            count_charge(self.metrics, account.caller.tenant, charge, account.endpoint)
+            problem = IMPLAUSIBLE if believed is not None else None
+            count_charge(self.metrics, account.caller.tenant, charge, account.endpoint, problem)
+            if believed is not None:
+                self.alerting.note_implausible(policy, at, charge.cost_nanos)
             if images:
                 self.quota.count_images(policy, hold, images, at)
             self._settle(policy, hold, charge, at)
@@ -296,3 +410,12 @@ class Biller:
         else:
             self.quota.spend(policy, charge.cost_nanos, at)
         self.alerting.note_model(policy, at, charge.family or charge.model, charge.cost_nanos)
+
+
+def _kind_of(endpoint: str) -> str:
+    """The usage shape a session or batch line is bounded as."""
+    if endpoint.startswith("/v1/realtime") or endpoint.startswith("/v1/live"):
+        return "realtime"
+    if "embeddings" in endpoint:
+        return "embeddings"
+    return "responses" if "responses" in endpoint else "chat"

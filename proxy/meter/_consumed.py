@@ -46,9 +46,13 @@ def _reported(flow: Flow, table: PriceTable) -> tuple[Usage, str | None]:
         return usage_for_endpoint(kind, reading.usage, table=table), None
     if flow.cut_short:
         return _cut_short(flow), "cut_short"
-    estimate = Usage(input=facts.prompt_bytes // BYTES_PER_TOKEN, output=reading.deltas,
-                     estimated=True, flags=("usage_missing",))
-    return estimate, "usage_missing"
+    return usage_estimate(flow), "usage_missing"
+
+
+def usage_estimate(flow: Flow, reason: str = "usage_missing") -> Usage:
+    """What faregate saw of a call: its prompt's size and the deltas it streamed."""
+    return Usage(input=flow.facts.prompt_bytes // BYTES_PER_TOKEN, output=flow.reading.deltas,
+                 estimated=True, flags=(reason,))
 
 
 def _cut_short(flow: Flow) -> Usage:

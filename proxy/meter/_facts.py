@@ -35,6 +35,7 @@ class RequestFacts:
     background: bool = False  # a Responses call run in the background (charged when final)
     prompt_id: str | None = None  # a stored prompt (its model may be known only from the answer)
     image_tool: bool = False  # the Responses image_generation tool is offered (image caps)
+    hosted_tools: bool = False  # built-in tools offered: the call may run several model turns
 
 
 def _str(value: Any, limit: int = MAX_MODEL_NAME) -> str | None:
@@ -88,6 +89,8 @@ def _responses_facts(facts: RequestFacts, body: dict[str, Any]) -> None:
     facts.tools = request_tool_options(tools)
     facts.image_tool = isinstance(tools, list) and any(
         isinstance(t, dict) and t.get("type") == "image_generation" for t in tools[:128])
+    facts.hosted_tools = isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") not in ("function", "custom") for t in tools[:128])
     facts.background = body.get("background") is True
     prompt = body.get("prompt")
     if isinstance(prompt, dict):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from faregate.pricing import Usage
 
 from .._ids import new_request_id
-from ..caller import Caller
+from ..caller import Caller, KeyScrubber
 from ._endpoints import Endpoint
 from ._facts import RequestFacts
 from ._reading import Reading
@@ -47,6 +47,12 @@ class Flow:
     hold_open: bool = False  # its admission outlives the call (a pending background response)
     captured_request: bytes | None = None  # bodies kept for opt-in capture
     captured_response: bytearray | None = None
+    charge_id: str | None = None  # the ledger id its start marker and its charge share
+    scrubber: KeyScrubber | None = None  # the upstream key's fragments, out of error answers
+    route: Any = None  # the object it creates, lists or uses (objects.ObjectRoute)
+    answer: bytearray | None = None  # the answer's bytes, kept (bounded) to read object ids
+    location: str | None = None  # the answer's Location header (a Realtime call's id)
+    store: bool | None = None  # the body's `store` (whether what it creates can be read back)
 
     @property
     def model(self) -> str | None:

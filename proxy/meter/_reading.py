@@ -4,7 +4,9 @@ Every response shape has a meter: a small sans-IO state machine fed the
 bytes of an answer as they arrive. `feed(chunk)` returns the bytes that may
 go to the client now; `close()` returns what the meter held back (sent only
 after the charge is in the ledger journal, so no client holds a complete
-answer whose charge a crash could still lose); `reading()` is what the
+answer whose charge a crash could still lose — a stream's terminal event
+included: `ended` says it has arrived, so billing need not wait for the
+upstream to close the body; `close()` may then be called again at the end); `reading()` is what the
 answer said about its own cost. `finish()`/`abort()` end a meter whose
 answer had to be read whole (batch objects) or broke off.
 
@@ -47,6 +49,7 @@ class Metered:
     kind: str = "response"  # response | transcription | live | delegated | batch
     record_id: str | None = None  # a deterministic ledger id (batch lines)
     request_id: str | None = None
+    fallback: Usage | None = None  # the meter's own estimate, if the report cannot be true
 
 
 class ResponseMeter:
@@ -58,6 +61,9 @@ class ResponseMeter:
     #: The answer was made before it was sent (a JSON answer): when the client leaves
     #: mid-answer, it is read on to its end, so its real usage is charged.
     read_on = False
+    #: The answer's last event is in (and held back): the edge may bill now, then send
+    #: `close()`'s bytes, without waiting for the upstream to end the body.
+    ended = False
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume upstream bytes; return the bytes to forward now."""

@@ -20,7 +20,8 @@ What is charged:
 * Live `session.usage.updated` → the *increase* of the cumulative seconds
   (and of cumulative tokens, when reported), never the running total.
 * A `response.done` without usage (some deployments never send it) →
-  an estimate from the audio that actually flowed, flagged `estimated`.
+  an estimate from what actually flowed — audio both ways, the text the
+  model streamed and the text items the client sent — flagged `estimated`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ INPUT_AUDIO_TOKENS_PER_S = 10
 OUTPUT_AUDIO_TOKENS_PER_S = 20
 PCM_BYTES_PER_S = 48_000
 _B64_OVERHEAD = 160  # JSON around a delta's base64 payload, roughly
+_TEXT_OVERHEAD = 160  # JSON around a text delta, roughly
+TEXT_BYTES_PER_TOKEN = 4
+SERVER_TEXT_DELTAS = frozenset({"response.output_text.delta", "response.text.delta"})
+CLIENT_TEXT_ITEMS = frozenset({"conversation.item.create"})
 
 SERVER_AUDIO = frozenset(
     {"response.output_audio.delta", "response.audio.delta", "session.output_audio.delta"}
@@ -165,6 +170,9 @@ class SessionMeter:
     tool_calls: int = 0  # function calls the model made (tool-call caps)
     audio_in_bytes: int = 0  # decoded-size estimate of appended input audio
     audio_out_bytes: int = 0  # since the last response.done
+    text_out_bytes: int = 0  # streamed text since the last response.done (estimates)
+    text_out_deltas: int = 0
+    text_in_bytes: int = 0  # text items the client created since the last response.done
     last_type: str | None = None  # the type of the last server frame
     _charged: set[str] = field(default_factory=set)
     _live_seconds: Decimal = Decimal(0)
@@ -180,6 +188,10 @@ class SessionMeter:
             return []
         if t in SERVER_AUDIO:
             self.audio_out_bytes += max(0, len(frame) - _B64_OVERHEAD) * 3 // 4
+            return []
+        if t in SERVER_TEXT_DELTAS:
+            self.text_out_bytes += max(0, len(frame) - _TEXT_OVERHEAD)
+            self.text_out_deltas += 1
             return []
         if t == "response.event":
             raw = frame.encode() if isinstance(frame, str) else frame
@@ -250,17 +262,18 @@ class SessionMeter:
             self.tool_calls += sum(1 for item in output if isinstance(item, dict)
                                    and item.get("type") in TOOL_CALL_ITEMS)
         usage = response.get("usage")
-        if isinstance(usage, dict):
-            metered = usage_from_realtime(usage)
-        else:
-            metered = self._estimate()
-        self.audio_out_bytes = 0
-        self.audio_in_bytes = 0
-        return [Metered(metered, self.model, rid)]
+        estimate = self._estimate()
+        self._flowed()
+        if isinstance(usage, dict):  # the estimate stands in if the report cannot be true
+            return [Metered(usage_from_realtime(usage), self.model, rid, fallback=estimate)]
+        return [Metered(estimate, self.model, rid)]
 
     def _estimate(self) -> Usage:
+        """What flowed since the last response: audio both ways, text out and in."""
         return Usage(
+            input=-(-self.text_in_bytes // TEXT_BYTES_PER_TOKEN),
             audio_input=self.audio_in_bytes * INPUT_AUDIO_TOKENS_PER_S // PCM_BYTES_PER_S,
+            output=max(self.text_out_deltas, -(-self.text_out_bytes // TEXT_BYTES_PER_TOKEN)),
             audio_output=self.audio_out_bytes * OUTPUT_AUDIO_TOKENS_PER_S // PCM_BYTES_PER_S,
             estimated=True,
             flags=("usage_missing",),
@@ -274,6 +287,11 @@ class SessionMeter:
             return Decimal(0)
         increase, self._live_paused = paused - self._live_paused, paused
         return increase
+
+    def _flowed(self) -> None:
+        """A response is accounted for: what flowed so far belongs to it."""
+        self.audio_out_bytes = self.audio_in_bytes = 0
+        self.text_out_bytes = self.text_out_deltas = self.text_in_bytes = 0
 
     def _live_usage(self, obj: dict[str, Any]) -> list[Metered]:
         """Cumulative counters -> the increase since the last report."""
@@ -331,6 +349,8 @@ class SessionMeter:
             session = obj.get("session")
             if isinstance(session, dict):
                 self._session_facts({k: v for k, v in session.items() if k != "id"})
+        if t in CLIENT_TEXT_ITEMS:
+            self.text_in_bytes += len(frame)
         return event
 
     def unfinished(self) -> list[Metered]:
@@ -339,7 +359,7 @@ class SessionMeter:
         out = []
         for rid in sorted(self.in_progress):
             estimate = dataclasses.replace(self._estimate(), flags=("cut_short",))
-            self.audio_in_bytes = self.audio_out_bytes = 0
+            self._flowed()
             out.append(Metered(estimate, self.model, rid))
         self.in_progress.clear()
         return out

@@ -2,10 +2,14 @@
 
 `SseMeter.feed(chunk)` takes bytes as they arrive from the upstream and
 returns the bytes to send to the client *now*: every complete event is
-passed on at once, only a partial trailing event waits for its end. On the
-way it notes the usage report (chat's final usage chunk, Responses'
-`response.completed`/`incomplete`/`failed`), the served model, and counts
-content deltas for an estimate if the stream is cut short.
+passed on at once, only a partial trailing event waits for its end — and
+the stream's terminal event (chat's `[DONE]`, Responses'
+`response.completed`/`incomplete`/`failed`), which waits in `close()` until
+the call is billed, so no client holds a finished stream whose charge a
+crash could lose (`ended` tells the edge it may bill now). On the way it
+notes the usage report (chat's final usage chunk, the terminal Responses
+event), the served model, and counts content deltas for an estimate if the
+stream is cut short.
 
 When faregate itself asked the upstream for `include_usage`, the extra
 usage-only chunk (and the `"usage":null` fields that come with it) is
@@ -95,16 +99,21 @@ class SseMeter(ResponseMeter):
         self.events = 0
         self.done = False  # saw [DONE] or a terminal Responses event
         self._pending = bytearray()
+        self._held = bytearray()  # the terminal event and whatever follows it
         self._passthrough = False  # inside an oversized event
+
+    @property
+    def ended(self) -> bool:
+        return self.done
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume upstream bytes; return the bytes to forward now."""
         if self._passthrough:
             end = _next_boundary(chunk, 0)
             if end == -1:
-                return chunk
+                return self._out(chunk)
             self._passthrough = False
-            return chunk[:end] + self.feed(chunk[end:])
+            return self._out(chunk[:end]) + self.feed(chunk[end:])
         self._pending += chunk
         out = bytearray()
         start = 0
@@ -112,22 +121,35 @@ class SseMeter(ResponseMeter):
             end = _next_boundary(self._pending, start)
             if end == -1:
                 break
-            out += self._event(bytes(self._pending[start:end]))
+            event = self._event(bytes(self._pending[start:end]))
+            if self.done:
+                self._held += event  # the terminal event waits for the charge
+            else:
+                out += event
             start = end
         del self._pending[:start]
         if len(self._pending) > MAX_EVENT_BYTES:
-            out += self._pending
+            out += self._out(bytes(self._pending))
             self._pending.clear()
             self._passthrough = True
         return bytes(out)
 
+    def _out(self, data: bytes) -> bytes:
+        """Bytes passed uninspected: after the terminal event they are held with it."""
+        if self.done:
+            self._held += data
+            return b""
+        return data
+
     def close(self) -> bytes:
-        """End of stream: whatever partial event is left goes out unchanged."""
+        """The held terminal event, and whatever partial event is left (unchanged)."""
         rest = bytes(self._pending)
         self._pending.clear()
         if rest:
             rest = self._event(rest)
-        return rest
+        out = bytes(self._held) + rest
+        self._held.clear()
+        return out
 
     def reading(self, complete: bool = True) -> Reading:
         """What the stream reported so far (all of it, even when cut short)."""

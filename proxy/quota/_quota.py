@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .._config import UpstreamLimitSettings
 from .._metrics import Metrics
@@ -47,6 +47,8 @@ class Admission:
     tpm_tokens: int = 0
     budgets: Budgets = ()
     upstream_tokens: int = 0  # taken from the shared [upstream_limits] tpm
+    worst: Any = None  # the worst-case `Usage` held: what an unbelievable report is charged
+    marker: str | None = None  # the ledger id of its start marker (the charge's id too)
 
 
 class Quota:

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from faregate.pricing import OUTPUT_CLASSES, PriceTable
+from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage
 
 from ._policy import Policy
 from ._quota import Admission, Quota
@@ -189,8 +189,18 @@ class SessionQuota:
                                   count_request=False)
         if isinstance(result, Refusal):
             return None, budget_cut(result)
+        result.worst = self._worst(in_tokens, audio_tokens, out_tokens, now)
         self.holds.append(result)
         return (orjson.dumps(event).decode() if changed else frame), None
+
+    def _worst(self, in_tokens: int, audio_tokens: int, out_tokens: int, now: datetime
+               ) -> Usage:
+        """The reservation as a usage (what a response whose report cannot be true costs)."""
+        model = self.model or ""
+        entry = self.prices.entry(model, now)
+        dearest = max(OUTPUT_CLASSES, key=lambda c: _per_token(self.prices, model, c, now))
+        audio = audio_tokens if entry is not None and entry.rate("audio_input") else 0
+        return Usage(input=in_tokens - audio, audio_input=audio, **{dearest: out_tokens})
 
     def take_hold(self) -> Admission | None:
         """The oldest response reservation, to be settled by its charge (None: VAD/Live)."""

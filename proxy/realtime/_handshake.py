@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 from urllib.parse import quote
 
 from aiohttp import web
@@ -118,8 +119,11 @@ def upstream_offer(request: web.Request, caller: Caller, protocols: list[str],
 
 
 async def dial(url: str, headers: list[tuple[str, str]], subprotocols: list[str],
-               server: ServerSettings, request_id: str) -> ClientConnection | web.Response:
-    """The open upstream socket, or the answer to give the client instead."""
+               server: ServerSettings, request_id: str,
+               scrub: Callable[[bytes], bytes] | None = None
+               ) -> ClientConnection | web.Response:
+    """The open upstream socket, or the answer to give the client instead (an upstream
+    refusal's body scrubbed of the upstream key's fragments by `scrub`)."""
     try:
         return await connect(
             url,
@@ -140,7 +144,9 @@ async def dial(url: str, headers: list[tuple[str, str]], subprotocols: list[str]
         ctype = resp.headers.get("content-type")
         if ctype:
             h["content-type"] = ctype
-        return web.Response(status=resp.status_code, body=resp.body or b"", headers=h)
+        body = resp.body or b""
+        return web.Response(status=resp.status_code, body=scrub(body) if scrub else body,
+                            headers=h)
     except (TimeoutError, asyncio.TimeoutError):
         return errors.upstream_timeout("WebSocket handshake", request_id)
     except (OSError, InvalidHandshake) as exc:

@@ -27,8 +27,9 @@ from websockets.exceptions import ConnectionClosed
 from .. import _errors as errors
 from .._ids import new_event_id, new_request_id
 from .._runtime import Runtime
-from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
+from ..caller import BadTags, Caller, IdentityError, SecretBook, call_scrubber, request_tags
 from ..meter import ResponsesSocketMeter, session_endpoint
+from ..objects import Objects, not_found, object_route
 from ..provider import Delegations
 from ..quota import (
     Policy,
@@ -70,7 +71,8 @@ class Relay:
     """The WebSocket handler; one per app."""
 
     def __init__(self, services: SessionServices, quota: Quota, secrets: SecretBook,
-                 draining: Callable[[], bool], unseen: Delegations | None = None) -> None:
+                 draining: Callable[[], bool], unseen: Delegations | None = None,
+                 objects: Objects | None = None) -> None:
         self.services = services
         self.runtime = services.runtime
         self.sessions = services.sessions
@@ -78,6 +80,7 @@ class Relay:
         self.secrets = secrets
         self.draining = draining
         self.unseen = unseen
+        self.objects = objects
 
     async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
         """Relay one WebSocket session on `path` (canonical, see `meter._paths`)."""
@@ -93,12 +96,14 @@ class Relay:
                     "Live and Responses sessions are relayed.", request_id=rid))
             caller, in_subprotocol, tags, cost_events = self._admit(request, rt, protocols, rid,
                                                                     path)
+            await self._own_call(request, caller, rid)
         except Refused as refused:
             return refused.response
         headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
         server = rt.settings.server
+        scrubber = call_scrubber(caller.upstream_authorization)
         upstream = await dial(ws_url(server.upstream, path, request), headers, subprotocols,
-                              server, rid)
+                              server, rid, scrubber.bytes if scrubber else None)
         if isinstance(upstream, web.Response):
             return upstream
         client = client_socket(upstream, protocols, server)
@@ -165,10 +170,25 @@ class Relay:
             raise Refused(errors.endpoint_not_allowed(path, rid))
         if model and policy.unknown_model == "reject" and rt.prices.entry(model, None) is None:
             raise Refused(errors.model_not_priced(model, rid))
+        if not self.services.biller.accepting() and rt.refuses_without_ledger(policy):
+            raise Refused(errors.ledger_unavailable(rid))
         refusal = self._admit_session(rt, policy, caller, model)
         if refusal is not None:
             raise Refused(errors.refused(refusal, rid))
         return caller, in_subprotocol, tags, cost_events
+
+    async def _own_call(self, request: web.Request, caller: Caller, rid: str) -> None:
+        """A sideband session (`?call_id=rtc_…`) only for the tenant whose call it is."""
+        call_id = request.query.get("call_id")
+        if call_id is None or self.objects is None:
+            return
+        route = object_route("GET", f"/v1/realtime/calls/{call_id}")
+        denial = (not_found("realtime_call", call_id[:128], "call_id") if route is None
+                  else await self.objects.check(route, caller, None, None))
+        if denial is not None:
+            if denial.status == 404:
+                denial = not_found("realtime_call", call_id[:128], "call_id")
+            raise Refused(errors.denied(denial, rid))
 
     def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller, model: str | None
                        ) -> Refusal | None:
@@ -318,7 +338,7 @@ class Relay:
                                   upstream: ClientConnection, session: Session) -> None:
         try:
             async for frame in upstream:
-                session.server_frame(frame)
+                frame = session.server_frame(frame)
                 if session.client_gone or client.closed:
                     session.notices.clear()
                     continue  # draining billing events after the client left

@@ -50,6 +50,12 @@ class ResponsesSocketQuota:
         self.holds: list[Admission] = []
         self._last: dict[str, Any] = {}
 
+    @property
+    def model(self) -> str | None:
+        """The model the latest `response.create` named (a reserved response's marker)."""
+        model = self._last.get("model")
+        return model if isinstance(model, str) else None
+
     async def prepare(self, kind: str | None) -> None:
         if kind in ("response.create", "response.steer") and self.quota.leasing:
             await self.quota.ensure(self.policy, 0, datetime.now(timezone.utc))

@@ -27,7 +27,7 @@ from .._capture import CLIENT_TEXT, SERVER_TEXT, Capture
 from .._ids import new_event_id, new_session_id
 from .._metrics import Metrics
 from .._runtime import Runtime
-from ..caller import Caller
+from ..caller import Caller, KeyScrubber, call_scrubber
 from ..meter import Account, Biller, Metered, SessionMeter
 from ..quota import Cut, SessionQuota, tightest
 
@@ -101,6 +101,7 @@ class Session:
     capturing: bool = False  # the tenant opted in to conversation capture
     cost_events: bool = False  # send `faregate.session.cost` after each charge
     notices: list[str] = field(default_factory=list)  # faregate's events, sent after the frame
+    scrubber: KeyScrubber | None = None  # the upstream key's fragments, out of error events
     _seq: int = 0
 
     @classmethod
@@ -112,7 +113,8 @@ class Session:
         kind = "live" if endpoint.startswith("/v1/live") else "realtime"
         capturing = services.capture is not None and services.runtime().captures(caller.tenant)
         session = cls(services, caller, endpoint, meter or SessionMeter(kind, model=model),
-                      squota, tags=dict(tags or {}), capturing=capturing)
+                      squota, tags=dict(tags or {}), capturing=capturing,
+                      scrubber=call_scrubber(caller.upstream_authorization))
         services.sessions.add(session)
         services.metrics.sessions_active.labels(caller.tenant).inc()
         return session
@@ -130,7 +132,8 @@ class Session:
         if capture is None or not isinstance(frame, str) or kind is None:
             return
         if kind in (SERVER_TEXT if direction == "server" else CLIENT_TEXT):
-            capture.frame(self.id, direction, kind, frame)
+            capture.frame(self.id, direction, kind, frame,
+                          self.scrubber.bytes if self.scrubber else None)
 
     async def client_frame(self, frame: str | bytes) -> str | bytes | None:
         """A client frame: the frame to forward (perhaps rewritten), or None."""
@@ -143,9 +146,13 @@ class Session:
         if self.cut is not None:
             return None  # the session is ending: nothing new goes upstream
         await self.squota.prepare(event.type)
+        held = len(self.squota.holds)
         forward, cut = self.squota.client_event(event.type, event.obj, frame,
                                                 self.meter.audio_in_bytes,
                                                 self.meter.tool_calls)
+        if len(self.squota.holds) > held:  # a response was reserved: its start marker
+            self.services.biller.start_response(self._account(), self.squota.holds[-1],
+                                                self.squota.model or self.meter.model)
         if cut is not None:
             self.request_cut(cut)
         return forward
@@ -166,7 +173,9 @@ class Session:
         except (ConnectionResetError, RuntimeError):
             pass
 
-    def server_frame(self, frame: str | bytes) -> None:
+    def server_frame(self, frame: str | bytes) -> str | bytes:
+        """Meter a server frame and bill what it says; returns the frame for the client
+        (an `error` event scrubbed of the upstream key's fragments)."""
         calls = self.meter.tool_calls
         charges = self.meter.server_frame(frame)
         if self.capturing:
@@ -176,6 +185,13 @@ class Session:
         if self.meter.tool_calls != calls:
             self.services.metrics.tool_calls.labels(self.caller.tenant).inc(
                 self.meter.tool_calls - calls)
+        if self.meter.last_type == "error" and self.scrubber:
+            return (self.scrubber.text(frame) if isinstance(frame, str)
+                    else self.scrubber.bytes(frame))
+        return frame
+
+    def _account(self) -> Account:
+        return Account(self.caller, self.endpoint, self.id, self.tags, session_id=self.id)
 
     def _response_id(self, metered: Metered) -> str:
         """Unique within the session: the upstream's id, or a sequence for what has none."""
@@ -193,10 +209,10 @@ class Session:
     def charge(self, metered: Metered) -> None:
         """Bill one metered usage and add it to the session's totals."""
         metered = Metered(metered.usage, metered.model or self.model,
-                          self._response_id(metered), metered.kind)
+                          self._response_id(metered), metered.kind, fallback=metered.fallback)
         hold = self.squota.take_hold() if metered.kind == "response" else None
-        account = Account(self.caller, self.endpoint, self.id, self.tags, session_id=self.id)
-        row = self.services.biller.bill(metered, account, policy=self.squota.policy, hold=hold)
+        row = self.services.biller.bill(metered, self._account(), policy=self.squota.policy,
+                                        hold=hold)
         self.usage = self.usage + metered.usage
         self.cost_nanos += row.cost_nanos
         for k, v in row.breakdown.items():
@@ -240,6 +256,8 @@ class Session:
             return self.record(reason)
         if self.meter.busy:
             self.charge_unfinished()
+        for hold in self.squota.holds:  # reserved, never answered: nothing to charge
+            services.biller.unmark(hold)
         self.squota.release_all()
         services.metrics.sessions_active.labels(self.caller.tenant).dec()
         services.metrics.session_duration.labels(self.model_label()).observe(self.elapsed_s())

@@ -1,12 +1,14 @@
 """May the call be forwarded: the admission steps of a REST call.
 
-Money is default-deny (`meter._endpoints`): a metered call holds its worst
-case against the caller's limits; a billable call that faregate cannot price
-is admitted only while the caller's budgets are not spent. Before either, a
-tier's `endpoints` allowlist and its `unknown_model` rule apply. Each step
-raises `Refused` with the DESIGN §5 answer. Calls that start a Realtime
-session faregate will not see (minted keys, WebRTC/SIP calls) are reserved
-for that session instead (`reserve_unseen`).
+A metered call is refused while the ledger cannot keep its charge, where
+`[storage] on_ledger_failure` says so. Money is default-deny
+(`meter._endpoints`): a metered call holds its worst case against the
+caller's limits; a billable call that faregate cannot price is admitted
+only while the caller's budgets are not spent. Before either, a tier's
+`endpoints` allowlist and its `unknown_model` rule apply. Each step raises
+`Refused` with the DESIGN §5 answer. Calls that start a Realtime session
+faregate will not see (minted keys, WebRTC/SIP calls) are reserved for that
+session instead (`reserve_unseen`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .. import _errors as errors
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..meter import (
+    Biller,
     Flow,
     bound_secret_expiry,
     cost_nanos,
@@ -37,6 +40,16 @@ _FREE_KINDS = frozenset({"moderations", "client_secret"})
 #: Endpoints that start Realtime sessions faregate will not meter.
 UNSEEN_KINDS = frozenset({"client_secret", "realtime_call"})
 CLIENT_SECRETS_PATH = "/v1/realtime/client_secrets"
+
+
+def check_ledger(flow: Flow, rt: Runtime, biller: Biller) -> None:
+    """`[storage] on_ledger_failure`: while neither the journal nor the database can take
+    a charge, a metered call is refused (503 `ledger_unavailable`) — or served."""
+    if flow.endpoint is None or biller.accepting():
+        return
+    assert flow.caller is not None
+    if rt.refuses_without_ledger(rt.policy(flow.caller)):
+        raise Refused(errors.ledger_unavailable(flow.request_id))
 
 
 def check_endpoint(flow: Flow, policy: Policy, metrics: Metrics) -> None:
@@ -95,6 +108,8 @@ async def reserve(flow: Flow, rt: Runtime, parsed: Any, quota: Quota, policy: Po
     images = facts.images if kind == "images" else int(facts.image_tool)
     await _hold(flow, rt, quota, policy, amount, now, images=images, tpm_tokens=tpm_tokens)
     flow.reserved = usage
+    if flow.admission is not None:
+        flow.admission.worst = usage  # what a usage report that cannot be true is charged
 
 
 async def admit_billable(flow: Flow, rt: Runtime, quota: Quota, policy: Policy) -> None:

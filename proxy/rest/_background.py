@@ -263,8 +263,8 @@ class Background:
         """Pending responses of an earlier run: their holds again, their follow-up."""
         rt = self.runtime()
         now = datetime.now(timezone.utc)
-        authorization = rt.directory.server_authorization()
         for e in await self.ledger.background_pending(now - MAX_AGE - timedelta(hours=1)):
+            authorization = rt.directory.server_authorization(e.tenant)
             caller = Caller(e.tenant, e.user, e.tier, e.key_id, authorization)
             policy = rt.policy(caller)
             admission = self.quota.hold(policy, e.hold_nanos, now) if e.hold_nanos else None

@@ -1,11 +1,13 @@
 """The REST edge: `ANY /v1/*` to the upstream and back, as a thin loop.
 
-A call goes through named steps — read the body, identify the caller, read
-its tags, refuse unpriced models, reserve its worst case — then is forwarded
-on one pooled `ClientSession`; the answer streams back through the meter
-its shape gets. The meter holds back the answer's last bytes until the
-biller has put the charge in the ledger journal, so a client never holds a
-complete answer whose charge a crash could still lose.
+A call goes through named steps — read the body, identify the caller, check
+the ledger can keep its charge, read its tags, check the objects it names
+are its tenant's, refuse unpriced models, reserve its worst case — then is
+forwarded on one pooled `ClientSession`; the answer streams back through the
+meter its shape gets. The meter holds back the answer's last bytes (an SSE
+stream's terminal event included) until the biller has put the charge in the
+ledger journal, so a client never holds a complete answer whose charge a
+crash could still lose.
 """
 
 from __future__ import annotations
@@ -23,14 +25,24 @@ from .. import _errors as errors
 from .._capture import MAX_TEXT, Capture
 from .._metrics import Metrics
 from .._runtime import Runtime
-from ..caller import strip_query
-from ..meter import Biller, Flow, ResponseMeter, classify, endpoint_label, response_meter
+from ..caller import call_scrubber, strip_query
+from ..meter import (
+    Biller,
+    Flow,
+    ResponseMeter,
+    SseMeter,
+    classify,
+    endpoint_label,
+    response_meter,
+)
+from ..objects import KEEP_BYTES, Objects, object_route
 from ..provider import Delegations
 from ..quota import Quota
 from ._admission import (
     UNSEEN_KINDS,
     admit_billable,
     check_endpoint,
+    check_ledger,
     check_priced,
     reserve,
     reserve_unseen,
@@ -42,16 +54,21 @@ from ._headers import response_headers, upstream_headers
 from ._intake import (
     Body,
     Refused,
+    check_objects,
     identify,
     read_body,
     read_tags,
     start_capture,
     unreadable,
 )
+from ._listing import filtered_list
 from ._prompts import PromptModels
 
 log = logging.getLogger("faregate.forward")
 access_log = logging.getLogger("faregate.access")
+
+_REPEATED_FIELD = ("a form field that sets the model or the images comes again after the "
+                   "upload's head")
 
 
 class Forwarder:
@@ -59,7 +76,8 @@ class Forwarder:
 
     def __init__(self, runtime: Callable[[], Runtime], client: aiohttp.ClientSession,
                  quota: Quota, biller: Biller, batches: Batches, background: Background,
-                 unseen: Delegations, metrics: Metrics, capture: Capture | None) -> None:
+                 unseen: Delegations, metrics: Metrics, capture: Capture | None,
+                 objects: Objects) -> None:
         self.runtime = runtime
         self.client = client
         self.quota = quota
@@ -69,6 +87,7 @@ class Forwarder:
         self.unseen = unseen
         self.metrics = metrics
         self.capture = capture
+        self.objects = objects
         self.prompts = PromptModels()
 
     async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
@@ -77,8 +96,11 @@ class Forwarder:
         flow = Flow(request.method, path, classify(request.method, path))
         flow.batch = batch_route(request.method, path)
         flow.follow = self.background.route(request.method, path)
+        flow.route = object_route(request.method, path)
         try:
             body = await self._admit(request, flow, rt)
+            if flow.route is not None and flow.route.action == "list":
+                return await filtered_list(self, request, flow, rt)
             return await self._forward(request, flow, rt, body)
         except Refused as refused:
             flow.status = refused.response.status
@@ -93,9 +115,12 @@ class Forwarder:
         body = await read_body(request, flow, rt.settings.server.max_body_bytes)
         call = flow.endpoint is not None and flow.endpoint.kind == "realtime_call"
         identify(request, flow, rt, self.unseen.secrets if call else None)
+        assert flow.caller is not None
+        flow.scrubber = call_scrubber(flow.caller.upstream_authorization)
+        check_ledger(flow, rt, self.biller)
         read_tags(request, flow, body)
         start_capture(flow, body, self.capture, rt)
-        assert flow.caller is not None
+        await check_objects(flow, body, self.objects)
         policy = rt.policy(flow.caller)
         check_endpoint(flow, policy, self.metrics)
         endpoint = flow.endpoint
@@ -112,50 +137,63 @@ class Forwarder:
         await self.batches.resolve(flow, request)
         return body
 
+    def upstream_url(self, request: web.Request, flow: Flow, rt: Runtime) -> URL:
+        """The canonical path goes upstream as it is: no client-side normalising after it."""
+        query = request.rel_url.raw_query_string
+        return URL(rt.settings.server.upstream
+                   + strip_query(flow.path + ("?" + query if query else "")), encoded=True)
+
     async def _forward(self, request: web.Request, flow: Flow, rt: Runtime, body: Body
                        ) -> web.StreamResponse:
+        headers = upstream_headers(request, flow, rt, body.changed)
+        self.biller.start(flow)  # the start marker, before anything can be spent
+        upstream = await self.send(request.method, self.upstream_url(request, flow, rt),
+                                   headers, body.data, flow, rt)
+        if isinstance(upstream, web.Response):
+            return upstream
+        async with upstream:
+            flow.status = upstream.status
+            location = upstream.headers.get("location")
+            if flow.route is not None and flow.route.kind == "realtime_call":
+                flow.location = location
+            meter = (await self.batches.meter(flow, upstream.status)
+                     or self.background.meter(flow, upstream.status, upstream.content_type)
+                     or response_meter(flow, upstream.status, upstream.content_type,
+                                       body.strip_usage, location, flow.scrubber))
+            return await self._relay(request, upstream, flow, meter)
+
+    async def send(self, method: str, url: URL | str, headers: list[tuple[str, str]],
+                   data: object, flow: Flow, rt: Runtime
+                   ) -> aiohttp.ClientResponse | web.Response:
+        """The upstream's answer (headers in), or faregate's own when it gave none."""
         server = rt.settings.server
         rid = flow.request_id
-        query = request.rel_url.raw_query_string
-        # The canonical path goes upstream as it is: no client-side normalising after it.
-        url = URL(server.upstream + strip_query(flow.path + ("?" + query if query else "")),
-                  encoded=True)
-        headers = upstream_headers(request, flow, rt, body.changed)
         sent = time.perf_counter()
         flow.forwarded = True
         try:
             async with asyncio.timeout(server.response_timeout_s):
                 upstream = await self.client.request(
-                    request.method, url, headers=headers, data=body.data,
-                    allow_redirects=False)
+                    method, url, headers=headers, data=data, allow_redirects=False)
         except BodyTooLarge:
             flow.status = 413
             return errors.request_too_large(server.max_body_bytes, rid)
         except BodyUnreadable:
             flow.status = 400
-            return unreadable(flow, "a form field that sets the model or the images comes "
-                                    "again after the upload's head").response
+            return unreadable(flow, _REPEATED_FIELD).response
         except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             flow.status = 504
             return errors.upstream_timeout(type(exc).__name__, rid)
         except aiohttp.ClientError as exc:
-            if isinstance(body.data, UploadCounter) and body.data.too_large:
+            if isinstance(data, UploadCounter) and data.too_large:
                 flow.status = 413
                 return errors.request_too_large(server.max_body_bytes, rid)
-            if isinstance(body.data, UploadCounter) and body.data.unreadable:
+            if isinstance(data, UploadCounter) and data.unreadable:
                 flow.status = 400
-                return unreadable(flow, "a form field that sets the model or the images "
-                                        "comes again after the upload's head").response
+                return unreadable(flow, _REPEATED_FIELD).response
             flow.status = 502
             return errors.upstream_unavailable(type(exc).__name__, rid)
-        async with upstream:
-            flow.upstream_wait = time.perf_counter() - sent
-            flow.status = upstream.status
-            meter = (await self.batches.meter(flow, upstream.status)
-                     or self.background.meter(flow, upstream.status, upstream.content_type)
-                     or response_meter(flow, upstream.status, upstream.content_type,
-                                       body.strip_usage, upstream.headers.get("location")))
-            return await self._relay(request, upstream, flow, meter)
+        flow.upstream_wait = time.perf_counter() - sent
+        return upstream
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
                      flow: Flow, meter: ResponseMeter) -> web.StreamResponse:
@@ -167,19 +205,24 @@ class Forwarder:
         try:
             await response.prepare(request)
             self._observe_latency(flow)
-            captured = flow.captured_response
+            captured, answer = flow.captured_response, flow.answer
+            early = (flow.route is not None and flow.route.action == "create"
+                     and isinstance(meter, SseMeter))
             async for chunk in upstream.content.iter_any():
                 if captured is not None and len(captured) < MAX_TEXT:
                     captured += chunk[: MAX_TEXT - len(captured)]
+                if answer is not None and len(answer) < KEEP_BYTES:
+                    answer += chunk[: KEEP_BYTES - len(answer)]
                 out = meter.feed(chunk)
                 if out:
                     await response.write(out)
-            tail = meter.close()
+                if early and meter.response_id:  # type: ignore[attr-defined]
+                    early = self._bind_early(flow, meter.response_id,  # type: ignore[attr-defined]
+                                             upstream.status)
+                if meter.ended and not flow.billed:  # the terminal event is in: bill, send it
+                    await self._end(flow, meter, response, request)
+            await self._end(flow, meter, response, request)
             complete = True
-            self._bill(flow, meter, request)
-            await meter.finish()
-            if tail:
-                await response.write(tail)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             if not complete:  # the client went away mid-answer
@@ -197,6 +240,16 @@ class Forwarder:
                 self._bill(flow, meter, request)
         return response
 
+    async def _end(self, flow: Flow, meter: ResponseMeter, response: web.StreamResponse,
+                   request: web.Request) -> None:
+        """The answer's end is in: bill the call (once), then send what the meter held."""
+        tail = meter.close()
+        if not flow.billed:
+            self._bill(flow, meter, request)
+            await meter.finish()
+        if tail:
+            await response.write(tail)
+
     async def _read_on(self, upstream: aiohttp.ClientResponse, flow: Flow,
                        meter: ResponseMeter, request: web.Request) -> bool:
         """The client left mid-answer. An answer the upstream has already made (JSON) is
@@ -204,6 +257,8 @@ class Forwarder:
         stream is not read on (that would keep the model generating at the caller's
         cost): it is charged as cut short — the prompt as reserved and at least the output
         the client was sent. True when the answer was read whole and billed."""
+        if flow.billed:
+            return True
         if not meter.read_on:
             flow.cut_short = True
             return False
@@ -220,8 +275,8 @@ class Forwarder:
         return True
 
     def _bill(self, flow: Flow, meter: ResponseMeter, request: web.Request) -> None:
-        """Take the meter's reading and bill the call (once); a background response that
-        is not final yet keeps its hold and is followed up instead."""
+        """Take the meter's reading and bill the call (once), binding what it created; a
+        background response that is not final yet keeps its hold and is followed up."""
         if flow.billed:
             return
         reading = meter.reading(complete=not flow.cut_short)
@@ -230,7 +285,23 @@ class Forwarder:
             self.unseen.after_call(flow)  # a minted key or a WebRTC/SIP call: noted, held
             self._learn_prompt(flow)
             self.background.track(flow, request.headers)
-        self.biller.bill_call(flow)
+        owned: list = []  # the owner of what the call created: journaled with its charge
+        if flow.route is not None and 200 <= flow.status < 300 and not flow.cut_short:
+            if flow.answer is None:  # a metered answer: its id is in its reading
+                self.objects.bind_created(flow.route, flow.caller, flow.reading.response_id,
+                                          flow.store, owned)
+            else:
+                self.objects.after_answer(flow.route, flow.caller, flow.answer, flow.store,
+                                          flow.location)
+        self.biller.bill_call(flow, owned)
+        if flow.status >= 400:
+            log_refusal(flow, meter)
+
+    def _bind_early(self, flow: Flow, object_id: str, status: int) -> bool:
+        """Bind a streamed response as soon as its id shows (it can be cancelled at once)."""
+        if 200 <= status < 300:
+            self.objects.bind_created(flow.route, flow.caller, object_id, flow.store)
+        return False
 
     def _learn_prompt(self, flow: Flow) -> None:
         """A stored prompt's answer names its model: later calls are checked against it."""
@@ -251,7 +322,18 @@ class Forwarder:
                 and flow.forwarded and flow.caller):
             self.capture.exchange(
                 f"rest-{flow.caller.tenant}", flow.request_id, flow.path,
-                flow.captured_request or b"", bytes(flow.captured_response), flow.status)
+                flow.captured_request or b"", bytes(flow.captured_response), flow.status,
+                flow.scrubber.bytes if flow.scrubber else None)
+
+
+def log_refusal(flow: Flow, meter: ResponseMeter) -> None:
+    """The upstream refused a call because of its credential or failed: say so (its
+    message scrubbed of the key's fragments; other refusals may quote the caller's input)."""
+    message = getattr(meter, "message", None)
+    if flow.status in (401, 403) or flow.status >= 500:
+        log.warning("upstream refused the call", extra={
+            "request_id": flow.request_id, "status": flow.status, "upstream_message": message,
+            "tenant": flow.caller.tenant if flow.caller else None})
 
 
 def log_flow(flow: Flow) -> None:

@@ -72,8 +72,11 @@ def upstream_headers(request: web.Request, flow: Flow, rt: Runtime, body_changed
     """The client's headers minus hop-by-hop and faregate's own, plus auth."""
     ident = rt.settings.identity
     headers = request.headers
-    # Metered responses (and Batch API answers) must be readable: ask for identity.
-    readable = flow.endpoint is not None or flow.batch is not None or flow.follow is not None
+    # Metered responses, Batch API answers, followed background responses and the object
+    # answers faregate reads (lists, what a call created) must be readable: ask for identity.
+    readable = (flow.endpoint is not None or flow.batch is not None or flow.follow is not None
+                or flow.answer is not None
+                or (flow.route is not None and flow.route.action == "list"))
     drop = _request_drop(ident.tenant_header, ident.user_header, readable)
     encoded = "content-encoding" in headers
     if encoded or "connection" in headers:

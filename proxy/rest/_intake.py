@@ -30,6 +30,7 @@ from ..meter import (
     inject_include_usage,
     strict_json,
 )
+from ..objects import DERIVED_FILES, Objects
 from ._body import BodyTooLarge, UploadCounter, read_bounded, read_head
 
 
@@ -56,7 +57,8 @@ def too_large(flow: Flow, limit: int) -> Refused:
 
 
 async def read_body(request: web.Request, flow: Flow, limit: int) -> Body:
-    """The request body, bounded; a metered body read into `flow.facts`.
+    """The request body, bounded; a metered body read into `flow.facts`, and the JSON
+    body of a free object call parsed for the objects it names.
 
     A body faregate must read (JSON of a metered or billable call, the form
     fields of a metered upload) and cannot read is refused here, before
@@ -69,7 +71,17 @@ async def read_body(request: web.Request, flow: Flow, limit: int) -> Body:
     try:
         ctype = request.content_type if "Content-Type" in request.headers else ""
         shape = _shape(endpoint, ctype) if endpoint is not None else "stream"
-        if shape == "json":
+        if endpoint is None and flow.route is not None and request.method == "POST" \
+                and not ctype.startswith("multipart/"):
+            # Whatever its declared type, read as the upstream might (a BOM too), so no
+            # object it names goes unchecked; a body that is not JSON names none.
+            raw = await read_bounded(request.content, limit)
+            try:
+                body.parsed = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf")) if raw else None
+            except orjson.JSONDecodeError:
+                body.parsed = None
+            body.data = raw
+        elif shape == "json":
             raw = await read_bounded(request.content, limit)
             _read_json(raw, flow, body)
         elif request.body_exists:
@@ -144,6 +156,30 @@ def identify(request: web.Request, flow: Flow, rt: Runtime,
             bearer_token(request.headers), request.headers, flow.facts.user)
     except IdentityError as exc:
         raise Refused(errors.identity_refused(exc, flow.request_id)) from None
+
+
+#: Metered calls whose meter reads no object id (a batch object, a WebRTC call's SDP
+#: answer): the objects they create are read from the answer itself.
+_OWN_ANSWER_KINDS = frozenset({"batch", "realtime_call"})
+
+
+async def check_objects(flow: Flow, body: Body, objects: Objects) -> None:
+    """The object in the path and those the body names must be the caller's tenant's."""
+    assert flow.caller is not None
+    raw = body.data if isinstance(body.data, bytes) else None
+    denial = await objects.check(flow.route, flow.caller, body.parsed, raw)
+    if denial is not None:
+        raise Refused(errors.denied(denial, flow.request_id))
+    route = flow.route
+    if route is None:
+        return
+    if isinstance(body.parsed, dict) and isinstance(body.parsed.get("store"), bool):
+        flow.store = body.parsed["store"]
+    if route.action == "create" and not route.readable(flow.store):
+        flow.route = None  # creates nothing anyone can read back: nothing to own
+    elif (flow.endpoint is None or flow.endpoint.kind in _OWN_ANSWER_KINDS) and (
+            route.action == "create" or route.kind in DERIVED_FILES):
+        flow.answer = bytearray()  # read its ids once it answers
 
 
 def read_tags(request: web.Request, flow: Flow, body: Body) -> None:
