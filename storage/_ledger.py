@@ -23,9 +23,11 @@ import logging
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from . import _retention
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
 from ._kinds import KINDS, kind_of
 from ._ledger_queries import LedgerQueries
@@ -37,6 +39,9 @@ log = logging.getLogger("faregate.ledger")
 MAX_BACKOFF_S = 30.0
 CLOSE_RETRY_S = 10.0
 QUEUE_LIMIT = 10_000
+#: Partitions ahead and retention run this often (and once soon after start).
+MAINTAIN_EVERY_S = 3600.0
+MAINTAIN_FIRST_S = 5.0
 
 
 def _now_ms() -> int:
@@ -56,8 +61,12 @@ class Ledger(LedgerQueries):
         batch_size: int,
         queue_limit: int,
         on_written: Callable[[int, str], None] | None,
+        keep_charges_days: int | None = None,
+        expired_before_ms: int | None = None,
     ):
         self._store = store
+        self.keep_charges_days = keep_charges_days
+        self.expired_before_ms = expired_before_ms
         self._journal = journal
         self._executor = executor  # the journal's worker thread
         self._interval = flush_interval_ms / 1000.0
@@ -84,6 +93,10 @@ class Ledger(LedgerQueries):
         self._committer = (
             loop.create_task(self._commit_loop(), name="ledger-journal") if journal else None
         )
+        # Only a serving ledger (with a journal) maintains partitions and retention.
+        self._maintainer = (
+            loop.create_task(self._maintain_loop(), name="ledger-maintain") if journal else None
+        )
 
     @classmethod
     async def open(
@@ -96,13 +109,21 @@ class Ledger(LedgerQueries):
         journal_dir: str | Path | None = None,
         queue_limit: int = QUEUE_LIMIT,
         segment_bytes: int = SEGMENT_BYTES,
+        keep_charges_days: int | None = None,
     ) -> "Ledger":
         """Connect, migrate, and (with `journal_dir`) start replaying what is left there.
 
         Without a journal the queue is unbounded and lives only in memory:
-        fine for `report`/`migrate`, not for serving.
+        fine for `report`/`migrate`, not for serving. With a journal the
+        ledger also keeps partitions ahead and, with `keep_charges_days`,
+        deletes raw charges older than that (rollups stay), hourly.
         """
         store = await open_store(url)
+        try:
+            expired = await _retention.read_meta(store, _retention.EXPIRED_BEFORE)
+        except BaseException:
+            await store.close()
+            raise
         journal = executor = None
         if journal_dir is not None:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-journal")
@@ -117,6 +138,8 @@ class Ledger(LedgerQueries):
         return cls(
             store, journal, executor, flush_interval_ms=flush_interval_ms,
             batch_size=batch_size, queue_limit=queue_limit, on_written=on_written,
+            keep_charges_days=keep_charges_days,
+            expired_before_ms=int(expired) if expired is not None else None,
         )
 
     # -- hot path ---------------------------------------------------------
@@ -310,6 +333,24 @@ class Ledger(LedgerQueries):
         if durable:
             self._on_written(durable, "journaled")
 
+    async def _maintain_loop(self) -> None:
+        await asyncio.sleep(MAINTAIN_FIRST_S)
+        while True:
+            await self.maintain()
+            await asyncio.sleep(MAINTAIN_EVERY_S)
+
+    async def maintain(self, now: datetime | None = None) -> None:
+        """Partitions for this month and the next; retention if configured. Never raises."""
+        now = now or datetime.now(timezone.utc)
+        try:
+            await self._store.maintain(int(now.timestamp() * 1000))
+            if self.keep_charges_days:
+                self.expired_before_ms = await _retention.expire(
+                    self._store, self.keep_charges_days, now)
+        except Exception as exc:  # retried at the next run
+            log.error("ledger maintenance failed; will retry",
+                      extra={"error": f"{type(exc).__name__}: {exc}"})
+
     async def flush(self) -> None:
         """Wait until every record so far (and any earlier run's backlog) is written."""
         target = self._accepted
@@ -332,6 +373,12 @@ class Ledger(LedgerQueries):
         self._closing = True
         self._closed.set()
         self._wake.set()
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            try:
+                await self._maintainer
+            except asyncio.CancelledError:
+                pass
         await self._task
         if self._committer is not None and self._journal is not None:
             self._committer.cancel()

@@ -1,4 +1,4 @@
-"""Aggregated usage (rows by tenant/user/model/endpoint/day) and its renderings.
+"""Aggregated usage (rows by tenant/user/key/model/endpoint/day/tag) and its renderings.
 
 One shape serves the CLI (`faregate report`) and the admin API: JSON with
 money as decimal strings, CSV with a header, or an aligned terminal table.
@@ -17,7 +17,7 @@ import orjson
 from ._money import format_usd
 from ._record import TOKEN_COLUMNS
 
-GROUPS: tuple[str, ...] = ("tenant", "user", "model", "endpoint", "day")
+GROUPS: tuple[str, ...] = ("tenant", "user", "key", "model", "endpoint", "day")
 INPUT_CLASSES = (
     "input", "cached_input", "audio_input", "cached_audio_input", "image_input",
     "cached_image_input",
@@ -122,6 +122,9 @@ class UsageRow:
 class UsageReport:
     group_by: str
     rows: list[UsageRow] = field(default_factory=list)
+    #: Set when the range reaches before the retention horizon (ISO time): the sums
+    #: are complete (rollups are kept forever), single charges before it are gone.
+    detail_expired_before: str | None = None
 
     @classmethod
     def of(cls, rows: list[UsageRow], group_by: str) -> "UsageReport":
@@ -166,11 +169,14 @@ def _top(report: UsageReport, top: int | None) -> list[UsageRow]:
 
 def report_dict(report: UsageReport, top: int | None = None) -> dict[str, Any]:
     """The JSON shape of a report (admin API and `faregate report --format json`)."""
-    return {
+    out = {
         "group_by": report.group_by,
         "rows": [r.as_dict(report.group_by) for r in _top(report, top)],
         **report.totals(),
     }
+    if report.detail_expired_before is not None:
+        out["row_detail_expired_before"] = report.detail_expired_before
+    return out
 
 
 def render_json(report: UsageReport, top: int | None = None) -> str:
@@ -260,6 +266,10 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
                    "tier without its own rates); see `faregate prices --check`.")
     if report.has_margin:
         out.append("BILLED = cost × (1 + the tenant's markup) at the time of each call.")
+    if report.detail_expired_before is not None:
+        out.append(f"EXPIRED: single charges before {report.detail_expired_before} were deleted "
+                   "([storage] keep_charges_days); these totals come from the rollups, "
+                   "which are kept.")
     return "\n".join(out)
 
 

@@ -2,7 +2,7 @@
 
 A session's row is written when it ends. If faregate dies first, its
 response charges (which carry `session_id`) are already in the ledger, so
-`REBUILD_SQL` re-creates the missing session rows from them with
+`REBUILD_SELECT` re-creates the missing session rows from them with
 `end_reason = 'interrupted'`.
 """
 
@@ -78,13 +78,16 @@ def from_session_row(row: Sequence[Any]) -> SessionRecord:
 
 _TOKEN_SUMS = ", ".join(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS)
 
-#: Session rows for charges whose session never wrote one (crash mid-session).
+#: Session rows for charges whose session never wrote one (crash mid-session),
+#: among sessions with a charge since argument 1 (epoch ms): the start-up
+#: rebuild reads recent session charges only (index charges_session_ts).
 REBUILD_SELECT = (
     "SELECT session_id, MIN(tenant), MIN(user_id), MIN(key_id), MIN(model), MIN(endpoint), "
     "MIN(ts), MIN(ts_ms), MAX(ts), MAX(ts_ms), "
     "SUM(CASE WHEN response_id IS NOT NULL THEN 1 ELSE 0 END), "
     f"{_TOKEN_SUMS}, SUM(seconds_ms), SUM(cost_nanos), MAX(estimated), MIN(tags) "
-    "FROM charges c WHERE session_id IS NOT NULL "
+    "FROM charges c WHERE c.session_id IS NOT NULL AND c.session_id IN ("
+    "SELECT DISTINCT session_id FROM charges WHERE session_id IS NOT NULL AND ts_ms >= {since}) "
     "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = c.session_id) "
     "GROUP BY session_id"
 )

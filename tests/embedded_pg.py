@@ -113,7 +113,7 @@ async def reset_database(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "DROP TABLE IF EXISTS charges, sessions, alerts, budget_leases, batches, "
-            "schema_migrations CASCADE")
+            "DROP TABLE IF EXISTS charges, charges_legacy, sessions, alerts, budget_leases, "
+            "batches, rollups, charge_responses, ledger_meta, schema_migrations CASCADE")
     finally:
         await conn.close()

@@ -1,0 +1,196 @@
+"""Rollups: the sums every report, budget and dashboard reads, kept as charges arrive.
+
+One table, `rollups`, holds per-bucket sums of charges. A row is keyed by
+(dim, span_s, bucket_ms, tenant, value):
+
+- `dim` says what `value` is: '' (the tenant's total; value ''), 'model',
+  'endpoint', 'user', 'key' or 'tag:<key>';
+- `span_s` is the bucket's width: an hour (3600) or a UTC day (86400);
+- `bucket_ms` is the bucket's start, epoch milliseconds.
+
+Every dimension has day rows; the tenant total, model and endpoint also
+have hour rows (sub-day ranges by user, key or tag read the raw rows of the
+partial days, see `_usage`). A charge with no user (or key, or tag) has no
+row in that dimension: its share is the tenant's total minus the rows that
+do exist, so NULL never needs a key.
+
+Rollups are updated in the same transaction as the charges they sum, from
+exactly the rows that transaction inserted: on SQLite the batch's new
+rowids (`INSERT OR IGNORE` gives ids already present no rowid), on
+PostgreSQL a statement trigger over the transition table of new rows (an
+`ON CONFLICT DO NOTHING` skip is not in it). A replayed charge therefore
+never adds to a sum twice. Sums are integers on both backends (PostgreSQL's
+own `sum(bigint)` is numeric and slow; `bigsum` adds with `int8pl`, which
+raises on overflow rather than wrapping).
+"""
+
+from __future__ import annotations
+
+from ._queries import FALLBACK_SQL, MAX_VALUE
+from ._record import TOKEN_COLUMNS
+
+HOUR_S, DAY_S = 3600, 86400
+HOUR_MS, DAY_MS = HOUR_S * 1000, DAY_S * 1000
+#: Dimension values are cut to MAX_VALUE characters (an index entry must stay
+#: bounded; raw queries cut them the same way), tag keys to MAX_TAG_KEY.
+MAX_TAG_KEY = 64
+
+#: (column, SQLite aggregate over charges, PostgreSQL aggregate over charges), in
+#: `UsageRow.from_row` order; `calls` (charges that are requests of their own, not
+#: a session's responses: what request quotas count) comes last.
+_COUNT = ("COUNT(*)", "count(*)")
+
+
+def _sum(col: str) -> tuple[str, str]:
+    return f"SUM({col})", f"bigsum({col})"
+
+
+def _count_if(cond: str) -> tuple[str, str]:
+    return f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)", f"count(*) FILTER (WHERE {cond})"
+
+
+def _sum_if(col: str, cond: str) -> tuple[str, str]:
+    return f"SUM(CASE WHEN {cond} THEN {col} ELSE 0 END)", f"bigsum({col}) FILTER (WHERE {cond})"
+
+
+SUMS: tuple[tuple[str, str, str], ...] = tuple((name, *agg) for name, agg in (
+    ("requests", _COUNT),
+    *((f"{c}_tokens", _sum(f"{c}_tokens")) for c in TOKEN_COLUMNS),
+    ("reasoning_tokens", _sum("reasoning_tokens")),
+    ("seconds_ms", _sum("seconds_ms")),
+    ("characters", _sum("characters")),
+    ("images", _sum("images")),
+    ("cost_nanos", _sum("cost_nanos")),
+    ("unpriced", _count_if("priced = 0")),
+    ("estimated", _count_if("estimated = 1")),
+    ("estimated_cost_nanos", _sum_if("cost_nanos", "estimated = 1")),
+    ("savings_nanos", _sum("savings_nanos")),
+    ("billed_nanos", _sum("COALESCE(billed_nanos, cost_nanos)")),
+    ("fallback", _count_if(FALLBACK_SQL)),
+    ("fallback_cost_nanos", _sum_if("cost_nanos", FALLBACK_SQL)),
+    ("calls", _count_if("response_id IS NULL")),
+))
+SUM_COLUMNS: tuple[str, ...] = tuple(s[0] for s in SUMS)
+#: The sums a usage row carries (all but `calls`).
+USAGE_COLUMNS = SUM_COLUMNS[:-1]
+KEY_COLUMNS = ("dim", "span_s", "bucket_ms", "tenant", "value")
+COLUMNS = KEY_COLUMNS + SUM_COLUMNS
+
+#: (dim, span_s, expression over a charge) of every rollup row a charge adds to
+#: (tags are added per key, at day spans).
+DIMS: tuple[tuple[str, int, str], ...] = (
+    ("", HOUR_S, "''"), ("model", HOUR_S, "model"), ("endpoint", HOUR_S, "endpoint"),
+    ("", DAY_S, "''"), ("model", DAY_S, "model"), ("endpoint", DAY_S, "endpoint"),
+    ("user", DAY_S, "user_id"), ("key", DAY_S, "key_id"),
+)
+HOURLY = frozenset(d for d, span, _ in DIMS if span == HOUR_S)
+#: Dimensions where a charge may have no value (their NULL share is derived).
+NULLABLE = frozenset({"user", "key"})
+#: The charge columns that tell the rollup rows apart (plus the hour).
+_FINE = ("tenant", "user_id", "key_id", "model", "endpoint", "tags")
+
+
+def table_sql(dialect: str) -> str:
+    """CREATE TABLE rollups for a dialect."""
+    sums = ",\n    ".join(f"{c} BIGINT NOT NULL DEFAULT 0" for c in SUM_COLUMNS)
+    tail = " WITHOUT ROWID" if dialect == "sqlite" else " WITH (fillfactor = 50)"
+    return (
+        "CREATE TABLE IF NOT EXISTS rollups (\n"
+        "    dim TEXT NOT NULL,\n    span_s INTEGER NOT NULL,\n    bucket_ms BIGINT NOT NULL,\n"
+        f"    tenant TEXT NOT NULL,\n    value TEXT NOT NULL,\n    {sums},\n"
+        f"    PRIMARY KEY ({', '.join(KEY_COLUMNS)})\n){tail}"
+    )
+
+
+def _fine_select(dialect: str, source: str, where: str) -> str:
+    """Charges summed per hour and per distinct (tenant, user, key, model, endpoint, tags)."""
+    i = 1 if dialect == "sqlite" else 2
+    aggs = ", ".join(f"{s[i]} AS {s[0]}" for s in SUMS)
+    return (f"SELECT (ts_ms / {HOUR_MS}) * {HOUR_MS} AS bucket_ms, {', '.join(_FINE)}, {aggs} "
+            f"FROM {source} {where} GROUP BY 1, {', '.join(str(n + 2) for n in range(len(_FINE)))}")
+
+
+def _upsert_tail(dialect: str) -> str:
+    own = "" if dialect == "sqlite" else "r."
+    sets = ", ".join(f"{c} = {own}{c} + excluded.{c}" for c in SUM_COLUMNS)
+    return f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {sets}"
+
+
+def _resum(dialect: str, prefix: str = "") -> str:
+    fn = "SUM" if dialect == "sqlite" else "bigsum"
+    return ", ".join(f"{fn}({prefix}{c})" for c in SUM_COLUMNS)
+
+
+# -- SQLite: statements over a batch's new rowids -------------------------------
+
+SQLITE_FRESH_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_fresh (bucket_ms INTEGER, "
+    + ", ".join(f"{c} TEXT" for c in _FINE) + ", "
+    + ", ".join(f"{c} INTEGER" for c in SUM_COLUMNS) + ")"
+)
+
+
+def _sqlite_statements() -> tuple[str, ...]:
+    """Fill temp.rollup_fresh from charges with rowid in (?, ?], fold it into rollups, empty it."""
+    into = f"INSERT INTO rollups ({', '.join(COLUMNS)}) "
+    tail = _upsert_tail("sqlite")
+    out = ["INSERT INTO temp.rollup_fresh "
+           + _fine_select("sqlite", "charges", "WHERE rowid > ? AND rowid <= ?")]
+    for dim, span, expr in DIMS:
+        ms = span * 1000
+        out.append(
+            f"{into}SELECT '{dim}', {span}, (bucket_ms / {ms}) * {ms}, tenant, "
+            f"substr({expr}, 1, {MAX_VALUE}), {_resum('sqlite')} FROM temp.rollup_fresh "
+            f"WHERE {expr} IS NOT NULL GROUP BY 3, 4, 5 {tail}")
+    tags = ("COALESCE(CASE WHEN f.tags <> '{}' AND json_valid(f.tags) THEN "
+            "CASE WHEN json_type(f.tags) = 'object' THEN f.tags END END, '{}')")
+    out.append(
+        f"{into}SELECT 'tag:' || substr(j.key, 1, {MAX_TAG_KEY}), {DAY_S}, "
+        f"(f.bucket_ms / {DAY_MS}) * {DAY_MS}, f.tenant, "
+        f"substr(CAST(j.value AS TEXT), 1, {MAX_VALUE}), {_resum('sqlite', 'f.')} "
+        f"FROM temp.rollup_fresh f, json_each({tags}) j WHERE j.value IS NOT NULL "
+        f"GROUP BY 1, 3, 4, 5 {tail}")
+    out.append("DELETE FROM temp.rollup_fresh")
+    return tuple(out)
+
+
+SQLITE_ROLL_UP = _sqlite_statements()
+
+
+def sqlite_roll_up(conn, after_rowid: int, upto_rowid: int) -> None:
+    """Add the charges with rowid in (after_rowid, upto_rowid] to the rollups (caller's txn)."""
+    conn.execute(SQLITE_FRESH_TABLE)
+    first, *rest = SQLITE_ROLL_UP
+    conn.execute(first, (after_rowid, upto_rowid))
+    for statement in rest:
+        conn.execute(statement)
+
+
+# -- PostgreSQL: one statement over a relation of new charges ----------------------
+
+def pg_roll_up_sql(source: str) -> str:
+    """INSERT … ON CONFLICT that adds every charge of `source` (a relation or subquery)."""
+    exprs = ", ".join(f"('{d}', {span}, {('f.' + e) if e != chr(39) * 2 else e})"
+                      for d, span, e in DIMS)
+    tags = ("jsonb_each_text(CASE WHEN f.tags <> '{}' AND f.tags IS JSON OBJECT "
+            "THEN f.tags::jsonb ELSE '{}'::jsonb END)")
+    return (
+        f"WITH f AS ({_fine_select('postgresql', source, '')}) "
+        f"INSERT INTO rollups AS r ({', '.join(COLUMNS)}) "
+        f"SELECT x.dim, x.span_s, f.bucket_ms / (x.span_s * 1000) * (x.span_s * 1000), "
+        f"f.tenant, left(x.value, {MAX_VALUE}), {_resum('postgresql', 'f.')} "
+        f"FROM f CROSS JOIN LATERAL (VALUES {exprs} UNION ALL "
+        f"SELECT 'tag:' || left(t.key, {MAX_TAG_KEY}), {DAY_S}, t.value FROM {tags} t"
+        f") x(dim, span_s, value) WHERE x.value IS NOT NULL "
+        f"GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 {_upsert_tail('postgresql')}"
+    )
+
+
+#: The trigger that keeps rollups in step with every statement inserting charges.
+PG_TRIGGER_SQL = (
+    "CREATE OR REPLACE FUNCTION faregate_roll_up() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    f"BEGIN\n  {pg_roll_up_sql('fresh')};\n  RETURN NULL;\nEND $$",
+    "DROP TRIGGER IF EXISTS charges_roll_up ON charges",
+    "CREATE TRIGGER charges_roll_up AFTER INSERT ON charges REFERENCING NEW TABLE AS fresh "
+    "FOR EACH STATEMENT EXECUTE FUNCTION faregate_roll_up()",
+)
