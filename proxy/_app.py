@@ -140,6 +140,7 @@ async def _startup(app: web.Application) -> None:
         on_written=counted,
         journal_dir=settings.storage.journal_dir,
         queue_limit=settings.storage.queue_limit,
+        keep_charges_days=settings.storage.keep_charges_days,
     )
     rebuilt = await state.ledger.rebuild_sessions()
     if rebuilt:

@@ -85,6 +85,7 @@ class StorageSettings(_Strict):
     flush_interval_ms: int = Field(250, gt=0)
     batch_size: int = Field(1000, gt=0)
     queue_limit: int = Field(10_000, gt=0)  # charges held in memory; beyond, only in the journal
+    keep_charges_days: int | None = Field(None, gt=0)  # raw charges; rollups are kept forever
 
     @field_validator("url")
     @classmethod

@@ -8,11 +8,13 @@ One table, `rollups`, holds per-bucket sums of charges. A row is keyed by
 - `span_s` is the bucket's width: an hour (3600) or a UTC day (86400);
 - `bucket_ms` is the bucket's start, epoch milliseconds.
 
-Every dimension has day rows; the tenant total, model and endpoint also
-have hour rows (sub-day ranges by user, key or tag read the raw rows of the
-partial days, see `_usage`). A charge with no user (or key, or tag) has no
-row in that dimension: its share is the tenant's total minus the rows that
-do exist, so NULL never needs a key.
+Every dimension has day rows; the tenant total also has hour rows (sub-day
+ranges grouped by tenant or day read hours; by anything else they read the
+raw rows of the partial days, see `_usage`). Each rollup row a batch
+touches costs an upsert, so hour rows are kept where they are few. A
+charge with no user (or key, or tag) has no row in that dimension: its
+share is the tenant's total minus the rows that do exist, so NULL never
+needs a key.
 
 Rollups are updated in the same transaction as the charges they sum, from
 exactly the rows that transaction inserted: on SQLite the batch's new
@@ -79,15 +81,18 @@ COLUMNS = KEY_COLUMNS + SUM_COLUMNS
 #: (dim, span_s, expression over a charge) of every rollup row a charge adds to
 #: (tags are added per key, at day spans).
 DIMS: tuple[tuple[str, int, str], ...] = (
-    ("", HOUR_S, "''"), ("model", HOUR_S, "model"), ("endpoint", HOUR_S, "endpoint"),
-    ("", DAY_S, "''"), ("model", DAY_S, "model"), ("endpoint", DAY_S, "endpoint"),
-    ("user", DAY_S, "user_id"), ("key", DAY_S, "key_id"),
+    ("", HOUR_S, "''"), ("", DAY_S, "''"), ("model", DAY_S, "model"),
+    ("endpoint", DAY_S, "endpoint"), ("user", DAY_S, "user_id"), ("key", DAY_S, "key_id"),
 )
 HOURLY = frozenset(d for d, span, _ in DIMS if span == HOUR_S)
-#: Dimensions where a charge may have no value (their NULL share is derived).
-NULLABLE = frozenset({"user", "key"})
 #: The charge columns that tell the rollup rows apart (plus the hour).
 _FINE = ("tenant", "user_id", "key_id", "model", "endpoint", "tags")
+#: On SQLite, dimensions of many values (a batch touches about one per charge)
+#: are summed straight from the new charges; the others from a first sum of
+#: the batch over `_SMALL` (SQLite's grouped aggregates cost per input row and
+#: column, so each charge should be read as few times as possible).
+_WIDE = frozenset({"user", "key"})
+_SMALL = ("tenant", "model", "endpoint", "tags")
 
 
 def table_sql(dialect: str) -> str:
@@ -102,12 +107,12 @@ def table_sql(dialect: str) -> str:
     )
 
 
-def _fine_select(dialect: str, source: str, where: str) -> str:
-    """Charges summed per hour and per distinct (tenant, user, key, model, endpoint, tags)."""
+def _fine_select(dialect: str, source: str, where: str, keys: tuple[str, ...] = _FINE) -> str:
+    """Charges summed per hour and per distinct value of `keys`."""
     i = 1 if dialect == "sqlite" else 2
     aggs = ", ".join(f"{s[i]} AS {s[0]}" for s in SUMS)
-    return (f"SELECT (ts_ms / {HOUR_MS}) * {HOUR_MS} AS bucket_ms, {', '.join(_FINE)}, {aggs} "
-            f"FROM {source} {where} GROUP BY 1, {', '.join(str(n + 2) for n in range(len(_FINE)))}")
+    return (f"SELECT (ts_ms / {HOUR_MS}) * {HOUR_MS} AS bucket_ms, {', '.join(keys)}, {aggs} "
+            f"FROM {source} {where} GROUP BY 1, {', '.join(str(n + 2) for n in range(len(keys)))}")
 
 
 def _upsert_tail(dialect: str) -> str:
@@ -125,32 +130,38 @@ def _resum(dialect: str, prefix: str = "") -> str:
 
 SQLITE_FRESH_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS rollup_fresh (bucket_ms INTEGER, "
-    + ", ".join(f"{c} TEXT" for c in _FINE) + ", "
+    + ", ".join(f"{c} TEXT" for c in _SMALL) + ", "
     + ", ".join(f"{c} INTEGER" for c in SUM_COLUMNS) + ")"
 )
+_NEW_ROWS = "WHERE rowid > ? AND rowid <= ?"
 
 
-def _sqlite_statements() -> tuple[str, ...]:
-    """Fill temp.rollup_fresh from charges with rowid in (?, ?], fold it into rollups, empty it."""
+def _sqlite_statements() -> tuple[tuple[str, bool], ...]:
+    """(statement, takes the rowid range) that fold the charges with rowid in (?, ?]
+    into rollups, through temp.rollup_fresh, which they leave empty."""
     into = f"INSERT INTO rollups ({', '.join(COLUMNS)}) "
     tail = _upsert_tail("sqlite")
-    out = ["INSERT INTO temp.rollup_fresh "
-           + _fine_select("sqlite", "charges", "WHERE rowid > ? AND rowid <= ?")]
+    raw = ", ".join(s[1] for s in SUMS)
+    out = [("INSERT INTO temp.rollup_fresh "
+            + _fine_select("sqlite", "charges", _NEW_ROWS, _SMALL), True)]
     for dim, span, expr in DIMS:
         ms = span * 1000
-        out.append(
-            f"{into}SELECT '{dim}', {span}, (bucket_ms / {ms}) * {ms}, tenant, "
-            f"substr({expr}, 1, {MAX_VALUE}), {_resum('sqlite')} FROM temp.rollup_fresh "
-            f"WHERE {expr} IS NOT NULL GROUP BY 3, 4, 5 {tail}")
+        head = f"{into}SELECT '{dim}', {span}, (%s / {ms}) * {ms}, tenant, substr({expr}, 1, {MAX_VALUE}), "
+        if dim in _WIDE:
+            out.append((head % "ts_ms" + f"{raw} FROM charges {_NEW_ROWS} "
+                        f"AND {expr} IS NOT NULL GROUP BY 3, 4, 5 {tail}", True))
+        else:
+            out.append((head % "bucket_ms" + f"{_resum('sqlite')} FROM temp.rollup_fresh "
+                        f"WHERE true GROUP BY 3, 4, 5 {tail}", False))
     tags = ("COALESCE(CASE WHEN f.tags <> '{}' AND json_valid(f.tags) THEN "
             "CASE WHEN json_type(f.tags) = 'object' THEN f.tags END END, '{}')")
-    out.append(
+    out.append((
         f"{into}SELECT 'tag:' || substr(j.key, 1, {MAX_TAG_KEY}), {DAY_S}, "
         f"(f.bucket_ms / {DAY_MS}) * {DAY_MS}, f.tenant, "
         f"substr(CAST(j.value AS TEXT), 1, {MAX_VALUE}), {_resum('sqlite', 'f.')} "
         f"FROM temp.rollup_fresh f, json_each({tags}) j WHERE j.value IS NOT NULL "
-        f"GROUP BY 1, 3, 4, 5 {tail}")
-    out.append("DELETE FROM temp.rollup_fresh")
+        f"GROUP BY 1, 3, 4, 5 {tail}", False))
+    out.append(("DELETE FROM temp.rollup_fresh", False))
     return tuple(out)
 
 
@@ -160,10 +171,8 @@ SQLITE_ROLL_UP = _sqlite_statements()
 def sqlite_roll_up(conn, after_rowid: int, upto_rowid: int) -> None:
     """Add the charges with rowid in (after_rowid, upto_rowid] to the rollups (caller's txn)."""
     conn.execute(SQLITE_FRESH_TABLE)
-    first, *rest = SQLITE_ROLL_UP
-    conn.execute(first, (after_rowid, upto_rowid))
-    for statement in rest:
-        conn.execute(statement)
+    for statement, ranged in SQLITE_ROLL_UP:
+        conn.execute(statement, (after_rowid, upto_rowid) if ranged else ())
 
 
 # -- PostgreSQL: one statement over a relation of new charges ----------------------

@@ -241,3 +241,73 @@ async def test_unknown_groupings_are_refused(ledger_url, group_by):
             await lg.usage(None, None, group_by)
     finally:
         await lg.close()
+
+
+async def _old_ledger(url: str, records: list[LedgerRecord]) -> None:
+    """A ledger as faregate left it before rollups (schema version 10), holding `records`."""
+    from faregate.storage._store import open_store
+
+    store = await open_store(url, upto=10)
+    await store.close()
+    rows = [CHARGES.to_row(r) for r in records]
+    cols = ", ".join(CHARGES.columns)
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(url[len("sqlite:///"):])
+        marks = ", ".join("?" for _ in CHARGES.columns)
+        conn.executemany(f"INSERT OR IGNORE INTO charges ({cols}) VALUES ({marks})", rows)
+        conn.commit()
+        conn.close()
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    await conn.copy_records_to_table("charges", records=stored_rows(records),
+                                     columns=list(CHARGES.columns))
+    await conn.close()
+
+
+def stored_rows(records: list[LedgerRecord]) -> list[tuple]:
+    return [CHARGES.to_row(r) for r in stored(records)]
+
+
+async def test_upgrade_fills_rollups_from_existing_charges(ledger_url, caplog):
+    """Migration 0012 backfills rollups in batches (and, on PostgreSQL, 0011
+    partitions charges by month without copying a row); replay stays idempotent."""
+    import logging
+
+    from faregate.storage import _upgrades
+
+    records = charges(900, seed=21)
+    await _old_ledger(ledger_url, records)
+    old_batch, _upgrades.BACKFILL_ROWS = _upgrades.BACKFILL_ROWS, 250
+    try:
+        with caplog.at_level(logging.INFO, logger="faregate.ledger"):
+            lg = await Ledger.open(ledger_url, batch_size=100)
+    finally:
+        _upgrades.BACKFILL_ROWS = old_batch
+    try:
+        assert any("rollup backfill: done" in r.getMessage() for r in caplog.records)
+        await assert_rollups_add_up(lg, stored(records))
+        for r in records:  # the journal replays charges the old ledger already has
+            lg.record(r)
+        extra = charges(50, seed=22)  # and new ones, into a new month
+        for r in extra:
+            lg.record(r)
+        later = [LedgerRecord(tenant="acme", model="gpt-4o", endpoint="/v1/responses",
+                              status=200, cost_nanos=7, user="zed") for _ in range(3)]
+        for r in later:
+            lg.record(r)
+        await lg.flush()
+        await assert_rollups_add_up(lg, stored(records + extra) + later)
+        if ledger_url.startswith("postgresql"):
+            parts = {r[0] for r in await lg._store.read(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'charges'::regclass")}
+            assert {"charges_legacy", "charges_other"} <= parts
+            assert any(p.startswith("charges_y") for p in parts), parts
+            [(n,)] = await lg._store.read("SELECT count(*) FROM charges_legacy")
+            assert n >= len(stored(records))
+    finally:
+        await lg.close()
