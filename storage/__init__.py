@@ -2,11 +2,14 @@
 
 `Ledger.record(charge)` never blocks a request: records are queued and
 written in batches by a background writer (SQLite in WAL mode on a
-dedicated thread). Also here: migrations, aggregate queries for reports and
-the admin API, UTC report periods, and exact money formatting. This room
-never imports `faregate.proxy` or `faregate.pricing`.
+dedicated thread). Rollups kept in the same transactions answer reports,
+budgets and the dashboard at any ledger size; reads use their own
+connections. Also here: migrations, retention, `copy_ledger`, UTC report
+periods, and exact money formatting. This room never imports
+`faregate.proxy` or `faregate.pricing`.
 """
 
+from ._copy import copy_ledger
 from ._ledger import Ledger
 from ._money import format_usd, nanos_to_usd
 from ._periods import PERIODS, parse_date_range, period_bounds
@@ -47,6 +50,7 @@ __all__ = [
     "SessionRecord",
     "UsageReport",
     "UsageRow",
+    "copy_ledger",
     "format_usd",
     "group_tag",
     "nanos_to_usd",

@@ -24,11 +24,13 @@ import asyncpg
 from . import _partitions
 from ._kinds import CHARGES, KINDS, Row
 from ._migrations import migrations, split_sql
+from ._rollups import merge_sql
 from ._upgrades import PG_STEPS
 
 #: pg_advisory_lock key: "faregate" as 8 bytes, shared by every replica.
 MIGRATION_LOCK = int.from_bytes(b"faregate", "big") & 0x7FFF_FFFF_FFFF_FFFF
 RETENTION_LOCK = MIGRATION_LOCK - 1
+MERGE_ROLLUP_SQL = merge_sql("postgresql")
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 #: COPY rows encoded between two turns of the event loop.
@@ -235,6 +237,17 @@ class PostgresStore:
         async with self._reads.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 yield _Snapshot(conn)
+
+    async def merge_rollups(self, rows: Sequence[Row], mark: str, value: str) -> bool:
+        """Add rollup rows once: with ledger_meta `mark` set in the same transaction."""
+        async with self._writes.acquire() as conn:
+            async with conn.transaction():
+                if not await conn.fetchval(
+                        "INSERT INTO ledger_meta VALUES ($1, $2) ON CONFLICT DO NOTHING "
+                        "RETURNING true", mark, value):
+                    return False
+                await conn.executemany(MERGE_ROLLUP_SQL, rows)
+        return True
 
     async def expire(self, horizon_ms: int) -> None:
         """Retention: drop or trim what is older than the horizon (one replica at a time)."""

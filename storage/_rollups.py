@@ -121,6 +121,13 @@ def _upsert_tail(dialect: str) -> str:
     return f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {sets}"
 
 
+def merge_sql(dialect: str) -> str:
+    """INSERT one rollup row (all COLUMNS as parameters), adding to an existing one."""
+    marks = ", ".join("?" if dialect == "sqlite" else f"${n + 1}" for n in range(len(COLUMNS)))
+    return (f"INSERT INTO rollups {'' if dialect == 'sqlite' else 'AS r '}"
+            f"({', '.join(COLUMNS)}) VALUES ({marks}) {_upsert_tail(dialect)}")
+
+
 def _resum(dialect: str, prefix: str = "") -> str:
     fn = "SUM" if dialect == "sqlite" else "bigsum"
     return ", ".join(f"{fn}({prefix}{c})" for c in SUM_COLUMNS)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ._kinds import CHARGES, KINDS, Row
 from ._migrations import migrations, split_sql
-from ._rollups import sqlite_roll_up
+from ._rollups import merge_sql, sqlite_roll_up
 from ._sqlite_reads import Readers
 from ._upgrades import SQLITE_STEPS
 
@@ -78,6 +78,7 @@ def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
 _BUSY_SECONDS = 5.0
 #: Retention deletes at most this many charges per transaction.
 DELETE_BATCH = 10_000
+MERGE_ROLLUP_SQL = merge_sql("sqlite")
 
 
 def _enter_wal(conn: sqlite3.Connection) -> None:
@@ -185,6 +186,22 @@ class SqliteDatabase:
             raise
         return sum(len(r) for r in rows_by_kind.values())
 
+    def merge_rollups(self, rows: Sequence[Row], mark: str, value: str) -> bool:
+        """Add rollup rows once: with ledger_meta `mark` set in the same transaction."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if c.execute("SELECT 1 FROM ledger_meta WHERE key = ?", (mark,)).fetchone():
+                c.execute("COMMIT")
+                return False
+            c.executemany(MERGE_ROLLUP_SQL, rows)
+            c.execute("INSERT INTO ledger_meta VALUES (?, ?)", (mark, value))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return True
+
     def delete_charges_before(self, horizon_ms: int, limit: int) -> int:
         """Retention: delete up to `limit` charges older than the horizon (one transaction)."""
         c = self.conn
@@ -277,6 +294,9 @@ class SqliteStore:
     def snapshot(self):
         """`async with store.snapshot() as s: await s.read(…)`: one consistent view."""
         return self._readers.snapshot()
+
+    async def merge_rollups(self, rows: Sequence[Row], mark: str, value: str) -> bool:
+        return await self._run(self._db.merge_rollups, rows, mark, value)
 
     async def expire(self, horizon_ms: int) -> None:
         """Retention: delete charges older than the horizon, `DELETE_BATCH` per transaction,
