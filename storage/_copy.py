@@ -18,11 +18,14 @@ copy from a source; later copies skip this step.
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any, Callable
 
 from . import _retention
 from ._kinds import ALERTS, BATCHES, CHARGES, SESSIONS, Kind
 from ._rollups import COLUMNS as ROLLUP_COLUMNS
+from ._rollups import DAY_S, MONTH_S, SUM_COLUMNS
+from ._usage import month_floor
 from ._store import Store, open_store
 
 PAGE = 5_000
@@ -73,6 +76,24 @@ async def _copy_leases(src: Store, dst: Store, say: Say) -> int:
     return added
 
 
+async def _rollups_before(src: Store, horizon: int) -> list[tuple]:
+    """Rollup rows of the charges before `horizon` (a UTC midnight): rows wholly
+    before it, and for the month it falls in, month rows made of that month's
+    days before it (the rest of the month arrives as charges)."""
+    p = src.placeholder
+    month = month_floor(horizon)
+    cols = ", ".join(ROLLUP_COLUMNS)
+    whole = await src.read(
+        f"SELECT {cols} FROM rollups WHERE (span_s = {MONTH_S} AND bucket_ms < {p(1)}) "
+        f"OR (span_s <> {MONTH_S} AND bucket_ms < {p(2)})", [month, horizon])
+    sums = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
+    part = await src.read(
+        f"SELECT dim, {MONTH_S}, {p(1)}, tenant, value, {sums} FROM rollups "
+        f"WHERE span_s = {DAY_S} AND bucket_ms >= {p(2)} AND bucket_ms < {p(3)} "
+        "GROUP BY dim, tenant, value", [month, month, horizon])
+    return [tuple(int(v) if isinstance(v, Decimal) else v for v in r) for r in whole + part]
+
+
 async def _expired_rollups(src: Store, dst: Store, source_id: str, say: Say) -> int | None:
     """Add the source's rollups of its expired past once; returns the horizon used."""
     mark = f"copied_from:{source_id}"
@@ -82,10 +103,8 @@ async def _expired_rollups(src: Store, dst: Store, source_id: str, say: Say) -> 
     horizon = await _retention.read_meta(src, _retention.EXPIRED_BEFORE)
     rows: list[Any] = []
     if horizon is not None:
-        p = src.placeholder
-        rows = await src.read(f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM rollups "
-                              f"WHERE bucket_ms < {p(1)}", [int(horizon)])
-    if await dst.merge_rollups([tuple(r) for r in rows], mark, horizon or ""):
+        rows = await _rollups_before(src, int(horizon))
+    if await dst.merge_rollups(rows, mark, horizon or ""):
         say(f"rollups before the source's retention horizon: {len(rows):,} rows added")
         if horizon is not None:
             before = await _retention.read_meta(dst, _retention.EXPIRED_BEFORE)

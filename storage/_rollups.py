@@ -5,16 +5,18 @@ One table, `rollups`, holds per-bucket sums of charges. A row is keyed by
 
 - `dim` says what `value` is: '' (the tenant's total; value ''), 'model',
   'endpoint', 'user', 'key' or 'tag:<key>';
-- `span_s` is the bucket's width: an hour (3600) or a UTC day (86400);
+- `span_s` is the bucket: an hour (3600), a UTC day (86400) or a UTC calendar
+  month (`MONTH_S`, a marker: months differ in length);
 - `bucket_ms` is the bucket's start, epoch milliseconds.
 
-Every dimension has day rows; the tenant total also has hour rows (sub-day
-ranges grouped by tenant or day read hours; by anything else they read the
-raw rows of the partial days, see `_usage`). Each rollup row a batch
-touches costs an upsert, so hour rows are kept where they are few. A
-charge with no user (or key, or tag) has no row in that dimension: its
-share is the tenant's total minus the rows that do exist, so NULL never
-needs a key.
+Every dimension has day and month rows; the tenant total also has hour rows
+(sub-day ranges grouped by tenant or day read hours; by anything else they
+read the raw rows of the partial days, see `_usage`). Month rows keep a
+month's report as small as its number of distinct values (a month of 500
+users is 500 rows, not 15,500). Each rollup row a batch touches costs an
+upsert, so hour rows are kept only where they are few. A charge with no
+user (or key, or tag) has no row in that dimension: its share is the
+tenant's total minus the rows that do exist, so NULL never needs a key.
 
 Rollups are updated in the same transaction as the charges they sum, from
 exactly the rows that transaction inserted: on SQLite the batch's new
@@ -32,6 +34,8 @@ from ._queries import FALLBACK_SQL, MAX_VALUE
 from ._record import TOKEN_COLUMNS
 
 HOUR_S, DAY_S = 3600, 86400
+#: The span of a calendar-month row (a marker, not a length).
+MONTH_S = 31 * DAY_S
 HOUR_MS, DAY_MS = HOUR_S * 1000, DAY_S * 1000
 #: Dimension values are cut to MAX_VALUE characters (an index entry must stay
 #: bounded; raw queries cut them the same way), tag keys to MAX_TAG_KEY.
@@ -78,19 +82,22 @@ USAGE_COLUMNS = SUM_COLUMNS[:-1]
 KEY_COLUMNS = ("dim", "span_s", "bucket_ms", "tenant", "value")
 COLUMNS = KEY_COLUMNS + SUM_COLUMNS
 
-#: (dim, span_s, expression over a charge) of every rollup row a charge adds to
-#: (tags are added per key, at day spans).
-DIMS: tuple[tuple[str, int, str], ...] = (
-    ("", HOUR_S, "''"), ("", DAY_S, "''"), ("model", DAY_S, "model"),
-    ("endpoint", DAY_S, "endpoint"), ("user", DAY_S, "user_id"), ("key", DAY_S, "key_id"),
+#: (dim, spans, expression over a charge): the rollup rows a charge adds to
+#: (tags are added per key, at the spans of TAG_SPANS).
+DIMS: tuple[tuple[str, tuple[int, ...], str], ...] = (
+    ("", (HOUR_S, DAY_S, MONTH_S), "''"), ("model", (DAY_S, MONTH_S), "model"),
+    ("endpoint", (DAY_S, MONTH_S), "endpoint"), ("user", (DAY_S, MONTH_S), "user_id"),
+    ("key", (DAY_S, MONTH_S), "key_id"),
 )
-HOURLY = frozenset(d for d, span, _ in DIMS if span == HOUR_S)
+TAG_SPANS = (DAY_S, MONTH_S)
+HOURLY = frozenset(d for d, spans, _ in DIMS if HOUR_S in spans)
 #: The charge columns that tell the rollup rows apart (plus the hour).
 _FINE = ("tenant", "user_id", "key_id", "model", "endpoint", "tags")
 #: On SQLite, dimensions of many values (a batch touches about one per charge)
-#: are summed straight from the new charges; the others from a first sum of
-#: the batch over `_SMALL` (SQLite's grouped aggregates cost per input row and
-#: column, so each charge should be read as few times as possible).
+#: are summed straight from the new charges, once per day, then folded into
+#: day and month rows; the others from a first sum of the batch over `_SMALL`
+#: (SQLite's grouped aggregates cost per input row and column, so each charge
+#: should be read as few times as possible).
 _WIDE = frozenset({"user", "key"})
 _SMALL = ("tenant", "model", "endpoint", "tags")
 
@@ -135,39 +142,61 @@ def _resum(dialect: str, prefix: str = "") -> str:
 
 # -- SQLite: statements over a batch's new rowids -------------------------------
 
-SQLITE_FRESH_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS rollup_fresh (bucket_ms INTEGER, "
-    + ", ".join(f"{c} TEXT" for c in _SMALL) + ", "
-    + ", ".join(f"{c} INTEGER" for c in SUM_COLUMNS) + ")"
-)
+def _sqlite_bucket(span: int, col: str) -> str:
+    if span == MONTH_S:
+        return f"CAST(strftime('%s', {col} / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000"
+    return f"({col} / {span * 1000}) * {span * 1000}"
+
+
+def _temp(name: str, keys: tuple[str, ...]) -> str:
+    return (f"CREATE TEMP TABLE IF NOT EXISTS {name} (bucket_ms INTEGER, "
+            + ", ".join(f"{c} TEXT" for c in keys) + ", "
+            + ", ".join(f"{c} INTEGER" for c in SUM_COLUMNS) + ")")
+
+
+SQLITE_TEMP_TABLES = (_temp("rollup_fresh", _SMALL), _temp("rollup_wide", ("tenant", "value")))
 _NEW_ROWS = "WHERE rowid > ? AND rowid <= ?"
 
 
 def _sqlite_statements() -> tuple[tuple[str, bool], ...]:
     """(statement, takes the rowid range) that fold the charges with rowid in (?, ?]
-    into rollups, through temp.rollup_fresh, which they leave empty."""
+    into rollups, through two temp tables, which they leave empty.
+
+    Each charge is read twice: summed by hour over (tenant, model, endpoint,
+    tags) into temp.rollup_fresh, and by day per user (then key) into
+    temp.rollup_wide. Rollup rows are upserted from those without another
+    GROUP BY: SQLite applies an upsert row by row, so two temp rows of one
+    rollup row (two hours of one day) simply add up.
+    """
     into = f"INSERT INTO rollups ({', '.join(COLUMNS)}) "
     tail = _upsert_tail("sqlite")
     raw = ", ".join(s[1] for s in SUMS)
+    sums = ", ".join(SUM_COLUMNS)
     out = [("INSERT INTO temp.rollup_fresh "
             + _fine_select("sqlite", "charges", _NEW_ROWS, _SMALL), True)]
-    for dim, span, expr in DIMS:
-        ms = span * 1000
-        head = f"{into}SELECT '{dim}', {span}, (%s / {ms}) * {ms}, tenant, substr({expr}, 1, {MAX_VALUE}), "
-        if dim in _WIDE:
-            out.append((head % "ts_ms" + f"{raw} FROM charges {_NEW_ROWS} "
-                        f"AND {expr} IS NOT NULL GROUP BY 3, 4, 5 {tail}", True))
+    for dim, spans, expr in DIMS:
+        if dim in _WIDE:  # one pass over the charges per day, then day and month rows
+            out.append((f"INSERT INTO temp.rollup_wide SELECT {_sqlite_bucket(DAY_S, 'ts_ms')}, "
+                        f"tenant, substr({expr}, 1, {MAX_VALUE}), {raw} FROM charges {_NEW_ROWS} "
+                        f"AND {expr} IS NOT NULL GROUP BY 1, 2, 3", True))
+            source, value = "temp.rollup_wide", "value"
         else:
-            out.append((head % "bucket_ms" + f"{_resum('sqlite')} FROM temp.rollup_fresh "
-                        f"WHERE true GROUP BY 3, 4, 5 {tail}", False))
+            source, value = "temp.rollup_fresh", f"substr({expr}, 1, {MAX_VALUE})"
+        for span in spans:
+            out.append((f"{into}SELECT '{dim}', {span}, {_sqlite_bucket(span, 'bucket_ms')}, "
+                        f"tenant, {value}, {sums} FROM {source} WHERE true {tail}", False))
+        if dim in _WIDE:
+            out.append(("DELETE FROM temp.rollup_wide", False))
     tags = ("COALESCE(CASE WHEN f.tags <> '{}' AND json_valid(f.tags) THEN "
             "CASE WHEN json_type(f.tags) = 'object' THEN f.tags END END, '{}')")
-    out.append((
-        f"{into}SELECT 'tag:' || substr(j.key, 1, {MAX_TAG_KEY}), {DAY_S}, "
-        f"(f.bucket_ms / {DAY_MS}) * {DAY_MS}, f.tenant, "
-        f"substr(CAST(j.value AS TEXT), 1, {MAX_VALUE}), {_resum('sqlite', 'f.')} "
-        f"FROM temp.rollup_fresh f, json_each({tags}) j WHERE j.value IS NOT NULL "
-        f"GROUP BY 1, 3, 4, 5 {tail}", False))
+    for span in TAG_SPANS:
+        out.append((
+            f"{into}SELECT 'tag:' || substr(j.key, 1, {MAX_TAG_KEY}), {span}, "
+            f"{_sqlite_bucket(span, 'f.bucket_ms')}, f.tenant, "
+            f"substr(CAST(j.value AS TEXT), 1, {MAX_VALUE}), "
+            f"{', '.join('f.' + c for c in SUM_COLUMNS)} "
+            f"FROM temp.rollup_fresh f, json_each({tags}) j WHERE j.value IS NOT NULL {tail}",
+            False))
     out.append(("DELETE FROM temp.rollup_fresh", False))
     return tuple(out)
 
@@ -177,26 +206,39 @@ SQLITE_ROLL_UP = _sqlite_statements()
 
 def sqlite_roll_up(conn, after_rowid: int, upto_rowid: int) -> None:
     """Add the charges with rowid in (after_rowid, upto_rowid] to the rollups (caller's txn)."""
-    conn.execute(SQLITE_FRESH_TABLE)
+    for table in SQLITE_TEMP_TABLES:
+        conn.execute(table)
     for statement, ranged in SQLITE_ROLL_UP:
         conn.execute(statement, (after_rowid, upto_rowid) if ranged else ())
 
 
 # -- PostgreSQL: one statement over a relation of new charges ----------------------
 
+#: Epoch ms of the UTC month start of an epoch-ms value (PostgreSQL).
+PG_MONTH_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION faregate_month_ms(ms bigint) RETURNS bigint "
+    "LANGUAGE sql IMMUTABLE AS $$ SELECT (extract(epoch FROM date_trunc('month', "
+    "to_timestamp(ms / 1000.0) AT TIME ZONE 'UTC')) * 1000)::bigint $$"
+)
+
+
 def pg_roll_up_sql(source: str) -> str:
     """INSERT … ON CONFLICT that adds every charge of `source` (a relation or subquery)."""
     exprs = ", ".join(f"('{d}', {span}, {('f.' + e) if e != chr(39) * 2 else e})"
-                      for d, span, e in DIMS)
+                      for d, spans, e in DIMS for span in spans)
     tags = ("jsonb_each_text(CASE WHEN f.tags <> '{}' AND f.tags IS JSON OBJECT "
             "THEN f.tags::jsonb ELSE '{}'::jsonb END)")
+    tag_rows = " UNION ALL ".join(
+        f"SELECT 'tag:' || left(t.key, {MAX_TAG_KEY}), {span}, t.value FROM {tags} t"
+        for span in TAG_SPANS)
     return (
         f"WITH f AS ({_fine_select('postgresql', source, '')}) "
         f"INSERT INTO rollups AS r ({', '.join(COLUMNS)}) "
-        f"SELECT x.dim, x.span_s, f.bucket_ms / (x.span_s * 1000) * (x.span_s * 1000), "
-        f"f.tenant, left(x.value, {MAX_VALUE}), {_resum('postgresql', 'f.')} "
-        f"FROM f CROSS JOIN LATERAL (VALUES {exprs} UNION ALL "
-        f"SELECT 'tag:' || left(t.key, {MAX_TAG_KEY}), {DAY_S}, t.value FROM {tags} t"
+        f"SELECT x.dim, x.span_s, CASE WHEN x.span_s = {MONTH_S} THEN "
+        f"faregate_month_ms(f.bucket_ms) ELSE f.bucket_ms / (x.span_s * 1000) * "
+        f"(x.span_s * 1000) END, f.tenant, left(x.value, {MAX_VALUE}), "
+        f"{_resum('postgresql', 'f.')} "
+        f"FROM f CROSS JOIN LATERAL (VALUES {exprs} UNION ALL {tag_rows}"
         f") x(dim, span_s, value) WHERE x.value IS NOT NULL "
         f"GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 {_upsert_tail('postgresql')}"
     )
@@ -204,6 +246,7 @@ def pg_roll_up_sql(source: str) -> str:
 
 #: The trigger that keeps rollups in step with every statement inserting charges.
 PG_TRIGGER_SQL = (
+    PG_MONTH_FUNCTION,
     "CREATE OR REPLACE FUNCTION faregate_roll_up() RETURNS trigger LANGUAGE plpgsql AS $$\n"
     f"BEGIN\n  {pg_roll_up_sql('fresh')};\n  RETURN NULL;\nEND $$",
     "DROP TRIGGER IF EXISTS charges_roll_up ON charges",

@@ -1,13 +1,16 @@
 """Usage and spend from rollups: any range, any grouping, exact to the nano-dollar.
 
 A range [start, end) is cut into the pieces rollups answer and the pieces
-they cannot (`plan`): whole UTC days from day rows; whole hours of the
-partial days from hour rows where the grouping has them (tenant, model,
-endpoint, day); what is left (a sub-hour edge, or a partial day grouped by
-user, key or tag) from the raw charges of that piece alone. The periods
+they cannot (`plan`): whole UTC calendar months from month rows; whole days
+from day rows; whole hours of the partial days from hour rows where the
+grouping has them (tenant, day); what is left (a sub-hour edge, or a partial
+day grouped by anything else) from the raw charges of that piece alone.
+First a bound past the ledger's first or last charge is dropped (sums are
+the same), so "this month so far" reads the month's rows. The periods
 reports and the dashboard ask for (today, week, month, all, --from/--to
 days) are whole days, so they read rollups only; their cost depends on the
-days and distinct values in the range, not on how many charges it holds.
+months, days and distinct values in the range, not on how many charges it
+holds.
 
 A charge without a user (key, tag) has no rollup row in that dimension: the
 "none" group is the tenant's total minus the rows that exist.
@@ -21,7 +24,7 @@ from typing import Any, Iterable
 from ._periods import epoch_ms
 from ._queries import Placeholder, group_tag, usage_sql
 from ._report import UsageReport, UsageRow
-from ._rollups import DAY_MS, DAY_S, HOUR_MS, HOUR_S, HOURLY, USAGE_COLUMNS
+from ._rollups import DAY_MS, DAY_S, HOUR_MS, HOUR_S, HOURLY, MONTH_S, USAGE_COLUMNS
 
 Key = tuple[Any, Any]
 Sums = dict[Key, list[int]]
@@ -36,24 +39,64 @@ def _ceil(ms: int, step: int) -> int:
     return -(-ms // step) * step
 
 
-def plan(start: int | None, end: int | None, hourly: bool) -> list[tuple[str, int | None, int | None]]:
-    """Pieces of [start, end): ("day"|"hour"|"raw", lo, hi), None meaning unbounded."""
-    lo_day = None if start is None else _ceil(start, DAY_MS)
-    hi_day = None if end is None else _floor(end, DAY_MS)
-    if lo_day is None or hi_day is None or lo_day < hi_day:
-        parts: list[tuple[str, int | None, int | None]] = [("day", lo_day, hi_day)]
-        edges = [(a, b) for a, b in ((start, lo_day), (hi_day, end))
-                 if a is not None and b is not None and a < b]
+def month_floor(ms: int) -> int:
+    d = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return epoch_ms(datetime(d.year, d.month, 1, tzinfo=timezone.utc))
+
+
+def month_ceil(ms: int) -> int:
+    low = month_floor(ms)
+    if low == ms:
+        return ms
+    d = datetime.fromtimestamp(low / 1000, timezone.utc)
+    y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return epoch_ms(datetime(y, m, 1, tzinfo=timezone.utc))
+
+
+Piece = tuple[str, "int | None", "int | None"]
+
+
+def plan(start: int | None, end: int | None, hourly: bool, months: bool = True
+         ) -> list[Piece]:
+    """Pieces of [start, end): ("month"|"day"|"hour"|"raw", lo, hi), None meaning unbounded.
+
+    `months=False` (grouping by day) cuts whole months into days instead."""
+    floor, ceil = (month_floor, month_ceil) if months else \
+        (lambda ms: _floor(ms, DAY_MS), lambda ms: _ceil(ms, DAY_MS))
+    lo = None if start is None else ceil(start)
+    hi = None if end is None else floor(end)
+    if lo is None or hi is None or lo < hi:
+        parts: list[Piece] = [("month" if months else "day", lo, hi)]
+        rest = [(a, b) for a, b in ((start, lo), (hi, end))
+                if a is not None and b is not None and a < b]
     else:
-        parts, edges = [], [(start, end)] if start < end else []  # type: ignore[operator]
-    for a, b in edges:
-        lo_hour, hi_hour = _ceil(a, HOUR_MS), _floor(b, HOUR_MS)
+        parts, rest = [], [(start, end)] if start < end else []  # type: ignore[operator]
+    for a, b in rest:
+        parts += _days(a, b, hourly)
+    return parts
+
+
+def _days(a: int, b: int, hourly: bool) -> list[Piece]:
+    lo_day, hi_day = _ceil(a, DAY_MS), _floor(b, DAY_MS)
+    parts: list[Piece] = []
+    edges = [(a, b)]
+    if lo_day < hi_day:
+        parts.append(("day", lo_day, hi_day))
+        edges = [(x, y) for x, y in ((a, lo_day), (hi_day, b)) if x < y]
+    for x, y in edges:
+        lo_hour, hi_hour = _ceil(x, HOUR_MS), _floor(y, HOUR_MS)
         if not hourly or lo_hour >= hi_hour:
-            parts.append(("raw", a, b))
+            parts.append(("raw", x, y))
             continue
         parts.append(("hour", lo_hour, hi_hour))
-        parts += [("raw", x, y) for x, y in ((a, lo_hour), (hi_hour, b)) if x < y]
+        parts += [("raw", m, n) for m, n in ((x, lo_hour), (hi_hour, y)) if m < n]
     return parts
+
+
+SPANS = {"month": MONTH_S, "day": DAY_S, "hour": HOUR_S}
+#: The first and last hour that holds a charge (rollups are kept forever).
+EXTENT_SQL = ("SELECT (SELECT MIN(bucket_ms) FROM rollups WHERE dim = '' AND span_s = 3600), "
+              "(SELECT MAX(bucket_ms) FROM rollups WHERE dim = '' AND span_s = 3600)")
 
 
 def _sum(dialect: str) -> str:
@@ -129,14 +172,20 @@ async def usage(read, p: Placeholder, dialect: str, start: datetime | None,
     tag = group_tag(group_by)  # raises ValueError for an unknown grouping
     lo = None if start is None else epoch_ms(start)
     hi = None if end is None else epoch_ms(end)
+    [(first, last)] = await read(EXTENT_SQL)
+    if first is None:
+        return UsageReport.of([], group_by)
+    if lo is not None and lo <= int(first):
+        lo = None
+    if hi is not None and hi >= int(last) + HOUR_MS:
+        hi = None
     hourly = tag is None and ("" if group_by in ("tenant", "day") else group_by) in HOURLY
     sums: Sums = {}
-    for kind, a, b in plan(lo, hi, hourly):
+    for kind, a, b in plan(lo, hi, hourly, months=group_by != "day"):
         if kind == "raw":
             _add(sums, await read(*usage_sql(p, a, b, group_by, tenant, dialect)))
         else:
-            span = DAY_S if kind == "day" else HOUR_S
-            await _rollup_part(read, p, dialect, group_by, span, a, b, tenant, sums)
+            await _rollup_part(read, p, dialect, group_by, SPANS[kind], a, b, tenant, sums)
     rows = [UsageRow.from_row((k, k2, *v)) for (k, k2), v in sums.items() if v[0] > 0]
     return UsageReport.of(rows, group_by)
 
@@ -145,29 +194,33 @@ async def usage(read, p: Placeholder, dialect: str, start: datetime | None,
 SPEND = ("cost_nanos", "calls", "images")
 
 
-def spend_sql(p: Placeholder, dialect: str, dim: str, month_ms: int, day_ms: int
+def spend_sql(p: Placeholder, dialect: str, dim: str, span_s: int, since_ms: int
               ) -> tuple[str, list[Any]]:
     fn = _sum(dialect)
-    month = ", ".join(f"{fn}({c})" for c in SPEND)
-    day = ", ".join(f"{fn}(CASE WHEN bucket_ms >= {p(n + 1)} THEN {c} ELSE 0 END)"
-                    for n, c in enumerate(SPEND))
     value = "value" if dim else "NULL"
-    n = len(SPEND)
-    return (f"SELECT tenant, {value}, {month}, {day} FROM rollups WHERE dim = {p(n + 1)} "
-            f"AND span_s = {DAY_S} AND bucket_ms >= {p(n + 2)} GROUP BY tenant"
-            + (", value" if dim else ""), [day_ms] * n + [dim, month_ms])
+    return (f"SELECT tenant, {value}, {', '.join(f'{fn}({c})' for c in SPEND)} FROM rollups "
+            f"WHERE dim = {p(1)} AND span_s = {p(2)} AND bucket_ms >= {p(3)} GROUP BY tenant"
+            + (", value" if dim else ""), [dim, span_s, since_ms])
 
 
 async def spend_since(read, p: Placeholder, dialect: str, month_start: datetime,
                       day_start: datetime) -> list[tuple]:
-    """Per (tenant, user) spend, calls and images since `month_start` and since
-    `day_start` (UTC midnights), from day rollups; user None is the tenant's rest."""
-    month_ms, day_ms = _floor(epoch_ms(month_start), DAY_MS), _floor(epoch_ms(day_start), DAY_MS)
-    users: Sums = {}
-    _add(users, ((t, u, *v) for t, u, *v in
-                 await read(*spend_sql(p, dialect, "user", month_ms, day_ms))))
-    totals: Sums = {}
-    _add(totals, await read(*spend_sql(p, dialect, "", month_ms, day_ms)))
+    """Per (tenant, user) spend, calls and images since `month_start` (a UTC month
+    start) and since `day_start` (a UTC midnight), from month and day rollups;
+    user None is the tenant's rest."""
+    month_ms, day_ms = epoch_ms(month_start), _floor(epoch_ms(day_start), DAY_MS)
+    month = (MONTH_S, month_ms) if month_floor(month_ms) == month_ms else \
+        (DAY_S, _floor(month_ms, DAY_MS))
+    spend: dict[str, Sums] = {}
+    for dim in ("user", ""):
+        acc: Sums = {}
+        for span, since, offset in (month + (0,), (DAY_S, day_ms, 3)):
+            for t, u, *vals in await read(*spend_sql(p, dialect, dim, span, since)):
+                row = acc.setdefault((t, None if u is None else str(u)), [0] * 6)
+                for i, v in enumerate(vals):
+                    row[offset + i] += int(v or 0)
+        spend[dim] = acc
+    users, totals = spend["user"], spend[""]
     out = [(t, u, *v) for (t, u), v in users.items()]
     for (t, _), total in totals.items():
         rest = _less(total, (v for (tt, _), v in users.items() if tt == t))
