@@ -214,7 +214,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.starts, args.repeat, args.cli_n = (3, 20, 5) if big else (1, 2, 1)
     args.rounds, args.rps, args.block_s = (3, 200, 4.0) if big else (1, 50, 0.5)
     args.upgrade_rows = 1_000_000 if big else 2_000
-    args.write_records, args.write_rounds = (50_000, 3) if big else (2_000, 1)
+    args.write_records, args.write_rounds = (50_000, 3) if big else (2_000, 0)
     if args.smoke:
         args.rows = min(args.rows, 5_000)
     return args

@@ -7,6 +7,11 @@ least every `flush_interval_ms`) into the store, and a committer task
 fsyncs the journal once per interval (group commit). A failed batch is kept
 and retried with backoff — records are not dropped.
 
+Catching up: while more than `batch_size` entries wait (a burst, a backlog
+after an outage, a journal replay) a transaction takes up to `CATCH_UP` ×
+`batch_size` of them. Every rollup row a batch touches is one upsert however
+many charges it sums (`_rollups`), so larger batches drain a backlog faster.
+
 Backpressure: the in-memory queue holds at most `queue_limit` entries. Once
 it is full (the database is down or slow), new entries live only in the
 journal; the writer reads them back from disk, oldest first, after the queue
@@ -23,11 +28,11 @@ import logging
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import _retention
+from ._upkeep import LedgerUpkeep
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
 from ._kinds import KINDS, kind_of
 from ._ledger_queries import LedgerQueries
@@ -39,16 +44,15 @@ log = logging.getLogger("faregate.ledger")
 MAX_BACKOFF_S = 30.0
 CLOSE_RETRY_S = 10.0
 QUEUE_LIMIT = 10_000
-#: Partitions ahead and retention run this often (and once soon after start).
-MAINTAIN_EVERY_S = 3600.0
-MAINTAIN_FIRST_S = 5.0
+#: While a backlog drains, a transaction takes up to this many times batch_size.
+CATCH_UP = 4
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Ledger(LedgerQueries):
+class Ledger(LedgerQueries, LedgerUpkeep):
     """Async facade over one store. Create with `await Ledger.open(url)`."""
 
     def __init__(
@@ -210,7 +214,8 @@ class Ledger(LedgerQueries):
     async def _next_batch(self) -> tuple[list[tuple[str, int, tuple[Any, ...], int]], str] | None:
         """The next entries to write and where they come from, or None if idle."""
         if self._queue:
-            n = min(self._batch_size, len(self._queue))
+            queued = len(self._queue)
+            n = min(self._batch_size * (CATCH_UP if queued > self._batch_size else 1), queued)
             return [self._queue[i] for i in range(n)], "written"
         while self._spill is not None and self._spill_batch is None:
             journal = self._journal
@@ -222,7 +227,7 @@ class Ledger(LedgerQueries):
                 await self._advance(0)
                 return None
             entries, cursor, bad = await self._in_journal_thread(
-                journal.read, self._spill, end, self._batch_size
+                journal.read, self._spill, end, self._batch_size * CATCH_UP
             )
             if bad:
                 log.warning("journal lines failed their checksum and were skipped",
@@ -332,24 +337,6 @@ class Ledger(LedgerQueries):
             return
         if durable:
             self._on_written(durable, "journaled")
-
-    async def _maintain_loop(self) -> None:
-        await asyncio.sleep(MAINTAIN_FIRST_S)
-        while True:
-            await self.maintain()
-            await asyncio.sleep(MAINTAIN_EVERY_S)
-
-    async def maintain(self, now: datetime | None = None) -> None:
-        """Partitions for this month and the next; retention if configured. Never raises."""
-        now = now or datetime.now(timezone.utc)
-        try:
-            await self._store.maintain(int(now.timestamp() * 1000))
-            if self.keep_charges_days:
-                self.expired_before_ms = await _retention.expire(
-                    self._store, self.keep_charges_days, now)
-        except Exception as exc:  # retried at the next run
-            log.error("ledger maintenance failed; will retry",
-                      extra={"error": f"{type(exc).__name__}: {exc}"})
 
     async def flush(self) -> None:
         """Wait until every record so far (and any earlier run's backlog) is written."""

@@ -311,3 +311,32 @@ async def test_upgrade_fills_rollups_from_existing_charges(ledger_url, caplog):
             assert n >= len(stored(records))
     finally:
         await lg.close()
+
+
+def test_ranges_are_cut_into_months_days_hours_and_raw_edges():
+    from faregate.storage._usage import plan
+
+    def ms(text: str) -> int:
+        return epoch_ms(datetime.fromisoformat(text).replace(tzinfo=timezone.utc))
+
+    def show(parts):
+        return [(k, None if a is None else datetime.fromtimestamp(a / 1000, timezone.utc)
+                 .isoformat()[:16], None if b is None else datetime.fromtimestamp(
+                     b / 1000, timezone.utc).isoformat()[:16]) for k, a, b in parts]
+
+    assert plan(None, None, True) == [("month", None, None)]
+    assert show(plan(ms("2026-10-15"), ms("2026-12-01"), False)) == [
+        ("month", "2026-11-01T00:00", "2026-12-01T00:00"),
+        ("day", "2026-10-15T00:00", "2026-11-01T00:00")]
+    assert show(plan(ms("2026-11-03T10:20"), ms("2026-11-05T01:00"), True)) == [
+        ("day", "2026-11-04T00:00", "2026-11-05T00:00"),
+        ("hour", "2026-11-03T11:00", "2026-11-04T00:00"),
+        ("raw", "2026-11-03T10:20", "2026-11-03T11:00"),
+        ("hour", "2026-11-05T00:00", "2026-11-05T01:00")]
+    assert show(plan(ms("2026-11-03T10:20"), ms("2026-11-03T10:50"), True)) == [
+        ("raw", "2026-11-03T10:20", "2026-11-03T10:50")]
+    assert show(plan(ms("2026-11-03T10:20"), ms("2026-11-04"), False)) == [
+        ("raw", "2026-11-03T10:20", "2026-11-04T00:00")]  # no hour rows for this grouping
+    assert show(plan(ms("2026-11-01"), ms("2026-12-01"), True, months=False)) == [
+        ("day", "2026-11-01T00:00", "2026-12-01T00:00")]
+    assert plan(ms("2026-11-03"), ms("2026-11-03"), True) == []
