@@ -30,7 +30,7 @@ from ._periods import epoch_ms
 from ._queries import logs_sql
 from ._record import AlertRecord, BatchEvent, LedgerRecord, SessionRecord
 from ._report import UsageReport
-from ._sessions import REBUILD_SELECT, rebuilt_session
+from ._sessions import REBUILD_HINT, REBUILD_SELECT, rebuilt_session
 from ._store import Store
 
 #: A session with no row whose last charge is older than this was cut off by a crash.
@@ -108,7 +108,8 @@ class LedgerQueries:
         # One process owns a SQLite ledger (its journal is locked): all orphans are dead.
         wait_s = 0 if self._store.dialect == "sqlite" else REBUILD_AFTER_S
         now = _now_ms()
-        sql = REBUILD_SELECT.format(since=self._store.placeholder(1))
+        sql = REBUILD_SELECT.format(since=self._store.placeholder(1),
+                                    hint=REBUILD_HINT[self._store.dialect])
         found = await self._store.read(sql, [now - REBUILD_WINDOW_S * 1000])
         rebuilt = [rebuilt_session(r) for r in found if int(r[9]) <= now - wait_s * 1000]
         if rebuilt:

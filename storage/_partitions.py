@@ -155,7 +155,8 @@ async def convert(conn: Any) -> None:
         "CREATE INDEX charges_ts ON charges (ts_ms)",
         "CREATE INDEX charges_tenant_ts ON charges (tenant, ts_ms)",
         "CREATE INDEX charges_session ON charges (session_id) WHERE session_id IS NOT NULL",
-        "CREATE INDEX charges_session_ts ON charges (ts_ms) WHERE session_id IS NOT NULL",
+        "CREATE INDEX charges_session_ts ON charges (ts_ms, session_id) "
+        "WHERE session_id IS NOT NULL",
         f"CREATE TABLE {OTHER} PARTITION OF charges DEFAULT",
     ):
         await conn.execute(statement)
