@@ -51,8 +51,12 @@ class UsageRow:
         seconds_ms, chars, images, cost, unpriced, estimated, estimated cost,
         savings, billed, fallback, fallback cost)."""
         key, key2, *sums = row
+        return cls.of_sums(key, key2, [int(v or 0) for v in sums])
+
+    @classmethod
+    def of_sums(cls, key: Any, key2: Any, vals: Sequence[int]) -> "UsageRow":
+        """From the keys and the integer sums in `from_row` order."""
         n = len(TOKEN_COLUMNS)
-        vals = [int(v or 0) for v in sums]
         tokens = dict(zip(TOKEN_COLUMNS, vals[1 : 1 + n]))
         (reasoning, seconds_ms, chars, images, cost, unpriced, estimated, est_cost, savings,
          billed, fallback, fallback_cost) = vals[1 + n :]
