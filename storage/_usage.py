@@ -18,6 +18,7 @@ A charge without a user (key, tag) has no rollup row in that dimension: the
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -117,7 +118,8 @@ def rollup_sql(p: Placeholder, dialect: str, dim: str, span_s: int, lo: int | No
     PostgreSQL sums them (a hash aggregate). SQLite returns the rows as they
     are and `_add` sums them: its GROUP BY sorts every row of all its columns
     through a temporary b-tree (10 ms for one month of 500 users), while the
-    rows come back in key order and are already one per key and bucket.
+    rows are already one per key and bucket. Grouping by bucket alone follows
+    the primary key's order, so there SQLite sums without sorting.
     """
     args: list[Any] = [dim, span_s]
     clauses = [f"dim = {p(1)}", f"span_s = {p(2)}"]
@@ -126,10 +128,10 @@ def rollup_sql(p: Placeholder, dialect: str, dim: str, span_s: int, lo: int | No
             args.append(value)
             clauses.append(cond.format(p(len(args))))
     k, k2 = _KEYS[keys]
-    if dialect == "sqlite":
+    if dialect == "sqlite" and keys != "bucket_ms":  # by bucket is the index's own order
         cols, group = ", ".join(USAGE_COLUMNS), ""
     else:
-        cols = ", ".join(f"bigsum({c})" for c in USAGE_COLUMNS)
+        cols = ", ".join(f"{_sum(dialect)}({c})" for c in USAGE_COLUMNS)
         group = f" GROUP BY {keys}" if keys else ""
     return (f"SELECT {k}, {k2}, {cols} FROM rollups WHERE {' AND '.join(clauses)}{group}", args)
 
@@ -138,19 +140,35 @@ def _key(k: Any) -> Any:
     return k if k is None or type(k) is str else str(k)
 
 
-def _add(into: Sums, rows: Iterable[tuple[Any, ...]], day_keys: bool = False) -> None:
-    """Sum rows (key, second key, *sums) into `into` by key."""
+def _add(into: Sums, rows: Iterable[tuple[Any, ...]], day_keys: bool = False,
+         ints: bool = False) -> None:
+    """Sum rows (key, second key, *sums) into `into` by key.
+
+    `ints`: the sums are ints already (rollup columns), not NULL or numeric
+    (raw SUMs: PostgreSQL's are Decimal), so they are added as they come.
+    """
     get = into.get
+    add = operator.add
     for row in rows:
         k = row[0]
         if day_keys and k is not None:
             k = datetime.fromtimestamp(int(k) / 1000, timezone.utc).date().isoformat()
         key = (_key(k), _key(row[1]))
+        vals = row[2:] if ints else [0 if v is None else int(v) for v in row[2:]]
         acc = get(key)
-        if acc is None:
-            into[key] = [0 if v is None else int(v) for v in row[2:]]
-        else:
-            into[key] = list(map(operator.add, acc, (0 if v is None else int(v) for v in row[2:])))
+        into[key] = list(vals) if acc is None else list(map(add, acc, vals))
+
+
+#: Rows folded between two turns of the event loop: a report never holds the
+#: loop for long while proxied calls wait (SQLite rows are summed on the loop).
+FOLD_ROWS = 512
+
+
+async def _fold(into: Sums, rows: list[tuple[Any, ...]], **kw: bool) -> None:
+    for start in range(0, len(rows), FOLD_ROWS):
+        if start:
+            await asyncio.sleep(0)
+        _add(into, rows[start:start + FOLD_ROWS], **kw)
 
 
 def _less(total: list[int], part: list[int] | None) -> list[int]:
@@ -162,21 +180,23 @@ async def _rollup_part(read, p: Placeholder, dialect: str, group_by: str, span_s
     tag = group_tag(group_by)
     if group_by in ("tenant", "day"):
         keys = "tenant" if group_by == "tenant" else "bucket_ms"
-        _add(into, await read(*rollup_sql(p, dialect, "", span_s, lo, hi, tenant, keys)),
-             day_keys=group_by == "day")
+        await _fold(into, await read(*rollup_sql(p, dialect, "", span_s, lo, hi, tenant, keys)),
+                    day_keys=group_by == "day", ints=True)
         return
     dim = f"tag:{tag}" if tag is not None else group_by
     keys = "value, tenant" if group_by == "user" else "value"
     found: Sums = {}
-    _add(found, await read(*rollup_sql(p, dialect, dim, span_s, lo, hi, tenant, keys)))
+    await _fold(found, await read(*rollup_sql(p, dialect, dim, span_s, lo, hi, tenant, keys)),
+                ints=True)
     if group_by in ("user", "key") or tag is not None:  # the share with no value
         by_scope: dict[Any, list[int]] = {}  # the values' sum per tenant (user) or overall
         for (_, k2), v in found.items():
             acc = by_scope.get(k2)
             by_scope[k2] = list(v) if acc is None else list(map(operator.add, acc, v))
         totals: Sums = {}
-        _add(totals, await read(*rollup_sql(
-            p, dialect, "", span_s, lo, hi, tenant, "tenant" if group_by == "user" else "")))
+        await _fold(totals, await read(*rollup_sql(
+            p, dialect, "", span_s, lo, hi, tenant, "tenant" if group_by == "user" else "")),
+            ints=True)
         for (t, _), total in totals.items():
             scope = t if group_by == "user" else None
             rest = _less(total, by_scope.get(scope))
@@ -211,10 +231,15 @@ async def usage(read, p: Placeholder, dialect: str, start: datetime | None,
     sums: Sums = {}
     for kind, a, b in plan(lo, hi, hourly, months=group_by != "day"):
         if kind == "raw":
-            _add(sums, await read(*usage_sql(p, a, b, group_by, tenant, dialect)))
+            await _fold(sums, await read(*usage_sql(p, a, b, group_by, tenant, dialect)))
         else:
             await _rollup_part(read, p, dialect, group_by, SPANS[kind], a, b, tenant, sums)
-    rows = [UsageRow.of_sums(k, k2, v) for (k, k2), v in sums.items() if v[0] > 0]
+    rows: list[UsageRow] = []
+    for n, ((k, k2), v) in enumerate(sums.items()):
+        if n and n % (FOLD_ROWS // 4) == 0:  # a row object costs ~4 folded rows
+            await asyncio.sleep(0)
+        if v[0] > 0:
+            rows.append(UsageRow.of_sums(k, k2, v))
     return UsageReport.of(rows, group_by)
 
 
