@@ -151,34 +151,46 @@ def _sqlite_bucket(span: int, col: str) -> str:
 def _temp(name: str, keys: tuple[str, ...]) -> str:
     return (f"CREATE TEMP TABLE IF NOT EXISTS {name} (bucket_ms INTEGER, "
             + ", ".join(f"{c} TEXT" for c in keys) + ", "
-            + ", ".join(f"{c} INTEGER" for c in SUM_COLUMNS) + ")")
+            + ", ".join(f"{c} INTEGER" for c in SUM_COLUMNS)
+            + f", PRIMARY KEY (bucket_ms, {', '.join(keys)}))")
 
 
 SQLITE_TEMP_TABLES = (_temp("rollup_fresh", _SMALL), _temp("rollup_wide", ("tenant", "value")))
 _NEW_ROWS = "WHERE rowid > ? AND rowid <= ?"
 
 
+def _row_value(sqlite_aggregate: str) -> str:
+    """One charge's contribution to an aggregate: COUNT(*) -> 1, SUM(x) -> x."""
+    return "1" if sqlite_aggregate == "COUNT(*)" else sqlite_aggregate[len("SUM("):-1]
+
+
+#: Each charge's contribution to every sum, in SUM_COLUMNS order.
+_ROW_VALUES = ", ".join(_row_value(s[1]) for s in SUMS)
+
+
 def _sqlite_statements() -> tuple[tuple[str, bool], ...]:
     """(statement, takes the rowid range) that fold the charges with rowid in (?, ?]
     into rollups, through two temp tables, which they leave empty.
 
-    Each charge is read twice: summed by hour over (tenant, model, endpoint,
-    tags) into temp.rollup_fresh, and by day per user (then key) into
-    temp.rollup_wide. Rollup rows are upserted from those without another
-    GROUP BY: SQLite applies an upsert row by row, so two temp rows of one
-    rollup row (two hours of one day) simply add up.
+    Each charge is read twice: added by hour to its (tenant, model, endpoint,
+    tags) row of temp.rollup_fresh, and by day to its user's (then key's) row
+    of temp.rollup_wide. Both are upserts into small keyed tables: SQLite's
+    GROUP BY would sort every row with all its columns first, about twice
+    the work. Rollup rows are then upserted from those, row by row (two temp
+    rows of one rollup row, two hours of one day, simply add up).
     """
     into = f"INSERT INTO rollups ({', '.join(COLUMNS)}) "
     tail = _upsert_tail("sqlite")
-    raw = ", ".join(s[1] for s in SUMS)
     sums = ", ".join(SUM_COLUMNS)
-    out = [("INSERT INTO temp.rollup_fresh "
-            + _fine_select("sqlite", "charges", _NEW_ROWS, _SMALL), True)]
+    fold = "ON CONFLICT DO UPDATE SET " + ", ".join(
+        f"{c} = {c} + excluded.{c}" for c in SUM_COLUMNS)
+    out = [(f"INSERT INTO temp.rollup_fresh SELECT {_sqlite_bucket(HOUR_S, 'ts_ms')}, "
+            f"{', '.join(_SMALL)}, {_ROW_VALUES} FROM charges {_NEW_ROWS} {fold}", True)]
     for dim, spans, expr in DIMS:
         if dim in _WIDE:  # one pass over the charges per day, then day and month rows
             out.append((f"INSERT INTO temp.rollup_wide SELECT {_sqlite_bucket(DAY_S, 'ts_ms')}, "
-                        f"tenant, substr({expr}, 1, {MAX_VALUE}), {raw} FROM charges {_NEW_ROWS} "
-                        f"AND {expr} IS NOT NULL GROUP BY 1, 2, 3", True))
+                        f"tenant, substr({expr}, 1, {MAX_VALUE}), {_ROW_VALUES} FROM charges "
+                        f"{_NEW_ROWS} AND {expr} IS NOT NULL {fold}", True))
             source, value = "temp.rollup_wide", "value"
         else:
             source, value = "temp.rollup_fresh", f"substr({expr}, 1, {MAX_VALUE})"
