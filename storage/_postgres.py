@@ -177,12 +177,12 @@ class PostgresStore:
         finally:
             await conn.close()
         writes = await asyncpg.create_pool(
-            url, min_size=1, max_size=write_connections, timeout=CONNECT_TIMEOUT_S,
+            url, min_size=0, max_size=write_connections, timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S, init=_prepare_connection,
         )
         try:
             reads = await asyncpg.create_pool(
-                url, min_size=1, max_size=read_connections, timeout=CONNECT_TIMEOUT_S,
+                url, min_size=0, max_size=read_connections, timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
                 server_settings={"default_transaction_read_only": "on"},
             )
