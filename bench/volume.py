@@ -75,7 +75,7 @@ async def in_process(url: str, meta: dict, n: int) -> dict:
 
     w0, w1 = _window(meta)
     start, end = parse_date_range(w0, w1)
-    report_ms, seed_ms = [], []
+    report_ms, seed_ms, rebuild_ms = [], [], []
     for _ in range(n):
         t = time.perf_counter()
         lg = await Ledger.open(url)
@@ -84,8 +84,23 @@ async def in_process(url: str, meta: dict, n: int) -> dict:
         t = time.perf_counter()
         await lg.spend_since(start, end - timedelta(days=1))
         seed_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        await lg.rebuild_sessions()
+        rebuild_ms.append((time.perf_counter() - t) * 1000)
         await lg.close()
-    return {"report_30d_ms": probe.summary(report_ms), "seed_30d_ms": probe.summary(seed_ms)}
+    from faregate.storage._ledger_queries import REBUILD_WINDOW_S
+
+    lg = await Ledger.open(url)
+    try:
+        p = lg._store.placeholder
+        since = int(time.time() * 1000) - REBUILD_WINDOW_S * 1000
+        (entries,) = (await lg._store.read(
+            f"SELECT COUNT(*) FROM charges WHERE session_id IS NOT NULL AND ts_ms >= {p(1)}",
+            [since]))[0]
+    finally:
+        await lg.close()
+    return {"report_30d_ms": probe.summary(report_ms), "seed_30d_ms": probe.summary(seed_ms),
+            "rebuild_ms": probe.summary(rebuild_ms), "rebuild_window_entries": int(entries)}
 
 
 async def disk(url: str) -> dict:

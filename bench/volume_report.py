@@ -11,22 +11,30 @@ from typing import Any
 START = "<!-- ledger-volume:start -->"
 END = "<!-- ledger-volume:end -->"
 RATES = (10, 100, 1_000)
+SESSION_SHARE = 0.05  # of the generated charges (bench/volume_data.py)
 MONTH_S = 30 * 86_400
 DATA_DAYS = 31
 TARGETS = {"start_s": 2.0, "read_ms": 100.0, "lag_s": 1.0, "latency_ms": 1.0,
            "sqlite_rows_per_s": 20_000, "postgresql_rows_per_s": 30_000}
 
 
-def _line(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float]:
-    slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 0.0
-    return y0 - slope * x0, slope
+def _slope(x0: float, y0: float, x1: float, y1: float, noise: float) -> float:
+    """Growth of y per unit of x between two measured points; 0 when the
+    difference is within the measurement's own spread (or negative): a
+    straight line through noise would project noise."""
+    if x1 == x0 or y1 - y0 <= noise:
+        return 0.0
+    return (y1 - y0) / (x1 - x0)
 
 
 def projection(results: dict) -> dict:
     """Start, a 30-day query and disk per month of charges at 10/100/1,000 calls/s.
 
     Straight lines through the two measured sizes (the 1M upgrade ledger and
-    the big one); slopes below zero (noise: neither grows with rows) are 0.
+    the big one), from the big one: a slope counts only where the two differ
+    by more than the spread of the runs. Reads depend on the rollup rows in
+    the range (distinct tenants, users, … times months and days), not on the
+    number of charges, so with the same callers they stay flat.
     """
     out: dict[str, Any] = {}
     for backend, big in results.get("backends", {}).items():
@@ -34,9 +42,12 @@ def projection(results: dict) -> dict:
         if not small:
             continue
         rows = big["rows"]
-        a_start, b_start = _line(small["rows"], small["start_s"], rows, big["start_s"]["median"])
-        a_q, b_q = _line(small["rows"], small["usage_30d_tenant"]["median"], rows,
-                         big["reads"]["usage_30d_tenant"]["median"])
+        runs = big["start_s"]["runs"]
+        b_start = _slope(small["rows"], small["start_s"], rows, big["start_s"]["median"],
+                         max(runs) - min(runs))
+        q_small, q_big = small["usage_30d_tenant"], big["reads"]["usage_30d_tenant"]
+        b_q = _slope(small["rows"], q_small["median"], rows, q_big["median"],
+                     max(q_small["p95"] - q_small["median"], q_big["p95"] - q_big["median"]))
         d = big["disk"]
         roll = d["rollup_bytes"] or 0
         per_charge = (d["bytes"] - roll) / rows
@@ -44,12 +55,20 @@ def projection(results: dict) -> dict:
         out[backend] = {"bytes_per_charge": round(per_charge), "rollup_bytes_per_day":
                         round(roll_per_day), "start_s_slope_per_million": round(b_start * 1e6, 4),
                         "query_ms_slope_per_million": round(b_q * 1e6, 4), "rates": {}}
+        # The start-up session rebuild reads one day of session charges: it grows with
+        # the rate (SESSION_SHARE of the charges are Realtime responses, as in the data).
+        ip = big.get("in_process", {})
+        entries = max(1, ip.get("rebuild_window_entries", 0))
+        per_entry_s = ip.get("rebuild_ms", {}).get("median", 0.0) / 1000 / entries
+        out[backend]["rebuild_us_per_session_charge"] = round(per_entry_s * 1e6, 3)
         for rate in RATES:
             month = rate * MONTH_S
+            rebuild = per_entry_s * (rate * 86_400 * SESSION_SHARE - entries)
             out[backend]["rates"][rate] = {
                 "charges_per_month": month,
-                "start_s": round(a_start + max(0.0, b_start) * month, 2),
-                "query_30d_ms": round(a_q + max(0.0, b_q) * month, 1),
+                "start_s": round(big["start_s"]["median"] + b_start * (month - rows)
+                                 + max(0.0, rebuild), 2),
+                "query_30d_ms": round(q_big["median"] + b_q * (month - rows), 1),
                 "disk_gb_per_month": round((per_charge * month + roll_per_day * 30) / 1e9, 2),
             }
     return out
@@ -126,6 +145,8 @@ def _details(results: dict) -> list[str]:
     line("report 30 days, new process", lambda x, _: _ms(x["cli"]["report_30d"]))
     line("budget seeding query over 30 days (in process)",
          lambda x, _: _ms(x["in_process"]["seed_30d_ms"]))
+    line("start-up session rebuild (session charges in its window)", lambda x, _:
+         f"{_ms(x['in_process']['rebuild_ms'])} ({x['in_process']['rebuild_window_entries']:,})")
     for kind in ("quiet", "dashboard"):
         line(f"{kind} blocks: calls, p50 / p99 latency", lambda x, _, k=kind:
              f"{x['lag'][k]['calls']}, {x['lag'][k]['latency_p50_ms']:.2f} / "
@@ -151,6 +172,10 @@ def _projection(results: dict) -> list[str]:
     out = ["| backend | calls/s | charges per month | start | 30-day query | disk per month |",
            "|---|---|---|---|---|---|"]
     for backend, proj in results.get("projection", {}).items():
+        out.append(f"| {backend} | slopes | | {proj['start_s_slope_per_million']} s per million"
+                   f" | {proj['query_ms_slope_per_million']} ms per million | "
+                   f"{proj['bytes_per_charge']} B per charge + "
+                   f"{proj['rollup_bytes_per_day'] / 1e3:,.0f} kB of rollups per day |")
         for rate, r in proj["rates"].items():
             out.append(f"| {backend} | {rate:,} | {r['charges_per_month']:,} | {r['start_s']:.2f} s"
                        f" | {r['query_30d_ms']:.1f} ms | {r['disk_gb_per_month']:,.1f} GB |")

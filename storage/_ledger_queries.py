@@ -37,7 +37,7 @@ from ._store import Store
 REBUILD_AFTER_S = 2 * 3600
 #: Sessions cut off by a crash are looked for among session charges this recent
 #: (index charges_session_ts), so a start reads a bounded slice of the ledger.
-REBUILD_WINDOW_S = 2 * 86400
+REBUILD_WINDOW_S = 86400
 
 
 def _now_ms() -> int:
