@@ -7,9 +7,10 @@ meanwhile by another process wait for the commit and are then counted by the
 new code path (the rollup trigger) — never twice, never missed.
 
 - 0011 (PostgreSQL): `charges` becomes partitioned by month (`_partitions.convert`).
-- 0012 (both): rollups are filled from every charge already stored, in
-  batches of `BACKFILL_ROWS`, logging progress; on PostgreSQL the trigger
-  that keeps them from then on is created first, in the same transaction.
+- 0012 (both): the rollups table (from `_rollups.table_sql`), filled from
+  every charge already stored, in batches of `BACKFILL_ROWS`, logging
+  progress; on PostgreSQL the `bigsum` aggregate and the trigger that keeps
+  rollups from then on are created first, in the same transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from . import _partitions
-from ._rollups import PG_TRIGGER_SQL, pg_roll_up_sql, sqlite_roll_up
+from ._rollups import PG_TRIGGER_SQL, pg_roll_up_sql, sqlite_roll_up, table_sql
 
 log = logging.getLogger("faregate.ledger")
 
@@ -53,6 +54,7 @@ class Progress:
 
 
 def sqlite_backfill_rollups(conn: Any) -> None:
+    conn.execute(table_sql("sqlite"))
     (low, high) = conn.execute("SELECT COALESCE(MIN(rowid), 1), COALESCE(MAX(rowid), 0) "
                                "FROM charges").fetchone()
     progress = Progress("rollup backfill", high - low + 1)
@@ -65,7 +67,15 @@ def sqlite_backfill_rollups(conn: Any) -> None:
     progress.finish()
 
 
+#: Integer sums: sum(bigint) is numeric in PostgreSQL (exact but slow); int8pl adds
+#: bigints and raises on overflow instead of wrapping.
+PG_BIGSUM = ("CREATE OR REPLACE AGGREGATE bigsum(bigint) "
+             "(SFUNC = int8pl, STYPE = bigint, INITCOND = '0')")
+
+
 async def pg_rollups(conn: Any) -> None:
+    await conn.execute(table_sql("postgresql"))
+    await conn.execute(PG_BIGSUM)
     for statement in PG_TRIGGER_SQL:
         await conn.execute(statement)
     await conn.execute("LOCK TABLE charges IN SHARE MODE")  # writers wait; readers do not
