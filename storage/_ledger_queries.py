@@ -102,9 +102,16 @@ class LedgerQueries:
         Looks at sessions with a charge in the last `REBUILD_WINDOW_S`. On
         PostgreSQL only sessions whose last charge is older than
         `REBUILD_AFTER_S`, so a session still open on another replica is never
-        mistaken for a dead one; there the maintenance task also runs this
-        hourly, so a replica that crashed is mended without waiting for a start.
+        mistaken for a dead one; there a serving ledger leaves it to its
+        upkeep task (a few seconds after start, then hourly), so a start never
+        waits for it and a replica that crashed is mended without a restart.
         """
+        if self.shared and getattr(self, "_maintainer", None) is not None:
+            return 0
+        return await self.rebuild_now()
+
+    async def rebuild_now(self) -> int:
+        """`rebuild_sessions`, now."""
         # One process owns a SQLite ledger (its journal is locked): all orphans are dead.
         wait_s = 0 if self._store.dialect == "sqlite" else REBUILD_AFTER_S
         now = _now_ms()

@@ -24,13 +24,13 @@ MAINTAIN_FIRST_S = 5.0
 
 class LedgerUpkeep:
     """A mixin of `Ledger` (next to `LedgerQueries`, which gives `shared` and
-    `rebuild_sessions`)."""
+    `rebuild_now`)."""
 
     _store: Store
     keep_charges_days: int | None
     expired_before_ms: int | None
     shared: bool
-    rebuild_sessions: Callable[[], Awaitable[int]]
+    rebuild_now: Callable[[], Awaitable[int]]
 
     async def _maintain_loop(self) -> None:
         await asyncio.sleep(MAINTAIN_FIRST_S)
@@ -45,7 +45,7 @@ class LedgerUpkeep:
         try:
             await self._store.maintain(int(now.timestamp() * 1000))
             if self.shared:  # safe while serving: only sessions silent for hours
-                rebuilt = await self.rebuild_sessions()
+                rebuilt = await self.rebuild_now()
                 if rebuilt:
                     log.warning("rebuilt sessions cut off by a crash", extra={"sessions": rebuilt})
             if self.keep_charges_days:

@@ -279,3 +279,22 @@ async def test_usage_by_tag_savings_and_billed_on_both_backends(ledger):
     for bad in ("tag:", "tag:a b", "tag:x'--", "tag:" + "k" * 41):
         with pytest.raises(ValueError):
             await ledger.usage(None, None, bad)
+
+
+async def test_a_serving_ledger_mends_crash_cut_sessions_in_its_upkeep(ledger_url, tmp_path):
+    """SQLite rebuilds at start (one process owns it); a serving PostgreSQL ledger
+    leaves it to its upkeep, so a start never waits for it."""
+    lg = await Ledger.open(ledger_url, journal_dir=tmp_path / "journal")
+    try:
+        old = datetime.now(timezone.utc) - timedelta(hours=3)
+        for i in range(2):
+            lg.record(rec(i, session_id="fgs_cut", response_id=f"r{i}", tenant="acme",
+                          ts=old + timedelta(seconds=i)))
+        await lg.flush()
+        at_start = await lg.rebuild_sessions()
+        assert at_start == (1 if ledger_url.startswith("sqlite") else 0)
+        await lg.maintain()
+        [s] = await lg.sessions()
+        assert (s.id, s.end_reason, s.responses) == ("fgs_cut", "interrupted", 2)
+    finally:
+        await lg.close()
