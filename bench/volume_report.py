@@ -55,9 +55,10 @@ def projection(results: dict) -> dict:
         out[backend] = {"bytes_per_charge": round(per_charge), "rollup_bytes_per_day":
                         round(roll_per_day), "start_s_slope_per_million": round(b_start * 1e6, 4),
                         "query_ms_slope_per_million": round(b_q * 1e6, 4), "rates": {}}
-        # The start-up session rebuild reads one day of session charges: it grows with
-        # the rate (SESSION_SHARE of the charges are Realtime responses, as in the data).
-        ip = big.get("in_process", {})
+        # SQLite's start-up session rebuild reads one day of session charges: it grows
+        # with the rate (SESSION_SHARE of the charges are Realtime responses, as in the
+        # data). A serving PostgreSQL ledger runs it in its upkeep task, not at start.
+        ip = big.get("in_process", {}) if backend == "sqlite" else {}
         entries = max(1, ip.get("rebuild_window_entries", 0))
         per_entry_s = ip.get("rebuild_ms", {}).get("median", 0.0) / 1000 / entries
         out[backend]["rebuild_us_per_session_charge"] = round(per_entry_s * 1e6, 3)
