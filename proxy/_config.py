@@ -111,6 +111,7 @@ class StorageSettings(_Strict):
     #: While neither the journal nor the database can take a charge: refuse metered calls
     #: (503 ledger_unavailable) or serve them. Unset: refuse callers with a USD limit.
     on_ledger_failure: Literal["refuse", "serve"] | None = None
+    keep_charges_days: int | None = Field(None, gt=0)  # raw charges; rollups are kept forever
 
     @field_validator("url")
     @classmethod

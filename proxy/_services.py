@@ -133,6 +133,7 @@ class Services:
                 on_written=lambda n, result: metrics.ledger_records.labels(result).inc(n),
                 journal_dir=storage.journal_dir,
                 queue_limit=storage.queue_limit,
+                keep_charges_days=storage.keep_charges_days,
             )
         except LedgerUnavailable as exc:
             log.error("the ledger cannot be opened", extra={"reason": str(exc)})

@@ -356,6 +356,27 @@ def cmd_sync_limits(args: argparse.Namespace) -> int:
     return sync_limits_command(settings, args.apply)
 
 
+def cmd_ledger_copy(args: argparse.Namespace) -> int:
+    from faregate.storage import copy_ledger
+
+    from ._config import redact_url
+
+    settings, _ = _settings(args.config)
+    source = args.source or settings.storage.url
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    say(f"copying {redact_url(source)} -> {redact_url(args.to)}")
+    try:
+        copied = asyncio.run(copy_ledger(source, args.to, say))
+    except Exception as exc:  # unreachable database, bad URL: say so, no traceback
+        print(f"faregate ledger copy: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(" ".join(f"{table}={n}" for table, n in copied.items()))
+    return 0
+
+
 def _grouping(value: str) -> str:
     from faregate.storage import group_tag
 
@@ -397,7 +418,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--from", dest="date_from", metavar="DATE")
     r.add_argument("--to", dest="date_to", metavar="DATE")
     r.add_argument("--by", type=_grouping, default="tenant",
-                   help="tenant, user, model, endpoint, day or tag:<key>")
+                   help="tenant, user, key, model, endpoint, day or tag:<key>")
     r.add_argument("--tenant")
     r.add_argument("--top", type=int)
     r.add_argument("--format", choices=["table", "json", "csv"], default="table")
@@ -437,6 +458,16 @@ def parser() -> argparse.ArgumentParser:
     sl.add_argument("--config")
     sl.add_argument("--apply", action="store_true", help="make the changes")
     sl.set_defaults(func=cmd_sync_limits)
+
+    lg = sub.add_parser("ledger", help="ledger maintenance").add_subparsers(
+        dest="ledger_command", required=True)
+    cp = lg.add_parser("copy", help="copy the ledger into another database, idempotently")
+    cp.add_argument("--config")
+    cp.add_argument("--to", required=True, metavar="URL",
+                    help="postgresql://… (or sqlite:///PATH) to copy into")
+    cp.add_argument("--from", dest="source", metavar="URL",
+                    help="the ledger to copy (default: [storage] url)")
+    cp.set_defaults(func=cmd_ledger_copy)
     return p
 
 

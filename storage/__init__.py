@@ -2,12 +2,15 @@
 
 `Ledger.record(charge)` never blocks a request: records are queued and
 written in batches by a background writer (SQLite in WAL mode on a
-dedicated thread). Also here: migrations, aggregate queries for reports and
-the admin API, UTC report periods, and exact money formatting. This room
-never imports `faregate.proxy`; from `faregate.pricing` it takes only the
-token classes its columns and report totals are made of.
+dedicated thread). Rollups kept in the same transactions answer reports,
+budgets and the dashboard at any ledger size; reads use their own
+connections. Also here: migrations, retention, `copy_ledger`, UTC report
+periods, and exact money formatting. This room never imports
+`faregate.proxy`; from `faregate.pricing` it takes only the token classes
+its columns and report totals are made of.
 """
 
+from ._copy import copy_ledger
 from ._ledger import Ledger
 from ._money import format_usd, human_usd, nanos_to_usd, plain_decimal
 from ._periods import PERIODS, parse_date_range, period_bounds
@@ -73,6 +76,7 @@ __all__ = [
     "StartMarker",
     "UsageReport",
     "UsageRow",
+    "copy_ledger",
     "format_usd",
     "human_usd",
     "group_tag",

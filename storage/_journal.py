@@ -189,6 +189,22 @@ class Journal:
                 if seg is not None:
                     seg.confirmed += n
 
+    def open_earlier(self) -> list:
+        """Open files of the segments an earlier run left that are still here.
+
+        An open file stays readable after the writer deletes the segment, so
+        what the caller reads is exactly what was unconfirmed when it asked.
+        """
+        with self._lock:
+            paths = sorted(s.path for s in self._segments.values() if s.no < self.first_own)
+        files = []
+        for path in paths:
+            try:
+                files.append(open(path, "rb"))
+            except FileNotFoundError:  # confirmed and deleted meanwhile
+                pass
+        return files
+
     @property
     def bytes(self) -> int:
         with self._lock:

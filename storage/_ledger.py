@@ -7,6 +7,11 @@ least every `flush_interval_ms`) into the store, and a committer task
 fsyncs the journal once per interval (group commit). A failed batch is kept
 and retried with backoff — records are not dropped.
 
+Catching up: while more than `batch_size` entries wait (a burst, a backlog
+after an outage, a journal replay) a transaction takes up to `CATCH_UP` ×
+`batch_size` of them. Every rollup row a batch touches is one upsert however
+many charges it sums (`_rollups`), so larger batches drain a backlog faster.
+
 Backpressure: the in-memory queue holds at most `queue_limit` entries. Once
 it is full (the database is down or slow), new entries live only in the
 journal; the writer reads them back from disk, oldest first, after the queue
@@ -35,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from . import _retention
+from ._upkeep import LedgerUpkeep
 from ._journal import SEGMENT_BYTES, Cursor, Entry, Journal, encode_entry
 from ._journal_watch import JournalWatch
 from ._kinds import KINDS, kind_of
@@ -50,13 +57,15 @@ log = logging.getLogger("faregate.ledger")
 MAX_BACKOFF_S = 30.0
 CLOSE_RETRY_S = 10.0
 QUEUE_LIMIT = 10_000
+#: While a backlog drains, a transaction takes up to this many times batch_size.
+CATCH_UP = 4
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Ledger(JournalHealth, LedgerQueries):
+class Ledger(JournalHealth, LedgerQueries, LedgerUpkeep):
     """Async facade over one store. Create with `await Ledger.open(url)`."""
 
     def __init__(
@@ -69,8 +78,12 @@ class Ledger(JournalHealth, LedgerQueries):
         batch_size: int,
         queue_limit: int,
         on_written: Callable[[int, str], None] | None,
+        keep_charges_days: int | None = None,
+        expired_before_ms: int | None = None,
     ):
         self._store = store
+        self.keep_charges_days = keep_charges_days
+        self.expired_before_ms = expired_before_ms
         self._journal = journal
         self._executor = executor  # the journal's worker thread
         self._interval = flush_interval_ms / 1000.0
@@ -100,6 +113,10 @@ class Ledger(JournalHealth, LedgerQueries):
         self._committer = (
             loop.create_task(self._commit_loop(), name="ledger-journal") if journal else None
         )
+        # Only a serving ledger (with a journal) maintains partitions and retention.
+        self._maintainer = (
+            loop.create_task(self._maintain_loop(), name="ledger-maintain") if journal else None
+        )
 
     @classmethod
     async def open(
@@ -112,13 +129,21 @@ class Ledger(JournalHealth, LedgerQueries):
         journal_dir: str | Path | None = None,
         queue_limit: int = QUEUE_LIMIT,
         segment_bytes: int = SEGMENT_BYTES,
+        keep_charges_days: int | None = None,
     ) -> "Ledger":
         """Connect, migrate, and (with `journal_dir`) start replaying what is left there.
 
         Without a journal the queue is unbounded and lives only in memory:
-        fine for `report`/`migrate`, not for serving.
+        fine for `report`/`migrate`, not for serving. With a journal the
+        ledger also keeps partitions ahead and, with `keep_charges_days`,
+        deletes raw charges older than that (rollups stay), hourly.
         """
         store = await open_store(url)
+        try:
+            expired = await _retention.read_meta(store, _retention.EXPIRED_BEFORE)
+        except BaseException:
+            await store.close()
+            raise
         journal = executor = None
         if journal_dir is not None:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-journal")
@@ -133,6 +158,8 @@ class Ledger(JournalHealth, LedgerQueries):
         return cls(
             store, journal, executor, flush_interval_ms=flush_interval_ms,
             batch_size=batch_size, queue_limit=queue_limit, on_written=on_written,
+            keep_charges_days=keep_charges_days,
+            expired_before_ms=int(expired) if expired is not None else None,
         )
 
     # -- hot path ---------------------------------------------------------
@@ -212,7 +239,8 @@ class Ledger(JournalHealth, LedgerQueries):
     async def _next_batch(self) -> tuple[list[tuple[str, int, tuple[Any, ...], int]], str] | None:
         """The next entries to write and where they come from, or None if idle."""
         if self._queue:
-            n = min(self._batch_size, len(self._queue))
+            queued = len(self._queue)
+            n = min(self._batch_size * (CATCH_UP if queued > self._batch_size else 1), queued)
             return [self._queue[i] for i in range(n)], "written"
         while self._spill is not None and self._spill_batch is None:
             journal = self._journal
@@ -224,7 +252,7 @@ class Ledger(JournalHealth, LedgerQueries):
                 await self._advance(0)
                 return None
             read, cursor, bad = await self._in_journal_thread(
-                journal.read, self._spill, end, self._batch_size
+                journal.read, self._spill, end, self._batch_size * CATCH_UP
             )
             if bad:
                 log.warning("journal lines failed their checksum and were skipped",
@@ -351,6 +379,12 @@ class Ledger(JournalHealth, LedgerQueries):
         self._closing = True
         self._closed.set()
         self._wake.set()
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            try:
+                await self._maintainer
+            except asyncio.CancelledError:
+                pass
         if self._watch is not None and not self._watch.ok:
             await self._recover()  # one last try: what memory holds could still be journaled
         await self._task

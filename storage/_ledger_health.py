@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ._journal import Journal, encode_entry
 from ._journal_watch import JournalWatch
-from ._markers import MARKER, Markers, StartMarker, charge_row, marker_row
+from ._markers import MARKER, UNMARK, Markers, StartMarker, charge_row, marker_row
 from ._store import Store
 
 log = logging.getLogger("faregate.ledger")
@@ -67,10 +67,22 @@ class JournalHealth:
         return True
 
     def unmark(self, charge_id: str) -> None:
-        """A marked call that will never be charged (a reservation released): done."""
+        """A marked call that will never be charged here (a reservation released, or a
+        pending background response that its own record follows up): done. The journal
+        says so too, so a replay after a crash does not charge the marker."""
         segment = self._markers.open.pop(charge_id, None)
-        if segment is not None and self._journal is not None:
-            self._journal.confirm({segment: 1})
+        journal = self._journal
+        if segment is None or journal is None:
+            return
+        try:
+            written, _ = journal.append(encode_entry(UNMARK, int(time.time() * 1000),
+                                                     (charge_id,)))
+        except OSError as exc:
+            if self._watch is not None:
+                self._watch.failed(exc, "write")
+        else:
+            journal.confirm({written: 1})  # never a database row
+        journal.confirm({segment: 1})
 
     @property
     def accepting(self) -> bool:

@@ -1,16 +1,21 @@
 """The ledger's read side: reports, sessions, alerts, seeding, shared budgets.
 
 A mixin over the store the `Ledger` opened, so the ledger module itself stays
-about writing (queue, journal, writer). Every query is dialect-neutral SQL
-(`_queries`, `_lookups`) run through the store.
+about writing (queue, journal, writer). Sums come from rollups (`_usage`);
+raw charges serve row-level views only. Every read runs on the store's read
+connections, never on its writer (`Store.read`); statements that write
+(claims, leases) go through `Store.fetch`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
-from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 
+from . import _pending, _usage
+from ._journal import Journal
 from ._kinds import ALERTS, BACKGROUND, BATCHES, CHARGES, OBJECTS, SESSIONS
 from ._lookups import (
     alerts_sql,
@@ -22,10 +27,10 @@ from ._lookups import (
     objects_by_id_sql,
     session_sql,
     sessions_sql,
-    spend_since_sql,
 )
-from ._queries import unpriced_models_sql
+from ._periods import epoch_ms
 from ._provider import ProviderQueries
+from ._queries import logs_sql, unpriced_models_sql
 from ._record import (
     AlertRecord,
     BackgroundEvent,
@@ -35,11 +40,14 @@ from ._record import (
     SessionRecord,
 )
 from ._report import UsageReport
-from ._sessions import REBUILD_SELECT, rebuilt_session
+from ._sessions import REBUILD_HINT, REBUILD_SELECT, rebuilt_session
 from ._store import Store
 
 #: A session with no row whose last charge is older than this was cut off by a crash.
 REBUILD_AFTER_S = 2 * 3600
+#: Sessions cut off by a crash are looked for among session charges this recent
+#: (index charges_session_ts), so a start reads a bounded slice of the ledger.
+REBUILD_WINDOW_S = 86400
 
 
 def _now_ms() -> int:
@@ -48,6 +56,9 @@ def _now_ms() -> int:
 
 class LedgerQueries(ProviderQueries):
     _store: Store
+    _journal: Journal | None
+    #: Raw charges before this instant (epoch ms) were deleted by retention.
+    expired_before_ms: int | None = None
 
     # -- queries ----------------------------------------------------------
 
@@ -58,11 +69,23 @@ class LedgerQueries(ProviderQueries):
         group_by: str,
         tenant: str | None = None,
     ) -> UsageReport:
-        report = await self._store.usage(start, end, group_by, tenant)
+        """Usage and cost for [start, end) grouped by `group_by`, from rollups.
+
+        A range reaching before the retention horizon is still complete
+        (rollups are kept); the report then says where row-level detail ends.
+        """
+        s = self._store
+        report = await _usage.usage(s.read, s.placeholder, s.dialect, start, end, group_by,
+                                    tenant)
+        cut = self.expired_before_ms
+        if cut is not None and (start is None or epoch_ms(start) < cut):
+            stamp = datetime.fromtimestamp(cut / 1000, timezone.utc).isoformat()
+            report = dataclasses.replace(report, detail_expired_before=stamp)
         if any(r.unpriced for r in report.rows):  # name them, with the lines that price them
-            sql, args = unpriced_models_sql(self._store.placeholder, start, end, tenant)
-            rows = await self._store.fetch(sql, args)
-            report = replace(report, unpriced_models=tuple((str(m), int(n)) for m, n in rows))
+            sql, args = unpriced_models_sql(s.placeholder, start, end, tenant)
+            rows = await s.read(sql, args)
+            report = dataclasses.replace(
+                report, unpriced_models=tuple((str(m), int(n)) for m, n in rows))
         return report
 
     async def logs(
@@ -73,39 +96,80 @@ class LedgerQueries(ProviderQueries):
         limit: int = 100,
         before: str | None = None,
     ) -> list[LedgerRecord]:
-        return await self._store.logs(tenant, user, model, limit, before)
+        sql, args = logs_sql(self._store.placeholder, CHARGES.columns, tenant, user, model,
+                             limit, before)
+        return [CHARGES.from_row(r) for r in await self._store.read(sql, args)]
 
     async def sessions(
         self, tenant: str | None = None, limit: int = 100, before: str | None = None
     ) -> list[SessionRecord]:
         sql, args = sessions_sql(self._store.placeholder, tenant, limit, before)
-        return [SESSIONS.from_row(r) for r in await self._store.fetch(sql, args)]
+        return [SESSIONS.from_row(r) for r in await self._store.read(sql, args)]
 
     async def session(self, session_id: str) -> SessionRecord | None:
         sql, args = session_sql(self._store.placeholder, session_id)
-        rows = await self._store.fetch(sql, args)
+        rows = await self._store.read(sql, args)
         return SESSIONS.from_row(rows[0]) if rows else None
 
     async def rebuild_sessions(self) -> int:
         """Session rows for sessions a crash cut off (from their charges); call at start.
 
-        On PostgreSQL only sessions whose last charge is older than
+        Looks at sessions with a charge in the last `REBUILD_WINDOW_S`. On
+        PostgreSQL only sessions whose last charge is older than
         `REBUILD_AFTER_S`, so a session still open on another replica is never
-        mistaken for a dead one.
+        mistaken for a dead one; there a serving ledger leaves it to its
+        upkeep task (a few seconds after start, then hourly), so a start never
+        waits for it and a replica that crashed is mended without a restart.
         """
+        if self.shared and getattr(self, "_maintainer", None) is not None:
+            return 0
+        return await self.rebuild_now()
+
+    async def rebuild_now(self) -> int:
+        """`rebuild_sessions`, now."""
         # One process owns a SQLite ledger (its journal is locked): all orphans are dead.
         wait_s = 0 if self._store.dialect == "sqlite" else REBUILD_AFTER_S
-        cutoff = _now_ms() - wait_s * 1000
-        rows = [r for r in await self._store.fetch(REBUILD_SELECT) if int(r[9]) <= cutoff]
-        rebuilt = [rebuilt_session(r) for r in rows]
+        now = _now_ms()
+        sql = REBUILD_SELECT.format(since=self._store.placeholder(1),
+                                    hint=REBUILD_HINT[self._store.dialect])
+        found = await self._store.read(sql, [now - REBUILD_WINDOW_S * 1000])
+        rebuilt = [rebuilt_session(r) for r in found if int(r[9]) <= now - wait_s * 1000]
         if rebuilt:
             await self._store.insert({"session": [SESSIONS.to_row(s) for s in rebuilt]})
         return len(rebuilt)
 
     async def spend_since(self, month_start: datetime, day_start: datetime) -> list[tuple]:
-        """Spend, requests and images per (tenant, user) this month and today."""
-        sql, args = spend_since_sql(self._store.placeholder, month_start, day_start)
-        return await self._store.fetch(sql, args)
+        """Spend, requests and images per (tenant, user) this month and today.
+
+        Rollups plus the charges an earlier run left in the journal that the
+        database does not have yet (a restart with a lagging or locked
+        database): both read from one snapshot, so each charge counts once.
+        Rows are (tenant, user, month nanos, month requests, month images,
+        day nanos, day requests, day images); user None is the tenant's rest.
+        """
+        s = self._store
+        files = []
+        if self._journal is not None:
+            files = await asyncio.to_thread(self._journal.open_earlier)
+        try:
+            async with s.snapshot() as view:
+                rows = await _usage.spend_since(view.read, s.placeholder, s.dialect,
+                                                month_start, day_start)
+                if not files:
+                    return rows
+                month_ms = epoch_ms(month_start)
+                charges = await asyncio.to_thread(_pending.journal_charges, files, month_ms)
+                files = []
+                unwritten = await _pending.not_stored(view, s.dialect, charges)
+        finally:
+            for f in files:
+                f.close()
+        merged = {(t, u): list(v) for t, u, *v in rows}
+        for key, vals in _pending.spend_rows(unwritten, epoch_ms(day_start)).items():
+            acc = merged.setdefault(key, [0] * 6)
+            for i, v in enumerate(vals):
+                acc[i] += v
+        return [(t, u, *v) for (t, u), v in merged.items()]
 
     # -- shared budgets (several replicas on one database) -------------------
 
@@ -132,14 +196,14 @@ class LedgerQueries(ProviderQueries):
     async def batch_events(self, since: datetime) -> list[BatchEvent]:
         """Batch API facts recorded since `since`, oldest first."""
         sql, args = batch_events_sql(self._store.placeholder, since)
-        return [BATCHES.from_row(r) for r in await self._store.fetch(sql, args)]
+        return [BATCHES.from_row(r) for r in await self._store.read(sql, args)]
 
     async def batch_events_by_id(self, ids: list[str]) -> list[BatchEvent]:
         """The batch events with these ids (what another replica recorded), oldest first."""
         if not ids:
             return []
         sql, args = batch_events_by_id_sql(self._store.placeholder, ids)
-        return [BATCHES.from_row(r) for r in await self._store.fetch(sql, args)]
+        return [BATCHES.from_row(r) for r in await self._store.read(sql, args)]
 
     async def objects_by_id(self, ids: list[str]) -> list[ObjectRecord]:
         """Who owns these objects (what this or another replica recorded)."""
@@ -175,4 +239,4 @@ class LedgerQueries(ProviderQueries):
 
     async def alerts(self, since: datetime | None = None, limit: int = 500) -> list[AlertRecord]:
         sql, args = alerts_sql(self._store.placeholder, since, limit)
-        return [ALERTS.from_row(r) for r in await self._store.fetch(sql, args)]
+        return [ALERTS.from_row(r) for r in await self._store.read(sql, args)]

@@ -1,4 +1,4 @@
-"""Session, alert and budget-seeding queries, written once for both backends.
+"""Session, alert and batch queries, written once for both backends.
 
 Like `_queries.py`, only the placeholder style differs per dialect; each
 backend runs them through its generic `fetch(sql, args)`.
@@ -31,22 +31,6 @@ def sessions_sql(p: Placeholder, tenant: str | None, limit: int, before: str | N
 def session_sql(p: Placeholder, session_id: str) -> tuple[str, list[Any]]:
     return (f"SELECT {', '.join(SESSIONS.columns)} FROM sessions WHERE id = {p(1)}",
             [session_id])
-
-
-def spend_since_sql(p: Placeholder, month_start: datetime, day_start: datetime
-                    ) -> tuple[str, list[Any]]:
-    """Per (tenant, user): month spend/requests/images, then today's. A session's
-    response charges are not separate requests (they carry a response_id)."""
-    day = epoch_ms(day_start)
-    sql = (
-        "SELECT tenant, user_id, SUM(cost_nanos), "
-        "SUM(CASE WHEN response_id IS NULL THEN 1 ELSE 0 END), SUM(images), "
-        f"SUM(CASE WHEN ts_ms >= {p(1)} THEN cost_nanos ELSE 0 END), "
-        f"SUM(CASE WHEN ts_ms >= {p(2)} AND response_id IS NULL THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN ts_ms >= {p(3)} THEN images ELSE 0 END) "
-        f"FROM charges WHERE ts_ms >= {p(4)} GROUP BY tenant, user_id"
-    )
-    return sql, [day, day, day, epoch_ms(month_start)]
 
 
 def alerts_sql(p: Placeholder, since: datetime | None, limit: int) -> tuple[str, list[Any]]:

@@ -24,6 +24,9 @@ from ._record import TOKEN_COLUMNS, LedgerRecord
 
 #: The journal tag of a start marker (never a database table).
 MARKER = "start"
+#: The journal tag of "this marker's call will never be charged here" (a reservation
+#: released, or handed to a record of its own such as a pending background response).
+UNMARK = "unmark"
 #: The flag of a charge made from a marker.
 INTERRUPTED = "interrupted"
 
@@ -98,6 +101,11 @@ class Markers:
             if e.kind == MARKER:
                 if e.segment < self.first_own:
                     self.earlier[str(e.row[0])] = e
+                continue
+            if e.kind == UNMARK:  # confirmed when it was written; its marker is done
+                matched = self.earlier.pop(str(e.row[0]), None) if e.row else None
+                if matched is not None:
+                    confirms.append(matched.segment)
                 continue
             if self.earlier and e.kind == "charge":
                 matched = self.earlier.pop(str(e.row[0]), None)

@@ -14,8 +14,11 @@ from importlib import resources
 DIALECTS = ("sqlite", "postgresql")
 
 
-def migrations(dialect: str) -> list[tuple[int, str]]:
-    """(version, sql) of every shipped migration for `dialect`, in order."""
+def migrations(dialect: str, upto: int | None = None) -> list[tuple[int, str]]:
+    """(version, sql) of every shipped migration for `dialect`, in order.
+
+    `upto` stops at that version (tests and benchmarks build an older schema
+    to upgrade from)."""
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}")
     found: dict[int, tuple[str, str]] = {}
@@ -30,10 +33,21 @@ def migrations(dialect: str) -> list[tuple[int, str]]:
         if version in found:
             raise RuntimeError(f"two migrations for version {version}: {found[version][0]}, {name}")
         found[version] = (name, entry.read_text(encoding="utf-8"))
-    return [(v, sql) for v, (_, sql) in sorted(found.items())]
+    return [(v, sql) for v, (_, sql) in sorted(found.items()) if upto is None or v <= upto]
 
 
 def split_sql(sql: str) -> list[str]:
-    """Statements of a migration file (no semicolons inside our SQL)."""
+    """Statements of a migration file: split at `;`, except inside `$$ … $$` bodies."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    out, current = [], []
+    for n, part in enumerate("\n".join(lines).split("$$")):
+        if n % 2:  # inside a dollar-quoted body: keep it whole
+            current.append(f"$${part}$$")
+            continue
+        pieces = part.split(";")
+        current.append(pieces[0])
+        for piece in pieces[1:]:
+            out.append("".join(current))
+            current = [piece]
+    out.append("".join(current))
+    return [s.strip() for s in out if s.strip()]

@@ -15,12 +15,16 @@ def format_usd(nanos: int) -> str:
     """Exact USD: at least 6 decimals, up to 9 when the amount needs them.
 
     1500 -> "0.0000015", 1234567000 -> "1.234567", 0 -> "0.000000".
+    (Reports and budget views format thousands of amounts per call; the
+    common whole-micro-dollar case is one division and one format.)
     """
-    sign = "-" if nanos < 0 else ""
-    whole, frac = divmod(abs(int(nanos)), NANOS_PER_USD)
-    digits = f"{frac:09d}".rstrip("0")
-    digits = digits.ljust(6, "0")
-    return f"{sign}{whole}.{digits}"
+    n = int(nanos)
+    if n < 0:
+        return "-" + format_usd(-n)
+    whole, frac = divmod(n, NANOS_PER_USD)
+    if frac % 1000 == 0:
+        return f"{whole}.{frac // 1000:06d}"
+    return f"{whole}.{f'{frac:09d}'.rstrip('0')}"
 
 
 def plain_decimal(value: Decimal) -> str:

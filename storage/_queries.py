@@ -1,9 +1,11 @@
-"""The report queries, written once for both backends.
+"""Queries over raw charges, written once for both backends.
 
 Only the placeholder style differs (`?` for SQLite, `$n` for PostgreSQL), so
-`usage` and `logs` return identical results on either. Ids are fixed-length
-lowercase hex, whose order is the same under byte ("C") and linguistic
-collations, so `ORDER BY id` pages identically too.
+results are identical on either. Reports read rollups (`_usage`); the raw
+usage query here sums the few charges a range's sub-day edges need, and
+`logs` pages single charges. Ids are fixed-length lowercase hex, whose order
+is the same under byte ("C") and linguistic collations, so `ORDER BY id`
+pages identically too.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ Placeholder = Callable[[int], str]  # 1-based argument number -> "?" or "$1"
 
 #: (key expression, second key expression) per grouping: a user is only
 #: unique within its tenant, so `user` groups by both.
+#: Grouping values are cut to MAX_VALUE characters, as rollups store them.
+MAX_VALUE = 512
 GROUP_SQL = {
     "tenant": ("tenant", "NULL"),
-    "user": ("user_id", "tenant"),
-    "model": ("model", "NULL"),
-    "endpoint": ("endpoint", "NULL"),
+    "user": (f"substr(user_id, 1, {MAX_VALUE})", "tenant"),
+    "key": (f"substr(key_id, 1, {MAX_VALUE})", "NULL"),
+    "model": (f"substr(model, 1, {MAX_VALUE})", "NULL"),
+    "endpoint": (f"substr(endpoint, 1, {MAX_VALUE})", "NULL"),
     "day": ("substr(ts, 1, 10)", "NULL"),
 }
 
@@ -77,10 +82,10 @@ def group_tag(group_by: str) -> str | None:
 
 
 def _tag_expr(p: Placeholder, dialect: str, key: str) -> tuple[str, Any]:
-    """A tag's value from the JSON `tags` column (argument 1 of the query)."""
+    """A tag's value from the JSON `tags` column (argument 1 of the query), as text."""
     if dialect == "postgresql":
-        return f"(tags::jsonb ->> {p(1)})", key
-    return f"json_extract(tags, {p(1)})", f'$."{key}"'
+        return f"left(tags::jsonb ->> {p(1)}, {MAX_VALUE})", key
+    return f"substr(CAST(json_extract(tags, {p(1)}) AS TEXT), 1, {MAX_VALUE})", f'$."{key}"'
 
 
 def _range(p: Placeholder, start: datetime | None, end: datetime | None, tenant: str | None,
@@ -98,12 +103,13 @@ def _range(p: Placeholder, start: datetime | None, end: datetime | None, tenant:
 
 def usage_sql(
     p: Placeholder,
-    start: datetime | None,
-    end: datetime | None,
+    start_ms: int | None,
+    end_ms: int | None,
     group_by: str,
     tenant: str | None,
     dialect: str = "sqlite",
 ) -> tuple[str, list[Any]]:
+    """Usage rows summed from raw charges in [start_ms, end_ms) (None: unbounded)."""
     tag = group_tag(group_by)
     clauses: list[str] = []
     args: list[Any] = []
@@ -113,7 +119,11 @@ def usage_sql(
         args.append(arg)
     else:
         key, key2 = GROUP_SQL[group_by]
-    _range(p, start, end, tenant, clauses, args)
+    for cond, value in (("ts_ms >= {}", start_ms), ("ts_ms < {}", end_ms),
+                        ("tenant = {}", tenant)):
+        if value is not None:
+            args.append(value)
+            clauses.append(cond.format(p(len(args))))
     group = "k" if key2 == "NULL" else f"k, {key2}"
     sql = (f"SELECT {key} AS k, {key2} AS k2, {USAGE_SUMS} "
            f"FROM charges {_where(clauses)} GROUP BY {group}")

