@@ -93,3 +93,38 @@ async def test_restart_with_a_locked_database_counts_the_journal(ledger_url, ups
         assert (report.total_requests, report.total_cost_nanos) == (6, 6 * CALL_NANOS)
     finally:
         await gw.stop()
+
+
+async def test_a_call_a_crash_cut_off_counts_at_its_reservation_unless_unmarked(ledger_url,
+                                                                               tmp_path):
+    """A start marker with no charge (a call in flight at a kill -9) is charged at its
+    reservation when the journal is replayed — and counted at start, before that; a
+    marker the run itself closed (`unmark`: a released reservation, or a pending
+    background response its own row follows up) counts nothing."""
+    from faregate.storage import Ledger, StartMarker
+    from faregate.storage._markers import UNMARK, marker_row
+
+    cut = StartMarker("0" * 30 + "aa", "acme", None, None, "gpt-4o-mini",
+                      "/v1/chat/completions", "fg_cut", 7_000, (0,) * 9)
+    closed = StartMarker("0" * 30 + "bb", "acme", None, None, "gpt-4o-mini",
+                         "/v1/chat/completions", "fg_closed", 9_000, (0,) * 9)
+    await (await Ledger.open(ledger_url)).close()  # the tables, before they are locked
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+    (journal / "segment-000000000001.journal").write_bytes(b"".join([
+        encode_entry("start", now_ms, marker_row(cut)),
+        encode_entry("start", now_ms, marker_row(closed)),
+        encode_entry(UNMARK, now_ms, (closed.id,))]))
+    lg = None
+    try:
+        async with locked(ledger_url):  # the replay cannot write: the journal alone says it
+            lg = await Ledger.open(ledger_url, journal_dir=journal)
+            now = datetime.now(timezone.utc)
+            day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            rows = await lg.spend_since(day.replace(day=1), day)
+    finally:
+        if lg is not None:
+            await lg.close()
+    spent = {(t, u): month for t, u, month, *_ in rows}
+    assert spent == {("acme", None): 7_000}
