@@ -20,6 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from ._limits import LIMIT_KEYS, fill_limits, limits_of, read_limits
 from ._resolve import normalise_name, resolve_family
 from ._usage import TOKEN_CLASSES
 
@@ -38,7 +39,7 @@ TIER_ALIASES = {"fast": "priority"}
 #: Spellings of the standard tier in responses (`auto` is a request setting).
 DEFAULT_TIERS = frozenset({"default", "standard", "auto", ""})
 
-_PERIOD_META = ("effective", "source", "per_image_variants", "long_context") + TIERS
+_PERIOD_META = ("effective", "source", "per_image_variants", "long_context") + TIERS + LIMIT_KEYS
 
 OVERRIDE_SOURCE = "config"
 
@@ -80,6 +81,8 @@ class Price:
     source: str = ""
     tiers: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # tier -> own rates
     long_context: LongContext | None = None
+    context_window: int | None = None  # tokens, prompt + answer (see `_limits`)
+    max_output_tokens: int | None = None  # the longest answer
 
     def rate(self, name: str) -> Decimal | None:
         return self.rates.get(name)
@@ -278,7 +281,8 @@ class PriceTable:
                 raise PriceTableError(f"pricing.models.{raw_name}: expected a table of rates")
             rates = _rates({k: v for k, v in raw_rates.items() if v is not None},
                            f"pricing.models.{raw_name}")
-            periods[name] = (Price(family=name, rates=rates, source=OVERRIDE_SOURCE),)
+            periods[name] = (Price(family=name, rates=rates, source=OVERRIDE_SOURCE,
+                                   **limits_of(self.entry(name))),)
             canonical[name] = {k: _canon(v) for k, v in sorted(rates.items())}
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(blob).hexdigest()[:8]
@@ -361,6 +365,7 @@ def _period(family: str, raw: Mapping[str, Any], where: str) -> Price:
         source=_source(raw, where),
         tiers=tiers,
         long_context=long_context,
+        **read_limits(raw, where),
     )
 
 
@@ -435,7 +440,7 @@ def parse_price_table(data: Mapping[str, Any]) -> PriceTable:
                 raise PriceTableError(f"models.{raw_name}[{i}]: expected a table")
             built.append(_period(name, item, f"models.{raw_name}[{i}]"))
         built.sort(key=lambda p: p.effective or date.min)
-        periods[name] = tuple(built)
+        periods[name] = tuple(fill_limits(built))
     aliases_raw = data.get("aliases", {})
     if not isinstance(aliases_raw, Mapping):
         raise PriceTableError("aliases: expected a table")
