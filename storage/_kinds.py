@@ -59,7 +59,7 @@ CHARGE_COLUMNS: tuple[str, ...] = (
     "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
     "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
     "estimated", "latency_ms", "flags", "session_id", "response_id", "savings_nanos",
-    "billed_nanos", "tags",
+    "billed_nanos", "tags", "conversation_id",
 )
 
 
@@ -76,6 +76,7 @@ def charge_to_row(r: LedgerRecord) -> Row:
         int(r.priced), int(r.estimated), float(r.latency_ms), ",".join(r.flags),
         r.session_id, r.response_id, int(r.savings_nanos),
         None if r.billed_nanos is None else int(r.billed_nanos), encode_tags(r.tags),
+        r.conversation_id,
     )
 
 
@@ -108,6 +109,7 @@ def charge_from_row(row: Sequence[Any]) -> LedgerRecord:
         savings_nanos=int(v["savings_nanos"] or 0),
         billed_nanos=None if v["billed_nanos"] is None else int(v["billed_nanos"]),
         tags=decode_tags(v["tags"]),
+        conversation_id=v["conversation_id"],
     )
 
 
@@ -151,7 +153,8 @@ def batch_from_row(row: Sequence[Any]) -> BatchEvent:
 
 
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
-               charge_from_row, added=(0, None, "{}"))  # 0006 savings, billed; 0008 tags
+               charge_from_row, added=(0, None, "{}", None))
+# added: 0006 savings, billed; 0008 tags; 0040 conversation_id
 
 SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_session_row,
                 from_session_row, added=("{}", 0))  # 0008 tags, tool_calls

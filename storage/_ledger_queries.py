@@ -17,6 +17,8 @@ from ._lookups import (
     batch_events_sql,
     claim_alert_sql,
     claim_sql,
+    context_sql,
+    lease_state_sql,
     session_sql,
     sessions_sql,
     spend_since_sql,
@@ -106,6 +108,39 @@ class LedgerQueries:
     async def unlease(self, scope: str, period: str, key: str, amount: int) -> None:
         """Give back a lease's unspent part (at shutdown)."""
         await self._store.unlease(scope, period, key, int(amount), _now_ms())
+
+    async def overdraw(self, scope: str, period: str, key: str, amount: int) -> None:
+        """Count spend beyond what was leased (a call that cost more than its
+        reservation) in the shared row, so every replica sees the limit as passed."""
+        if amount > 0:
+            await self._store.unlease(scope, period, key, -int(amount), _now_ms())
+
+    async def lease_state(self, scope: str, period: str, key: str) -> tuple[int, int] | None:
+        """(leased, limit) of a shared row, None if nobody leased from it yet."""
+        rows = await self._store.fetch(*lease_state_sql(self._store.placeholder, scope,
+                                                        period, key))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+    async def hold_slots(self, scope: str, holder: str, count: int, limit: int,
+                         ttl_s: float) -> bool:
+        """Set how many of `scope`'s slots `holder` holds, if all live holds stay
+        within `limit` (lowering always succeeds). Holds expire after `ttl_s`."""
+        return await self._store.hold_slots(scope, holder, int(count), int(limit), _now_ms(),
+                                            int(ttl_s * 1000))
+
+    async def renew_slots(self, holder: str, ttl_s: float) -> None:
+        """Keep `holder`'s slot holds alive for another `ttl_s`."""
+        await self._store.renew_slots(holder, _now_ms(), int(ttl_s * 1000))
+
+    async def recorded_context(self, tenant: str, response_id: str | None = None,
+                               conversation_id: str | None = None) -> int | None:
+        """Tokens recorded for a Responses answer or the latest charge of a conversation
+        (None: not in this ledger)."""
+        if response_id is None and conversation_id is None:
+            return None
+        sql, args = context_sql(self._store.placeholder, tenant, response_id, conversation_id)
+        rows = await self._store.fetch(sql, args)
+        return int(rows[0][0]) if rows else None
 
     async def claim_alert(self, alert: AlertRecord) -> bool:
         """Write an alert now; False if another process already sent it."""

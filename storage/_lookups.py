@@ -12,6 +12,10 @@ from typing import Any
 from ._kinds import ALERTS, BATCHES, SESSIONS
 from ._periods import epoch_ms
 from ._queries import Placeholder, _where
+from ._record import TOKEN_COLUMNS
+
+#: Every token a charge counted, input and output (what a continuation carries).
+_ALL_TOKENS = " + ".join(f"{c}_tokens" for c in TOKEN_COLUMNS)
 
 
 def sessions_sql(p: Placeholder, tenant: str | None, limit: int, before: str | None
@@ -36,13 +40,14 @@ def session_sql(p: Placeholder, session_id: str) -> tuple[str, list[Any]]:
 def spend_since_sql(p: Placeholder, month_start: datetime, day_start: datetime
                     ) -> tuple[str, list[Any]]:
     """Per (tenant, user): month spend/requests/images, then today's. A session's
-    response charges are not separate requests (they carry a response_id)."""
+    response charges are not separate requests (they carry a session_id; REST rows
+    carry their answer's own id in response_id, so that column cannot tell)."""
     day = epoch_ms(day_start)
     sql = (
         "SELECT tenant, user_id, SUM(cost_nanos), "
-        "SUM(CASE WHEN response_id IS NULL THEN 1 ELSE 0 END), SUM(images), "
+        "SUM(CASE WHEN session_id IS NULL THEN 1 ELSE 0 END), SUM(images), "
         f"SUM(CASE WHEN ts_ms >= {p(1)} THEN cost_nanos ELSE 0 END), "
-        f"SUM(CASE WHEN ts_ms >= {p(2)} AND response_id IS NULL THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN ts_ms >= {p(2)} AND session_id IS NULL THEN 1 ELSE 0 END), "
         f"SUM(CASE WHEN ts_ms >= {p(3)} THEN images ELSE 0 END) "
         f"FROM charges WHERE ts_ms >= {p(4)} GROUP BY tenant, user_id"
     )
@@ -83,3 +88,24 @@ def claim_sql(p: Placeholder, kind, record) -> tuple[str, list[Any]]:
 def claim_alert_sql(p: Placeholder, alert) -> tuple[str, list[Any]]:
     """Insert an alert unless present; returns its id only if this call inserted it."""
     return claim_sql(p, ALERTS, alert)
+
+
+def context_sql(p: Placeholder, tenant: str, response_id: str | None,
+                conversation_id: str | None) -> tuple[str, list[Any]]:
+    """Tokens (input + output) of the named Responses answer, or of the latest charge
+    in the named conversation: what a call continuing it carries at least."""
+    if response_id is not None:
+        where = f"endpoint = '/v1/responses' AND response_id = {p(1)}"
+        value = response_id
+    else:
+        where = f"conversation_id = {p(1)}"
+        value = conversation_id
+    sql = (f"SELECT {_ALL_TOKENS} FROM charges WHERE {where} AND tenant = {p(2)} "
+           "ORDER BY ts_ms DESC LIMIT 1")
+    return sql, [value, tenant]
+
+
+def lease_state_sql(p: Placeholder, scope: str, period: str, key: str
+                    ) -> tuple[str, list[Any]]:
+    return (f"SELECT leased_nanos, limit_nanos FROM budget_leases WHERE scope = {p(1)} "
+            f"AND period = {p(2)} AND period_key = {p(3)}", [scope, period, key])

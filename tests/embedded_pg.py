@@ -113,7 +113,7 @@ async def reset_database(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "DROP TABLE IF EXISTS charges, sessions, alerts, budget_leases, batches, "
+            "DROP TABLE IF EXISTS charges, sessions, alerts, budget_leases, batches, slot_holds, "
             "schema_migrations CASCADE")
     finally:
         await conn.close()
