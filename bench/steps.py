@@ -3,9 +3,10 @@
     python -m bench.steps [--json FILE]
 
 Times each step faregate adds to a non-streaming chat call, on the bodies
-the bench's fake upstream sends: reading the request, the worst-case
-reservation, the usage scan, pricing, the ledger record and its journal
-line, and the Prometheus counters. Each figure is the best of five runs of
+the bench's fake upstream sends: reading the request, its input's shape,
+the reservation and worst case, admission against a budget far from its
+limit and its settlement, the usage scan, pricing, the ledger record and its
+journal line, and the Prometheus counters. Each figure is the best of five runs of
 20,000 calls, so it is the cost with warm caches: inside a loaded server the
 same work takes about 2–3× longer (bench/README.md, "Why some targets are
 missed"). Nothing here is timed in the test suite.
@@ -27,16 +28,19 @@ import orjson
 from faregate.pricing import find_usage, load_price_table, price, usage_for_endpoint
 from faregate.proxy import Metrics
 from faregate.proxy._ids import new_request_id
+from faregate.proxy import Runtime, parse_settings
 from faregate.proxy.caller import Caller
 from faregate.proxy.meter import (
     Flow,
     charge_record,
     classify,
     cost_nanos,
+    estimate,
     facts_from_json,
+    input_shape,
     observe,
-    worst_case,
 )
+from faregate.proxy.quota import Ask, Quota
 from faregate.storage._journal import encode_entry
 from faregate.storage._kinds import CHARGES
 from faregate.storage._record import new_id
@@ -77,13 +81,20 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     record = ledger_record()
     row = CHARGES.to_row(record)
     line = encode_entry("charge", 0, row)
-    worst = worst_case(endpoint, facts, body, 4096, table, now)[0]
+    shape = input_shape("chat", body)
+    est = estimate(endpoint, facts, body, table=table, at=now, shape=shape)
+    amount = cost_nanos(est.usage, "gpt-4o-mini", table, now)
+    worst = cost_nanos(est.worst, "gpt-4o-mini", table, now)
     fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     return {
         "request JSON parse": lambda: orjson.loads(REQUEST),
         "request facts": lambda: facts_from_json(endpoint, body, len(REQUEST)),
-        "worst case usage": lambda: worst_case(endpoint, facts, body, 4096, table, now),
-        "reservation cost": lambda: cost_nanos(worst, "gpt-4o-mini", table, now),
+        "input shape": lambda: input_shape("chat", body),
+        "estimate (reservation + worst case)": lambda: estimate(
+            endpoint, facts, body, table=table, at=now, shape=shape),
+        "reservation cost": lambda: cost_nanos(est.usage, "gpt-4o-mini", table, now),
+        "worst case cost": lambda: cost_nanos(est.worst, "gpt-4o-mini", table, now),
+        "admit + settle (budget far from its limit)": admit_and_settle(amount, worst, now),
         "find usage in the body": lambda: find_usage(RESPONSE),
         "normalise usage": lambda: usage_for_endpoint("chat", reported),
         "price()": lambda: price(usage, served, now, table),
@@ -96,6 +107,21 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
         "record id": new_id,
         "request id": new_request_id,
     }
+
+
+def admit_and_settle(amount: int, worst: int, now: datetime) -> Callable[[], object]:
+    """One call through a tenant's day and month budgets, far from their limits."""
+    settings = parse_settings({"tenants": {"acme": {"daily_usd": "100000",
+                                                    "monthly_usd": "1000000"}}})
+    runtime = Runtime.build(settings)
+    policy = runtime.policy(Caller("acme", None, None, None, None))
+    quota = Quota(Metrics(), lambda policy, budgets, now: None)
+    ask = Ask(amount, worst, "gpt-4o-mini", tpm_tokens=60)
+
+    def step():
+        admission = quota.admit(policy, ask, now)
+        quota.settle(admission, amount // 2, now, 30)  # type: ignore[arg-type]
+    return step
 
 
 def measure(calls: int = CALLS) -> dict[str, float]:

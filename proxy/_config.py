@@ -53,6 +53,8 @@ class ServerSettings(_Strict):
     idle_timeout_s: float = Field(300.0, gt=0)  # silence between body chunks
     shutdown_grace_s: float = Field(30.0, ge=0)  # in-flight calls and sessions on SIGTERM
     cancel_grace_s: float = Field(5.0, ge=0)  # client left mid-response: wait for its usage
+    #: Near a limit, how long a call may wait for its turn (calls admitted one at a time).
+    admission_wait_s: float = Field(2.0, ge=0, le=600)
     #: Browser origins allowed to open Realtime/Live WebSockets; empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
 
@@ -144,6 +146,8 @@ class Limits(_Strict):
     per_user_monthly_usd: Money | None = None
     degrade_to_text_at: Decimal | None = Field(None, gt=0, le=1)  # voice -> text at this share
     default_max_output_tokens: int | None = Field(None, gt=0)  # reservation when none is given
+    #: Rewrite a call's output cap to what the remaining budget buys (opt-in).
+    clamp_output: bool | None = None
 
     _money = field_validator(
         "daily_usd", "monthly_usd", "per_user_daily_usd", "per_user_monthly_usd"

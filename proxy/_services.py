@@ -27,7 +27,7 @@ from ._runtime import Runtime
 from .admin import Admin
 from .alerts import Alerting, Notifier
 from .caller import SecretBook
-from .meter import Biller
+from .meter import Biller, Contexts
 from .quota import Leases, Quota
 from .realtime import Relay, Sessions, SessionServices, is_websocket
 from .rest import BatchBook, Batches, Forwarder, safe_path
@@ -67,8 +67,9 @@ class Services:
         self.alerting = Alerting(lambda: self.runtime.settings.alerts.thresholds)
         self.quota = Quota(metrics, self.alerting.on_spend)
         if ledger.shared:
-            self.quota.leases = Leases(
-                ledger, max_fraction=float(settings.storage.lease_max_fraction))
+            self.quota.share(Leases(
+                ledger, max_fraction=float(settings.storage.lease_max_fraction)))
+        self.contexts = Contexts(ledger.recorded_context)
         self.secrets = SecretBook()
         self.sessions = Sessions()
         self.notifier = Notifier(
@@ -76,12 +77,13 @@ class Services:
             lambda level, channel, ok: metrics.alerts_sent.labels(level, channel).inc()
             if ok else None)
         self.capture = open_capture(settings, metrics)
-        self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting)
+        self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting,
+                             self.contexts)
         self.batches = BatchBook(ledger)
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
             Batches(self.batches, self.biller, self.current, metrics), self.secrets, metrics,
-            self.capture)
+            self.capture, self.contexts)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),

@@ -132,6 +132,17 @@ class LedgerQueries:
         """Keep `holder`'s slot holds alive for another `ttl_s`."""
         await self._store.renew_slots(holder, _now_ms(), int(ttl_s * 1000))
 
+    async def prune_leases(self, periods: tuple[str, ...], older_than_s: float) -> int:
+        """Forget shared rows of the given periods not touched for `older_than_s`
+        (per-minute rate windows that are over)."""
+        p = self._store.placeholder
+        marks = ", ".join(p(i + 1) for i in range(len(periods)))
+        cutoff = _now_ms() - int(older_than_s * 1000)
+        rows = await self._store.fetch(
+            f"DELETE FROM budget_leases WHERE period IN ({marks}) AND updated_ms < "
+            f"{p(len(periods) + 1)} RETURNING scope", [*periods, cutoff])
+        return len(rows)
+
     async def recorded_context(self, tenant: str, response_id: str | None = None,
                                conversation_id: str | None = None) -> int | None:
         """Tokens recorded for a Responses answer or the latest charge of a conversation

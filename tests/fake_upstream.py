@@ -9,7 +9,9 @@ out the usage (and so the cost) it should see without a tokenizer:
   completion_tokens = min(max_completion_tokens or max_tokens or 20, 20) * n;
   cached_tokens = prompt_tokens // 2 when user/safety_identifier/
   prompt_cache_key is "cache-hit", else 0.
-- responses: input_tokens = words in instructions and input texts + 7;
+- responses: input_tokens = words in instructions and input texts + 7, plus
+  what the named `previous_response_id` or `conversation` carries (its input
+  + output tokens, as the real API bills a continuation);
   output_tokens = min(max_output_tokens or 20, 20); same cache-hit rule.
 - embeddings: prompt_tokens = total_tokens = words in the inputs (for token
   arrays: number of tokens); `dimensions` floats each (default 1536).
@@ -22,8 +24,10 @@ out the usage (and so the cost) it should see without a tokenizer:
   words in prompt, output_tokens = n * IMAGE_OUTPUT_TOKENS[size][quality].
 
 Tests steer it through attributes: `usage` (per-path overrides merged into
-the computed usage; None drops usage), `fail_next`, `delay_s`,
-`chunk_delay_s`, `valid_keys`, `embedding_dim`; and read `requests`.
+the computed usage; None drops usage; a reported output never passes the
+request's own cap, as the real API's), `fail_next`, `delay_s`,
+`chunk_delay_s`, `valid_keys`, `embedding_dim`, `gather` (hold each request until
+that many are in flight at once, at most 5 s); and read `requests`, `peak_in_flight`.
 """
 
 from __future__ import annotations
@@ -165,6 +169,10 @@ class FakeUpstream:
         self.embedding_dim = embedding_dim
         self.stream_chunks = stream_chunks
         self._ids = itertools.count(1)
+        self.carried: dict[str, int] = {}  # response or conversation id -> tokens it carries
+        self.gather = 0
+        self.in_flight = self.peak_in_flight = 0
+        self._gathered = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._prefix_routes: list[tuple[str, str, Any]] = []
@@ -239,13 +247,16 @@ class FakeUpstream:
         return web.Response(status=status, text=json.dumps(body), content_type="application/json",
                             headers=self._headers(extra))
 
-    def _usage(self, path: str, computed: dict) -> dict | None:
+    def _usage(self, path: str, computed: dict, cap: int | None = None) -> dict | None:
         if path not in self.usage:
             return computed
         override = self.usage[path]
         if override is None:
             return None
         merged = _merge(computed, override)
+        for key in ("completion_tokens", "output_tokens"):  # the upstream honours a cap
+            if cap and isinstance(merged.get(key), int) and merged[key] > cap:
+                merged[key] = cap
         if "total_tokens" in computed and "total_tokens" not in override:
             if "prompt_tokens" in merged:
                 merged["total_tokens"] = merged["prompt_tokens"] + merged.get("completion_tokens", 0)
@@ -289,8 +300,23 @@ class FakeUpstream:
         return form
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._serve(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)
         self.requests.append(rec)
+        if self.gather:
+            if self.in_flight >= self.gather:
+                self._gathered.set()
+            try:
+                await asyncio.wait_for(self._gathered.wait(), 5)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if not rec.path.startswith("/v1/"):
@@ -353,7 +379,7 @@ class FakeUpstream:
             "prompt_tokens_details": {"cached_tokens": prompt // 2 if cache_hit else 0, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
-        })
+        }, (p.get("max_completion_tokens") or p.get("max_tokens") or 0) * n)
         text = f"Echo: your last message was {len(_last_user_text(messages))} characters long."
         base = {"id": self._next_id("chatcmpl-"), "created": int(time.time()),
                 "model": SNAPSHOTS.get(p["model"], p["model"]), "service_tier": "default",
@@ -396,6 +422,10 @@ class FakeUpstream:
     async def _responses(self, request: web.Request, p: dict) -> web.StreamResponse:
         items = p.get("input") or []
         prompt = words(items) + words(p.get("instructions")) + PROMPT_OVERHEAD
+        conversation = p.get("conversation")
+        conversation = conversation.get("id") if isinstance(conversation, dict) else conversation
+        prompt += max(self.carried.get(p.get("previous_response_id") or "", 0),
+                      self.carried.get(conversation or "", 0))
         output = min(p.get("max_output_tokens") or MAX_COMPLETION, MAX_COMPLETION)
         cache_hit = "cache-hit" in (p.get("user"), p.get("safety_identifier"), p.get("prompt_cache_key"))
         usage = self._usage(request.path, {
@@ -404,15 +434,20 @@ class FakeUpstream:
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + output,
-        })
+        }, p.get("max_output_tokens"))
         text = f"Echo: your last message was {len(_last_user_text(items))} characters long."
         msg_id = self._next_id("msg_")
         part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
         message = {"id": msg_id, "type": "message", "status": "completed", "role": "assistant",
                    "content": [part]}
         created = int(time.time())
+        rid = self._next_id("resp_")
+        if usage is not None:  # what a continuation of this response, or its conversation, carries
+            self.carried[rid] = usage["input_tokens"] + usage["output_tokens"]
+            if conversation:
+                self.carried[conversation] = self.carried[rid]
         response = {
-            "id": self._next_id("resp_"), "object": "response", "created_at": created,
+            "id": rid, "object": "response", "created_at": created,
             "status": "completed", "background": False, "error": None, "incomplete_details": None,
             "instructions": p.get("instructions"), "max_output_tokens": p.get("max_output_tokens"),
             "model": SNAPSHOTS.get(p["model"], p["model"]), "output": [message],

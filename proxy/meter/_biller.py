@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Callable
 
 from faregate.pricing import (
+    INPUT_CLASSES,
+    OUTPUT_CLASSES,
     TOKEN_CLASSES,
     Charge,
     PriceTable,
@@ -34,6 +36,7 @@ from ..alerts import Alerting
 from ..caller import Caller
 from ..quota import Admission, Policy, Quota
 from ._consumed import call_usage
+from ._context import Contexts
 from ._endpoints import endpoint_label
 from ._flow import Flow
 from ._reading import Metered
@@ -57,6 +60,7 @@ def charge_record(
     at: datetime, request_id: str, latency_ms: float = 0.0,
     session_id: str | None = None, response_id: str | None = None,
     markup: Decimal | None = None, tags: dict[str, str] | None = None,
+    conversation_id: str | None = None,
 ) -> LedgerRecord:
     """The ledger row for one priced charge (REST call, session response, batch line).
 
@@ -90,6 +94,7 @@ def charge_record(
         savings_nanos=charge.savings_nanos,
         billed_nanos=None if markup is None else to_nanos(charge.cost * (1 + markup)),
         tags=tags or {},
+        conversation_id=conversation_id,
     )
 
 
@@ -141,12 +146,14 @@ def _priced(usage: Usage, model: str, at: datetime, table: PriceTable, context: 
 
 class Biller:
     def __init__(self, runtime: Callable[[], Runtime], record: Callable[[LedgerRecord], None],
-                 metrics: Metrics, quota: Quota, alerting: Alerting) -> None:
+                 metrics: Metrics, quota: Quota, alerting: Alerting,
+                 contexts: Contexts | None = None) -> None:
         self._runtime = runtime
         self._record = record
         self.metrics = metrics
         self.quota = quota
         self.alerting = alerting
+        self.contexts = contexts if contexts is not None else Contexts()
 
     def bill_call(self, flow: Flow) -> Charge | None:
         """A finished REST call, once: priced, recorded, counted, its hold settled.
@@ -178,13 +185,31 @@ class Biller:
         self._record(charge_record(
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
-            response_id=flow.reading.response_id, markup=markup, tags=flow.tags))
+            response_id=flow.reading.response_id, markup=markup, tags=flow.tags,
+            conversation_id=flow.conversation_id))
         observe(self.metrics, flow, charge, problem)
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)
         elif flow.admission is not None:
             self._settle(flow.admission.policy, flow.admission, charge, at)
+            self._remember(flow, charge.usage)
         return charge
+
+    def _remember(self, flow: Flow, usage: Usage) -> None:
+        """What this call teaches the next one's estimate: its real input, and what a
+        call continuing it (`previous_response_id`, `conversation`) carries."""
+        if flow.status >= 400 or usage.estimated:
+            return
+        inputs = sum(getattr(usage, c) for c in INPUT_CLASSES)
+        assert flow.admission is not None
+        self.quota.learn(flow.admission, inputs)
+        response_id = flow.reading.response_id
+        if flow.conversation_id or (response_id and flow.endpoint is not None
+                                    and flow.endpoint.kind == "responses"):
+            carried = inputs + sum(getattr(usage, c) for c in OUTPUT_CLASSES)
+            self.contexts.note(flow.caller.tenant if flow.caller else "default", carried,
+                               response_id if flow.endpoint.kind == "responses" else None,
+                               flow.conversation_id)
 
     def _release(self, flow: Flow) -> None:
         if flow.admission is not None:

@@ -39,6 +39,7 @@ class Flow:
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     batch: tuple[str, str | None] | None = None  # a Batch API call (rest batch_route)
     billed: bool = False  # the biller has settled this call
+    conversation_id: str | None = None  # the Responses conversation the call runs in
     captured_request: bytes | None = None  # bodies kept for opt-in capture
     captured_response: bytearray | None = None
 

@@ -30,6 +30,7 @@ import orjson
 
 from faregate.pricing import Usage, usage_for_endpoint, usage_from_realtime, usage_from_responses
 
+from ._items import NOTHING, Added, items_added
 from ._reading import Metered
 
 _TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9_.]{1,96})"')
@@ -65,7 +66,8 @@ SERVER_PARSED = frozenset(
 TOOL_CALL_ITEMS = frozenset({"function_call", "mcp_call"})
 #: Live wraps delegated Responses events; only their terminal ones carry usage.
 _DELEGATED_TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
-CLIENT_PARSED = frozenset({"session.update", "response.create", "session.start"})
+CLIENT_PARSED = frozenset({"session.update", "response.create", "session.start",
+                           "conversation.item.create"})
 
 
 def frame_type(frame: str | bytes) -> str | None:
@@ -96,6 +98,7 @@ class ClientEvent:
 
     type: str | None
     obj: dict[str, Any] | None = None
+    inline: Added | None = None  # a response.create's own input (an out-of-band response)
 
 
 def _dig(obj: Any, *path: str) -> Any:
@@ -133,6 +136,11 @@ class SessionMeter:
     audio_in_bytes: int = 0  # decoded-size estimate of appended input audio
     audio_out_bytes: int = 0  # since the last response.done
     last_type: str | None = None  # the type of the last server frame
+    added: Added = NOTHING  # input the client added to the conversation since the last response
+    started: str | None = None  # the response a `response.created` just started
+    auto_responses: bool = False  # the server answers turns itself (server/semantic VAD)
+    ga: bool = False  # the session speaks the GA shape (`session.type`)
+    out_of_band: bool = False  # the last response.done was outside the conversation
     _charged: set[str] = field(default_factory=set)
     _live_seconds: Decimal = Decimal(0)
     _live_tokens: dict[str, int] = field(default_factory=dict)
@@ -142,6 +150,7 @@ class SessionMeter:
     def server_frame(self, frame: str | bytes) -> list[Metered]:
         """What one server frame bills (usually nothing); its type stays in `last_type`."""
         t = self.last_type = frame_type(frame)
+        self.started = None
         if t is None:
             return []
         if t in SERVER_AUDIO:
@@ -169,6 +178,7 @@ class SessionMeter:
             rid = _text(_dig(obj, "response", "id"))
             if rid:
                 self.in_progress.add(rid)
+                self.started = rid
             return []
         if t == "response.done":
             return self._response_done(obj)
@@ -196,6 +206,14 @@ class SessionMeter:
     def _session_facts(self, session: dict[str, Any]) -> None:
         self.upstream_session_id = self.upstream_session_id or _text(session.get("id"))
         self.model = _text(session.get("model")) or self.model
+        self.ga = self.ga or session.get("type") == "realtime"
+        audio = session.get("audio")
+        held = audio.get("input") if isinstance(audio, dict) else None
+        for where in (held, session):
+            if isinstance(where, dict) and "turn_detection" in where:
+                turns = where["turn_detection"]
+                self.auto_responses = isinstance(turns, dict) and turns.get(
+                    "create_response", True) is not False
         tmodel = (
             _dig(session, "audio", "input", "transcription", "model")
             or _dig(session, "input_audio_transcription", "model")
@@ -211,6 +229,7 @@ class SessionMeter:
                 return []  # a repeated response.done is charged once
             self._charged.add(rid)
         self.responses += 1
+        self.out_of_band = "conversation_id" in response and not response["conversation_id"]
         output = response.get("output")
         if isinstance(output, list):
             self.tool_calls += sum(1 for item in output if isinstance(item, dict)
@@ -222,6 +241,7 @@ class SessionMeter:
             metered = self._estimate()
         self.audio_out_bytes = 0
         self.audio_in_bytes = 0
+        self.added = NOTHING
         return [Metered(metered, self.model, rid)]
 
     def _estimate(self) -> Usage:
@@ -284,6 +304,11 @@ class SessionMeter:
                 session = obj.get("session")
                 if isinstance(session, dict):
                     self._session_facts({k: v for k, v in session.items() if k != "id"})
+            if obj is not None and t == "conversation.item.create":
+                self.added = self.added + items_added(obj.get("item"), len(frame), self.model)
+            inline = _dig(obj, "response", "input") if t == "response.create" else None
+            if inline is not None:
+                return ClientEvent(t, obj, items_added(inline, len(frame), self.model))
             return ClientEvent(t, obj)
         return ClientEvent(t)
 

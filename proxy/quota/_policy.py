@@ -16,6 +16,8 @@ from faregate.pricing import PriceTable, to_nanos
 from .._config import Limits, Settings, TenantSettings
 from ..caller import Caller
 
+#: Output reserved for a call with no cap to a model whose longest answer the
+#: price table does not state (`max_output_tokens`).
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 _LIMIT_FIELDS = tuple(Limits.model_fields)
@@ -49,7 +51,9 @@ class Policy:
     max_tool_calls_per_session: int | None = None
     models: frozenset[str] | None = None
     degrade_to_text_at: Decimal | None = None
-    default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    #: reserved for a call with no cap (None: the model's max_output_tokens)
+    default_max_output_tokens: int | None = None
+    clamp_output: bool = False  # rewrite output caps to what the budget buys
     #: model name -> price-table family, in the table in force (for the allowlist)
     family_of: Callable[[str], str | None] | None = field(default=None, compare=False)
 
@@ -114,7 +118,7 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         max_tool_calls_per_session=limits.get("max_tool_calls_per_session"),
         models=frozenset(models) if models is not None else None,
         degrade_to_text_at=limits.get("degrade_to_text_at"),
-        default_max_output_tokens=limits.get("default_max_output_tokens")
-        or DEFAULT_MAX_OUTPUT_TOKENS,
+        default_max_output_tokens=limits.get("default_max_output_tokens"),
+        clamp_output=bool(limits.get("clamp_output")),
         family_of=table.resolve,
     )

@@ -38,6 +38,19 @@ def budget_refusal(limit: BudgetLimit, used: int) -> Refusal:
     )
 
 
+def contention_refusal(limit: BudgetLimit, waited_s: float) -> Refusal:
+    """Near a limit calls are admitted one at a time; this one waited its turn in vain.
+    Retryable: the call in flight settles soon, and the SDK retries after `retry-after`."""
+    what = limit.scope.replace(":", " ", 1)
+    return Refusal(
+        429, "rate_limit_exceeded", "rate_limit_exceeded", "budget",
+        f"The {ADJECTIVE[limit.period]} budget of ${limit.limit_usd} for {what} is nearly "
+        f"used: calls are admitted one at a time and another is in flight (waited "
+        f"{waited_s:g} s). Try again in 1 s.",
+        {"retry-after": "1", "retry-after-ms": "1000"},
+    )
+
+
 def request_quota_refusal(message: str) -> Refusal:
     return Refusal(429, "insufficient_quota", "request_quota_exceeded", "request_quota",
                    message, dict(_NO_RETRY))

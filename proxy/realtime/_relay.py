@@ -19,7 +19,6 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-import orjson
 from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -29,7 +28,16 @@ from .._ids import new_event_id, new_request_id
 from .._runtime import Runtime
 from ..caller import BadTags, Caller, IdentityError, SecretBook, request_tags
 from ..meter import session_endpoint
-from ..quota import Policy, Quota, Refusal, SessionQuota, concurrency_refusal, time_cut
+from ..quota import (
+    CANCEL_EVENT,
+    Policy,
+    Quota,
+    Refusal,
+    SessionQuota,
+    SessionTicket,
+    first_response,
+    time_cut,
+)
 from ._handshake import (
     client_socket,
     credential,
@@ -45,7 +53,6 @@ log = logging.getLogger("faregate.relay")
 
 _UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
 SHUTDOWN_REASON = "faregate is shutting down"
-CANCEL_EVENT = orjson.dumps({"type": "response.cancel"}).decode()
 
 
 class Refused(Exception):
@@ -72,8 +79,19 @@ class Relay:
         protocols = offered_subprotocols(request)
         try:
             caller, in_subprotocol, tags = self._admit(request, rt, protocols, rid)
+            ticket = await self._admit_session(rt, rt.policy(caller), caller,
+                                               request.query.get("model"), rid)
         except Refused as refused:
             return refused.response
+        try:  # the ticket's slots are given back on every way out
+            return await self._serve(request, rt, rid, protocols, caller, in_subprotocol,
+                                     tags, ticket)
+        finally:
+            ticket.release()
+
+    async def _serve(self, request: web.Request, rt: Runtime, rid: str, protocols: list[str],
+                     caller: Caller, in_subprotocol: bool, tags: dict[str, str],
+                     ticket: SessionTicket) -> web.StreamResponse:
         headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
         server = rt.settings.server
         upstream = await dial(ws_url(server.upstream, request), headers, subprotocols, server,
@@ -83,10 +101,11 @@ class Relay:
         client = client_socket(upstream, protocols, server)
         policy = rt.policy(caller)
         model = request.query.get("model")
-        squota = SessionQuota(self.quota, policy, rt.prices, model)
+        squota = SessionQuota(self.quota, policy, rt.prices, model, server.admission_wait_s)
         session = Session.start(self.services, caller, session_endpoint(request.path), squota,
                                 model, tags)
         session.client_ws = client
+        session.ticket = ticket
         timer = self._time_limit(session, policy)
         try:
             await client.prepare(request)
@@ -121,26 +140,24 @@ class Relay:
         except BadTags as exc:
             raise Refused(errors.invalid_request(f"Bad attribution tags: {exc}",
                                                  "invalid_tags", rid)) from None
-        refusal = self._admit_session(rt, rt.policy(caller), caller, request.query.get("model"))
-        if refusal is not None:
-            raise Refused(errors.refused(refusal, rid))
         return caller, in_subprotocol, tags
 
-    def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller, model: str | None
-                       ) -> Refusal | None:
-        """Model, concurrency and budget checks at the upgrade (DESIGN §5 answers)."""
-        limit = policy.max_concurrent_sessions
-        if limit is not None and self.sessions.active(caller.tenant) >= limit:
-            refusal = concurrency_refusal(limit)
-            self.services.metrics.quota_rejections.labels(caller.tenant, refusal.reason).inc()
-            return refusal
+    async def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller,
+                             model: str | None, rid: str) -> SessionTicket:
+        """Concurrency slots, taken before the upstream is dialled, then the model and
+        budget checks: the session's first response must be affordable (DESIGN §5)."""
         shared = rt.settings.upstream_limits.max_concurrent_sessions
-        refused = self.quota.upstream.admit_session(caller.tenant, shared,
-                                                    self.sessions.by_tenant())
-        if refused is not None:
-            self.services.metrics.quota_rejections.labels(caller.tenant, refused.reason).inc()
-            return refused
-        return self.quota.admit_session(policy, datetime.now(timezone.utc), model)
+        ticket = await self.quota.take_session(policy, shared, self.sessions.by_tenant())
+        if isinstance(ticket, Refusal):
+            raise Refused(errors.refused(ticket, rid))
+        now = datetime.now(timezone.utc)
+        refusal = await self.quota.admit_session(
+            policy, now, model, first_response(rt.prices, model, now),
+            rt.settings.server.admission_wait_s)
+        if refusal is not None:
+            ticket.release()
+            raise Refused(errors.refused(refusal, rid))
+        return ticket
 
     @staticmethod
     def _time_limit(session: Session, policy: Policy) -> asyncio.TimerHandle | None:
@@ -249,6 +266,8 @@ class Relay:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 frame = (await session.client_frame(msg.data) if msg.type == WSMsgType.TEXT
                          else msg.data)
+                for reply in session.take_replies():
+                    await client.send_str(reply)
                 if frame is None:
                     continue
                 try:
@@ -268,7 +287,8 @@ class Relay:
                                   upstream: ClientConnection, session: Session) -> None:
         try:
             async for frame in upstream:
-                session.server_frame(frame)
+                for own in await session.server_frame(frame):
+                    await upstream.send(own)
                 if session.client_gone or client.closed:
                     continue  # draining billing events after the client left
                 try:

@@ -95,6 +95,8 @@ class Session:
     cut_event: asyncio.Event = field(default_factory=asyncio.Event)
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
     capturing: bool = False  # the tenant opted in to conversation capture
+    replies: list[str] = field(default_factory=list)  # faregate's own events for the client
+    ticket: Any = None  # the concurrency slots the session holds (released when it ends)
     _seq: int = 0
 
     @classmethod
@@ -131,24 +133,42 @@ class Session:
             self._capture("client", event.type, frame)
         if self.cut is not None:
             return None  # the session is ending: nothing new goes upstream
-        await self.squota.prepare(event.type)
-        forward, cut = self.squota.client_event(event.type, event.obj, frame,
-                                                self.meter.audio_in_bytes,
-                                                self.meter.tool_calls)
-        if cut is not None:
-            self.request_cut(cut)
-        return forward
+        verdict = await self.squota.client_event(event.type, event.obj, frame, self.meter,
+                                                 event.inline)
+        if verdict.cut is not None:
+            self.request_cut(verdict.cut)
+        if verdict.reply is not None:
+            self.replies.append(verdict.reply)
+        return verdict.frame
 
-    def server_frame(self, frame: str | bytes) -> None:
+    def take_replies(self) -> list[str]:
+        """Events faregate itself sends the client (refusals that keep the session)."""
+        out, self.replies = self.replies, []
+        return out
+
+    async def server_frame(self, frame: str | bytes) -> list[str]:
+        """Meter and bill one server frame; returns faregate's own frames for the
+        upstream (a lowered output cap, a cancel)."""
         calls = self.meter.tool_calls
         charges = self.meter.server_frame(frame)
         if self.capturing:
             self._capture("server", self.meter.last_type, frame)
+        upstream: list[str] = []
+        if self.meter.started is not None and self.meter.kind == "realtime":
+            upstream, cut = await self.squota.response_started(self.meter.started, self.meter)
+            if cut is not None:
+                self.request_cut(cut)
         for metered in charges:
             self.charge(metered)
+        if charges and self.cut is None:
+            frames, cut = await self.squota.next_turn(self.meter)
+            upstream += frames
+            if cut is not None:
+                self.request_cut(cut)
         if self.meter.tool_calls != calls:
             self.services.metrics.tool_calls.labels(self.caller.tenant).inc(
                 self.meter.tool_calls - calls)
+        return upstream
 
     def _response_id(self, metered: Metered) -> str:
         """Unique within the session: the upstream's id, or a sequence for what has none."""
@@ -167,17 +187,17 @@ class Session:
         """Bill one metered usage and add it to the session's totals."""
         metered = Metered(metered.usage, metered.model or self.model,
                           self._response_id(metered), metered.kind)
-        hold = self.squota.take_hold() if metered.kind == "response" else None
+        response = metered.kind == "response"
+        hold = self.squota.take_hold(metered.response_id) if response else None
         account = Account(self.caller, self.endpoint, self.id, self.tags, session_id=self.id)
         row = self.services.biller.bill(metered, account, policy=self.squota.policy, hold=hold)
         self.usage = self.usage + metered.usage
         self.cost_nanos += row.cost_nanos
         for k, v in row.breakdown.items():
             self.breakdown[k] = self.breakdown.get(k, 0) + v
-        u = metered.usage
-        inputs = sum(getattr(u, c) for c in INPUT_CLASSES) if metered.kind == "response" else None
         input_nanos = sum(row.breakdown.get(c, 0) for c in INPUT_CLASSES)
-        cut = self.squota.after_charge(inputs, input_nanos)
+        cut = self.squota.after_charge(metered.usage, input_nanos, hold,
+                                       response and not self.meter.out_of_band)
         if cut is not None:
             self.request_cut(cut)
 
@@ -201,6 +221,8 @@ class Session:
         if self.meter.busy:
             self.charge_unfinished()
         self.squota.release_all()
+        if self.ticket is not None:
+            self.ticket.release()
         services.metrics.sessions_active.labels(self.caller.tenant).dec()
         services.metrics.session_duration.labels(self.model_label()).observe(self.elapsed_s())
         row = self.record(reason)

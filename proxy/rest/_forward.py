@@ -23,7 +23,15 @@ from .._capture import MAX_TEXT, Capture
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import SecretBook, strip_query
-from ..meter import Biller, Flow, ResponseMeter, classify, endpoint_label, response_meter
+from ..meter import (
+    Biller,
+    Contexts,
+    Flow,
+    ResponseMeter,
+    classify,
+    endpoint_label,
+    response_meter,
+)
 from ..quota import Quota
 from ._admission import check_priced, reserve
 from ._batches import Batches, batch_route
@@ -40,7 +48,7 @@ class Forwarder:
 
     def __init__(self, runtime: Callable[[], Runtime], client: aiohttp.ClientSession,
                  quota: Quota, biller: Biller, batches: Batches, secrets: SecretBook,
-                 metrics: Metrics, capture: Capture | None) -> None:
+                 metrics: Metrics, capture: Capture | None, contexts: Contexts) -> None:
         self.runtime = runtime
         self.client = client
         self.quota = quota
@@ -49,6 +57,7 @@ class Forwarder:
         self.secrets = secrets
         self.metrics = metrics
         self.capture = capture
+        self.contexts = contexts
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         rt = self.runtime()
@@ -73,7 +82,7 @@ class Forwarder:
         start_capture(flow, body, self.capture, rt)
         if flow.endpoint is not None:
             check_priced(flow, rt, self.metrics)
-            await reserve(flow, rt, body.parsed, self.quota)
+            await reserve(flow, rt, body, self.quota, self.contexts)
         await self.batches.resolve(flow)
         return body
 
