@@ -29,7 +29,7 @@ Live: `session.start` → `session.started`; each `session.input_audio.append`
 
 Knobs: `refuse_next = (status, body)`, `close_after_response = (code, reason)`,
 `omit_usage`, `delta_delay_s`, `vad`, `vad_turn_bytes`, `hidden_input_tokens`,
-`response_delay_s`; inspection: `sessions` (one `SeenSession` per
+`response_delay_s`, `accept_delay_s`; inspection: `sessions` (one `SeenSession` per
 connection: key, subprotocol, headers, query, events received, close code).
 """
 
@@ -99,6 +99,7 @@ class FakeSessions:
         self.vad_turn_bytes = 48_000  # appended audio (decoded) that makes one turn
         self.hidden_input_tokens = 0  # text input every response carries unseen
         self.response_delay_s = 0.0  # before each response.done
+        self.accept_delay_s = 0.0  # before a handshake is answered
         self.minted: list[str] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -127,6 +128,8 @@ class FakeSessions:
     # -- handshake ------------------------------------------------------------
 
     async def _accept(self, request: web.Request) -> tuple[web.StreamResponse, SeenSession | None]:
+        if self.accept_delay_s:
+            await asyncio.sleep(self.accept_delay_s)
         offered = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",")
                    if p.strip()]
         key = next((p[len(KEY_PREFIX):] for p in offered if p.startswith(KEY_PREFIX)), None)

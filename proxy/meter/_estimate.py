@@ -59,7 +59,8 @@ class Estimate:
     usage: Usage  # the reservation
     worst: Usage | None  # the most the call can cost; None: the reservation is a bound
     tpm_tokens: int  # tokens it counts against TPM
-    raw_input: int = 0  # input tokens before the learned ratio (what the ratio learns from)
+    raw_input: int = 0  # estimated input tokens before the learned ratio (what it learns from)
+    recorded: int = 0  # input tokens known from earlier charges (not scaled, not learned)
     unsized: bool = False  # parts faregate could not size
     choices: int = 1
     output_class: str = "output"
@@ -147,8 +148,9 @@ def _text_call(kind: str, facts: RequestFacts, body: Any, table: PriceTable, at:
     visible = max(0, facts.prompt_bytes - shape.inline_bytes) // BYTES_PER_TOKEN_HIGH + 16
     images = sum(image_tokens(entry.family if entry else None, d) for d in shape.images)
     unsized = shape.unsized * UNSIZED_TOKENS + (0 if hidden_known else UNKNOWN_CONTEXT_TOKENS)
-    raw = visible + images + hidden_tokens + unsized
-    text_in = math.ceil((visible + hidden_tokens + unsized) * factor)
+    # The learned ratio scales what faregate estimated, not what it recorded.
+    raw = visible + images + unsized
+    text_in = math.ceil((visible + unsized) * factor) + hidden_tokens
     image_in = math.ceil(images * factor)
     out_cls = dearest(table, model, at, OUTPUT_CLASSES)
     usage = Usage(input=text_in, image_input=image_in, **{out_cls: out * n})
@@ -158,7 +160,7 @@ def _text_call(kind: str, facts: RequestFacts, body: Any, table: PriceTable, at:
     in_cls = dearest(table, model, at, INPUT_KINDS)
     worst = Usage(**{in_cls: worst_in, out_cls: worst_out})
     return Estimate(usage, worst, text_in + image_in + out * n, raw_input=raw,
-                    unsized=bool(shape.unsized) or not hidden_known, choices=n,
+                    recorded=hidden_tokens, unsized=bool(shape.unsized) or not hidden_known, choices=n,
                     output_class=out_cls, cap_field=field)
 
 

@@ -62,7 +62,8 @@ class Ask:
     count_request: bool = True
     shared: UpstreamLimitSettings | None = None
     force: bool = False  # a response the upstream starts itself: never waits for the lane
-    learn: tuple[tuple[str, str, bool], int] | None = None  # (ratio key, raw input estimate)
+    #: (ratio key, estimated input tokens, input known from earlier charges)
+    learn: tuple[tuple[str, str, bool], int, int] | None = None
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Admission:
     tpm_tokens: int = 0
     budgets: Budgets = ()
     upstream_tokens: int = 0  # taken from the shared [upstream_limits] tpm
-    learn: tuple[tuple[str, str, bool], int] | None = None
+    learn: tuple[tuple[str, str, bool], int, int] | None = None
     turns: tuple = ()  # shared lane turns held across replicas (see `_leases`)
 
 
@@ -341,8 +342,8 @@ class Quota:
     def learn(self, admission: Admission, real_input: int) -> None:
         """A settled call's real input teaches the estimate of the next one."""
         if admission.learn is not None:
-            key, raw = admission.learn
-            self.ratios.observe(key, raw, real_input)
+            key, raw, recorded = admission.learn
+            self.ratios.observe(key, raw, real_input - recorded)
 
     def spend(self, policy: Policy, actual: int, now: datetime) -> None:
         """Spend with no reservation (Live usage increments, estimates)."""

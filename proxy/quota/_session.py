@@ -86,7 +86,8 @@ class Sized:
     worst: int  # the most the response can cost
     in_nanos: int  # of which input
     in_tokens: int
-    raw: int  # input tokens before the learned ratio
+    raw: int  # estimated input tokens, before the learned ratio
+    recorded: int  # input tokens known from the last charge (the conversation)
 
 
 def _positive(value: Any) -> int | None:
@@ -153,6 +154,7 @@ class SessionQuota:
         """A response's reservation: its input (the conversation and what was added,
         or its own inline input) and `out_tokens` of the dearest output."""
         text, audio, image, rout = self.rates(now)
+        known_tokens, known_nanos = 0, 0
         if inline is not None:  # out of band: its own input instead of the conversation
             tokens = INPUT_OVERHEAD_TOKENS + inline.text + inline.audio + inline.image
             cost = ((INPUT_OVERHEAD_TOKENS + inline.text) * text + inline.audio * audio
@@ -160,23 +162,25 @@ class SessionQuota:
         else:
             added = state.added
             heard = int(state.audio_in_bytes * AUDIO_TOKENS_PER_BYTE)
-            tokens = (self.context_tokens + INPUT_OVERHEAD_TOKENS + added.text + added.audio
-                      + added.image + heard)
-            cost = (self.context_nanos + (INPUT_OVERHEAD_TOKENS + added.text) * text
-                    + (added.audio + heard) * audio + added.image * image)
-        factor = Decimal(self.quota.ratios.factor(self._key()))
-        in_nanos = int(cost * factor)
+            tokens = INPUT_OVERHEAD_TOKENS + added.text + added.audio + added.image + heard
+            cost = ((INPUT_OVERHEAD_TOKENS + added.text) * text + (added.audio + heard) * audio
+                    + added.image * image)
+            known_tokens, known_nanos = self.context_tokens, self.context_nanos
+        # The learned ratio scales what faregate estimated, and only until the session's
+        # own last charge tells what its conversation holds (instructions and all).
+        factor = Decimal(self.quota.ratios.factor(self._key())) if not known_tokens else 1
+        in_nanos = int(cost * factor) + known_nanos
         entry = self.prices.entry(self.model or "", now)
         window = (entry.context_window if entry is not None else None) or DEFAULT_CONTEXT_WINDOW
         amount = in_nanos + int(out_tokens * rout)
         worst = max(in_nanos, int(max(0, window - out_tokens) * max(text, audio, image)))
         return Sized(amount, worst + int(out_tokens * rout), in_nanos,
-                     int(tokens * factor), tokens)
+                     int(tokens * factor) + known_tokens, tokens, known_tokens)
 
     def _ask(self, sized: Sized, out_tokens: int, force: bool = False) -> Ask:
         return Ask(sized.amount, sized.worst, count_request=False, force=force,
                    tpm_tokens=0 if force else sized.in_tokens + out_tokens,
-                   learn=(self._key(), sized.raw))
+                   learn=(self._key(), sized.raw, sized.recorded))
 
     # -- client events ----------------------------------------------------------
 
@@ -251,15 +255,22 @@ class SessionQuota:
         now = datetime.now(timezone.utc)
         out = self.default_output()
         sized = self.size(now, out, state)
-        ask = self._ask(sized, out, force=True)
-        await self.quota.prepare(self.policy, ask, now)
-        result = self.quota.admit(self.policy, ask, now)
+        await self.quota.prepare(self.policy, self._ask(sized, out, force=True), now)
+        frames: list[str] = []
+        remaining = self.quota.remaining(self.policy, now)
+        rout = self.rates(now)[3]
+        if remaining is not None and self.policy.block and sized.amount > remaining and rout:
+            # Already under way: hold what the budget can pay, and cap the next ones.
+            out = max(MIN_RESPONSE_TOKENS, int((remaining - sized.in_nanos) / rout))
+            sized = self.size(now, out, state)
+            frames.append(self._cap_update(out, state))
+        result = self.quota.admit(self.policy, self._ask(sized, out, force=True), now)
         if isinstance(result, Admission):
             self.bound[rid] = result
-            return [], None
+            return frames, None
         if isinstance(result, Refusal) and result.code == "budget_exceeded":
             return [CANCEL_EVENT], budget_cut(result)
-        return [], None  # not reserved (e.g. alert only): charged when it is done
+        return frames, None  # not reserved (e.g. alert only): charged when it is done
 
     def take_hold(self, rid: str | None) -> Admission | None:
         """The reservation a finished response settles (None: it had none)."""
@@ -292,6 +303,8 @@ class SessionQuota:
         policy = self.policy
         if not state.auto_responses or not policy.block or not policy.budgets:
             return [], None
+        if self.pending or self.bound:
+            return [], None  # a response is under way: sized again once it is done
         now = datetime.now(timezone.utc)
         out = self.default_output()
         sized = self.size(now, out, state)
@@ -305,11 +318,16 @@ class SessionQuota:
             tightest = self.quota.tightest(policy, now)
             assert tightest is not None
             return [], budget_cut(budget_refusal(tightest[0], tightest[1].used()))
-        self.session_max_output = affordable
-        session: dict[str, Any] = ({"type": "realtime", "max_output_tokens": affordable}
-                                   if state.ga else {"max_response_output_tokens": affordable})
-        return [orjson.dumps({"type": "session.update", "event_id": "fg_cap",
-                              "session": session}).decode()], None
+        return [self._cap_update(affordable, state)], None
+
+    def _cap_update(self, tokens: int, state: SessionState) -> str:
+        """faregate's own `session.update`: the session's responses answer in at most
+        `tokens` (the GA or the beta field, as the session speaks)."""
+        self.session_max_output = tokens
+        session: dict[str, Any] = ({"type": "realtime", "max_output_tokens": tokens}
+                                   if state.ga else {"max_response_output_tokens": tokens})
+        return orjson.dumps({"type": "session.update", "event_id": "fg_cap",
+                             "session": session}).decode()
 
     def release_all(self) -> None:
         for hold in [*self.pending, *self.bound.values()]:

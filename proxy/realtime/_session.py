@@ -29,6 +29,9 @@ from ..quota import Cut, SessionQuota
 
 log = logging.getLogger("faregate.session")
 
+#: Server events after which the next server-started response is sized again.
+SESSION_FACTS = frozenset({"session.created", "session.updated"})
+
 
 class Sessions:
     """The active sessions of this process, by id."""
@@ -160,7 +163,7 @@ class Session:
                 self.request_cut(cut)
         for metered in charges:
             self.charge(metered)
-        if charges and self.cut is None:
+        if self.cut is None and (charges or self.meter.last_type in SESSION_FACTS):
             frames, cut = await self.squota.next_turn(self.meter)
             upstream += frames
             if cut is not None:

@@ -79,7 +79,7 @@ async def _estimate(flow: Flow, rt: Runtime, body: Body, quota: Quota, contexts:
     est = estimate(flow.endpoint, flow.facts, body.parsed, table=rt.prices, at=now,
                    shape=shape, default_output=policy.default_max_output_tokens,
                    hidden_tokens=hidden, hidden_known=known, factor=quota.ratios.factor(key))
-    return est, (key, est.raw_input)
+    return est, (key, est.raw_input, est.recorded)
 
 
 async def _clamp(flow: Flow, rt: Runtime, body: Body, quota: Quota, policy: Policy,
