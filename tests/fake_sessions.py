@@ -20,8 +20,8 @@ Realtime, per `response.done` (the n-th response of a session, n from 1):
 Server VAD (`vad = True`): session.created announces `server_vad` turn
   detection; once `vad_turn_bytes` of audio were appended since the last turn,
   the server commits the buffer (speech_started/stopped, committed) and starts
-  a response itself. `response.done` never reports more output than the
-  session's (or the response's) `max_output_tokens`.
+  a response itself. With `honour_caps`, `response.done` never reports more
+  output than the session's (or the response's) `max_output_tokens`.
 Live: `session.start` → `session.started`; each `session.input_audio.append`
   → `session.output_audio.delta` and a `session.usage.updated` whose
   cumulative seconds grow by 1.5; `session.close` → `session.closed` with the
@@ -29,7 +29,7 @@ Live: `session.start` → `session.started`; each `session.input_audio.append`
 
 Knobs: `refuse_next = (status, body)`, `close_after_response = (code, reason)`,
 `omit_usage`, `delta_delay_s`, `vad`, `vad_turn_bytes`, `hidden_input_tokens`,
-`response_delay_s`, `accept_delay_s`; inspection: `sessions` (one `SeenSession` per
+`response_delay_s`, `accept_delay_s`, `honour_caps`; inspection: `sessions` (one `SeenSession` per
 connection: key, subprotocol, headers, query, events received, close code).
 """
 
@@ -100,6 +100,7 @@ class FakeSessions:
         self.hidden_input_tokens = 0  # text input every response carries unseen
         self.response_delay_s = 0.0  # before each response.done
         self.accept_delay_s = 0.0  # before a handshake is answered
+        self.honour_caps = False  # output stays within max_output_tokens (as upstream)
         self.minted: list[str] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -290,7 +291,7 @@ class FakeSessions:
         text_in += self.hidden_input_tokens
         out_text = len(REPLY.split())
         out_audio = deltas * 20
-        if isinstance(cap, int) and out_text + out_audio > cap:
+        if self.honour_caps and isinstance(cap, int) and out_text + out_audio > cap:
             out_audio = max(0, cap - out_text)
             out_text = min(out_text, cap)
         usage = {

@@ -134,7 +134,7 @@ async def test_server_vad_output_cap_lowered_to_what_the_budget_buys(limited, fa
     # A 4,096-token spoken answer costs $0.26: far more than $0.0103. faregate lowers the
     # session's output cap (its own session.update) when the session starts, and again
     # after each response, to what the budget left buys.
-    fake.vad = True
+    fake.vad = fake.honour_caps = True
     limit = Decimal("0.0103")
     gw = await limited({"daily_usd": str(limit)})
     answers = []

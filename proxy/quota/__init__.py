@@ -15,7 +15,8 @@ response and decides when a session is `Cut`.
 from ._budget import PERIODS, BudgetBook, Counter, period_key, period_keys
 from ._leases import Leases
 from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, BudgetLimit, Policy, policy_for
-from ._quota import Admission, Ask, Budgets, Quota
+from ._asks import Admission, Ask, Budgets
+from ._quota import Quota
 from ._ratios import InputRatios
 from ._refusals import Refusal, budget_refusal, concurrency_refusal, model_refusal
 from ._cuts import Cut, time_cut

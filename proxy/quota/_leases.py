@@ -40,7 +40,8 @@ from ._windows import Windows
 if TYPE_CHECKING:
     from faregate.storage import Ledger
 
-    from ._quota import Admission, Ask, Quota
+    from ._asks import Admission, Ask
+    from ._quota import Quota
 
 log = logging.getLogger("faregate.leases")
 

@@ -20,14 +20,14 @@ call (with shared budgets, a lease now and then; see `_leases`).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Callable
 
 from .._config import UpstreamLimitSettings
 from .._metrics import Metrics
-from ._budget import BudgetBook, Counter, Hold, period_keys
+from ._asks import Admission, Ask, Budgets, Queued
+from ._budget import BudgetBook, Counter, period_keys
 from ._leases import Leases
 from ._policy import BudgetLimit, Policy
 from ._ratelimit import Bucket, RateLimits
@@ -46,54 +46,7 @@ from ._refusals import (
 from ._slots import SessionTicket, Slots
 from ._upstream import UpstreamLimits
 
-Budgets = tuple[tuple[BudgetLimit, Counter], ...]
 SpendHook = Callable[[Policy, Budgets, datetime], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Ask:
-    """What a call asks to hold: its reservation, its worst case, its counts."""
-
-    amount: int  # nano-USD held until the real charge settles it
-    worst: int | None = None  # the most the call can cost (None: `amount` is a bound)
-    model: str | None = None
-    images: int = 0
-    tpm_tokens: int = 0
-    count_request: bool = True
-    shared: UpstreamLimitSettings | None = None
-    force: bool = False  # a response the upstream starts itself: never waits for the lane
-    #: (ratio key, estimated input tokens, input known from earlier charges)
-    learn: tuple[tuple[str, str, bool], int, int] | None = None
-
-
-@dataclass
-class Admission:
-    """What an admitted call holds, until it is settled or released."""
-
-    policy: Policy
-    hold: Hold
-    tpm: Bucket | None = None
-    tpm_tokens: int = 0
-    budgets: Budgets = ()
-    upstream_tokens: int = 0  # taken from the shared [upstream_limits] tpm
-    learn: tuple[tuple[str, str, bool], int, int] | None = None
-    turns: tuple = ()  # shared lane turns held across replicas (see `_leases`)
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """The call must wait: `counter` is held by calls in flight near its limit."""
-
-    counter: Counter
-    limit: BudgetLimit
-
-    async def wait(self, timeout: float) -> None:
-        if self.counter.wake is None:
-            self.counter.wake = asyncio.Event()
-        try:
-            await asyncio.wait_for(self.counter.wake.wait(), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            pass
 
 
 class Quota:

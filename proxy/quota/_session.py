@@ -42,7 +42,8 @@ from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage
 
 from ._cuts import Cut, budget_cut, model_cut, notice, tool_cut
 from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, Policy
-from ._quota import Admission, Ask, Quota
+from ._asks import Admission, Ask
+from ._quota import Quota
 from ._refusals import Refusal, budget_refusal
 
 MIN_RESPONSE_TOKENS = 16
