@@ -120,6 +120,41 @@ async def test_rpm_across_replicas_is_one_allowance_per_minute(replicas, upstrea
     assert ok >= 30 // 2  # the allowance was used (what is parked in slices is bounded)
 
 
+async def test_tpm_and_upstream_rpm_across_replicas(replicas, upstream, pg_database):
+    # 900 tokens a minute, whichever replica the calls reach (each estimates ~60 and
+    # uses 14: 9 prompt + 5 output; what a call did not use goes back to the window);
+    # the operator's account allows 12 requests a minute across all of them.
+    gateways = await replicas(3, upstream.url, {"tpm": 900})
+    first = int(time.time() // 60)
+    ok, refused = await spread(gateways, 150, lambda c: c.chat.completions.create(
+        model="gpt-4o-mini", messages=HELLO, max_tokens=5))
+    windows = int(time.time() // 60) - first + 1
+    await flush(gateways)
+    [(tokens,)] = await ledger(pg_database, "SELECT SUM(input_tokens + output_tokens) "
+                                            "FROM charges")
+    assert 0 < tokens <= 900 * windows and set(refused) == {"rate_limit_exceeded"}
+    shared = await replicas(3, upstream.url, {}, upstream_limits={"rpm": 12})
+    first = int(time.time() // 60)
+    ok, refused = await spread(shared, 36, lambda c: c.chat.completions.create(
+        model="gpt-4o-mini", messages=HELLO, max_tokens=5))
+    windows = int(time.time() // 60) - first + 1
+    assert 0 < ok <= 12 * windows and set(refused) == {"upstream_limit"}
+
+
+async def test_image_cap_across_replicas(replicas, upstream):
+    gateways = await replicas(3, upstream.url, {"max_images_per_day": 4})
+    clients = cycle([gw.client("sk-acme") for gw in gateways])
+    made = 0
+    for _ in range(9):
+        try:
+            await next(clients).images.generate(model="gpt-image-1", prompt="a cat", n=1,
+                                                size="1024x1024", quality="low")
+            made += 1
+        except openai.RateLimitError as exc:
+            assert exc.body["code"] == "request_quota_exceeded"
+    assert made == 4
+
+
 async def test_request_cap_across_replicas(replicas, upstream, pg_database):
     gateways = await replicas(3, upstream.url, {"max_requests_per_day": 20})
     ok, refused = await spread(gateways, 60, lambda c: c.chat.completions.create(

@@ -16,11 +16,14 @@ A call that costs more than its reservation may push a replica past its
 grant: the excess is *overdrawn* into the shared row, so the other replicas
 see the limit as passed, and the next one-at-a-time call anywhere is refused
 — the one-call promise holds across replicas. The price is capacity parked
-in other replicas' unspent slices: at most one slice per replica.
+in other replicas' unspent grants: at most about one slice per replica
+beyond what its calls in flight hold (a grant grown past `SPARE_SLICES`
+slices goes back to the row when a call settles).
 
 The USD slice adapts to the spend rate: about `LEASE_HORIZON_S` seconds of
 this replica's recent spend, between `min_fraction` and `max_fraction` of the
-limit, and never less than what the waiting call needs.
+limit, and never less than the waiting call's reservation. A call whose worst
+case does not fit in one slice goes one at a time across the replicas.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ LEASE_HORIZON_S = 30.0
 DRY_S = 0.25
 #: How often a call waiting for its turn on another replica asks again.
 TURN_POLL_S = 0.02
+#: Slices of spare grant a replica keeps beyond its calls in flight (more goes back).
+SPARE_SLICES = 2
+_FREE = asyncio.Lock()
 
 Key = tuple[str, str, str]  # (scope, period, period key) of a shared row
 
@@ -66,6 +72,7 @@ class Leases:
         self._held: dict[Key, tuple[Counter, str]] = {}  # key -> (counter, measure)
         self._last: dict[Key, tuple[float, int]] = {}  # (when, local spend)
         self._dry: dict[Key, float] = {}  # key -> monotonic time the row came back short
+        self._owed: dict[Key, int] = {}  # overdrafts recorded, not yet covered by a grant
         self._tasks: set[asyncio.Task] = set()
 
     # -- what this replica may still use --------------------------------------
@@ -245,11 +252,42 @@ class Leases:
 
     def settled(self, admission: "Admission") -> None:
         """A call ended: count any spend beyond this replica's grant in the shared
-        rows, then hand its turns back."""
+        rows, hand its turns back, and return a grant grown far past what this
+        replica needs (leased for worst cases that did not happen)."""
         now = datetime.now(timezone.utc)
         overdrafts = self._overdrafts(admission.budgets, now)
         turns, admission.turns = admission.turns, ()
         self._end_turns(turns, overdrafts)
+        for limit, counter in admission.budgets:
+            self._trim(limit, counter, now)
+
+    def _trim(self, limit: BudgetLimit, counter: Counter, now: datetime) -> None:
+        """Give back spare grant: first what covered reservations that settled lower
+        after an overdraft (so the row says again what is really spent), then what
+        grew past `SPARE_SLICES` slices."""
+        key = (limit.scope, limit.period, period_key(limit.period, now))
+        if self._locks.get(key, _FREE).locked():
+            return
+        owed = self._owed.get(key, 0)
+        spare = self.headroom(counter) - counter.exposure
+        if owed and spare > 0:
+            back = min(owed, spare)
+            self._owed[key] = owed - back
+            counter.granted -= back
+            self._spawn(self._return(key, back))
+        size = self.slice(limit, counter, key)
+        keep = SPARE_SLICES * max(size, int(limit.limit_nanos * self.max_fraction))
+        extra = self.headroom(counter) - counter.exposure - keep
+        if extra > size:
+            counter.granted -= extra
+            self._spawn(self._return(key, extra))
+
+    async def _return(self, key: Key, amount: int) -> None:
+        try:
+            await self.ledger.unlease(*key, amount)
+        except Exception as exc:  # kept in the row: parked until shutdown or the period
+            log.error("returning spare lease failed", extra={"scope": key[0],
+                                                             "error": str(exc)})
 
     def overdrawn(self, budgets: tuple[tuple[BudgetLimit, Counter], ...], now: datetime
                   ) -> None:
@@ -262,8 +300,10 @@ class Leases:
         for limit, counter in budgets:
             over = -self.headroom(counter)
             if over > 0:
+                key = (limit.scope, limit.period, period_key(limit.period, now))
                 counter.granted += over
-                out.append(((limit.scope, limit.period, period_key(limit.period, now)), over))
+                self._owed[key] = self._owed.get(key, 0) + over
+                out.append((key, over))
         return tuple(out)
 
     # -- lifecycle ----------------------------------------------------------------------

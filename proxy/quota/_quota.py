@@ -354,12 +354,15 @@ class Quota:
         return refusal
 
     async def admit_session(self, policy: Policy, now: datetime, model: str | None,
-                            first_response: int, wait_s: float) -> Refusal | None:
+                            first_response: tuple[int, int], wait_s: float
+                            ) -> Refusal | None:
         """A new Realtime/Live session counts as a request and is refused only when the
-        budget cannot pay for its first response (`first_response` nano-USD, the
-        smallest one faregate would admit). With shared limits it leases first, as
-        a REST call does. Its responses are admitted one by one."""
-        result = await self.reserve(policy, Ask(max(1, first_response), model=model), now,
+        budget cannot pay for its first response (`first_response`: the reservation
+        and worst case of the smallest one faregate admits), by the same rules a
+        response is admitted by. With shared limits it leases first, as a REST call
+        does. Its responses are admitted one by one."""
+        amount, worst = first_response
+        result = await self.reserve(policy, Ask(max(1, amount), worst, model=model), now,
                                     wait_s)
         if isinstance(result, Refusal):
             return result

@@ -104,13 +104,18 @@ def _per_token(table: PriceTable, model: str, cls: str, at: datetime) -> Decimal
     return (rate or Decimal(0)) * 1000  # USD per 1M tokens -> nano-USD per token
 
 
-def first_response(table: PriceTable, model: str | None, at: datetime) -> int:
-    """Nano-USD of the smallest response faregate admits (the input allowance and
-    `MIN_RESPONSE_TOKENS` of the dearest output): what a new session must afford."""
+def first_response(table: PriceTable, model: str | None, at: datetime) -> tuple[int, int]:
+    """(reservation, worst case) in nano-USD of the smallest response faregate admits
+    (the input allowance and `MIN_RESPONSE_TOKENS` of the dearest output): what a
+    new session must afford."""
     model = model or ""
     text = _per_token(table, model, "input", at)
+    dearest_in = max(_per_token(table, model, c, at) for c in ("input", "audio_input"))
     out = max(_per_token(table, model, c, at) for c in OUTPUT_CLASSES)
-    return int(INPUT_OVERHEAD_TOKENS * text + MIN_RESPONSE_TOKENS * out)
+    entry = table.entry(model, at)
+    window = (entry.context_window if entry is not None else None) or DEFAULT_CONTEXT_WINDOW
+    amount = int(INPUT_OVERHEAD_TOKENS * text + MIN_RESPONSE_TOKENS * out)
+    return amount, max(amount, int(window * dearest_in + MIN_RESPONSE_TOKENS * out))
 
 
 class SessionQuota:
