@@ -200,6 +200,7 @@ class Leases:
         the same turn across replicas (waiting for it until `deadline`), unless the
         shared budget was already passed by another replica's call."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
         lane = admission.hold.lane
         now = datetime.now(timezone.utc)
         keys = [((b.scope, b.period, period_key(b.period, now)), b)
@@ -210,7 +211,9 @@ class Leases:
                 if loop.time() >= deadline:
                     self._end_turns(taken)
                     quota.release(admission, uncount=True)
-                    return contention_refusal(limit, 0)
+                    quota.metrics.quota_rejections.labels(admission.policy.tenant,
+                                                          "budget").inc()
+                    return contention_refusal(limit, round(loop.time() - started, 2))
                 await asyncio.sleep(TURN_POLL_S)
             taken.append(key)
             state = await self._state(key)

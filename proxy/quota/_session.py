@@ -40,6 +40,8 @@ import orjson
 
 from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage
 
+from .._ids import new_event_id
+
 from ._cuts import Cut, budget_cut, model_cut, notice, tool_cut
 from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, Policy
 from ._asks import Admission, Ask
@@ -243,7 +245,7 @@ class SessionQuota:
         if isinstance(result, Refusal):
             if result.code == "budget_exceeded":
                 return Verdict(None, budget_cut(result))
-            return Verdict(None, reply=notice(result, "fg_" + result.reason))
+            return Verdict(None, reply=notice(result, new_event_id()))
         self.pending.append(result)
         return Verdict(orjson.dumps(event).decode() if changed else frame)
 
