@@ -13,7 +13,14 @@ from ._biller import Account, Biller, charge_record, count_charge, observe
 from ._consumed import call_usage
 from ._endpoints import OTHER, Endpoint, classify, endpoint_label, session_endpoint
 from ._context import Contexts
-from ._estimate import Estimate, affordable_output, cost_nanos, estimate, with_output
+from ._estimate import (
+    Estimate,
+    affordable_output,
+    cost_nanos,
+    estimate,
+    with_output,
+    worst_nanos,
+)
 from ._facts import RequestFacts, facts_from_json, facts_from_multipart_head, inject_include_usage
 from ._flow import Flow
 from ._images import image_tokens
@@ -67,4 +74,5 @@ __all__ = [
     "response_meter",
     "session_endpoint",
     "with_output",
+    "worst_nanos",
 ]

@@ -86,9 +86,8 @@ def _cap(body: Any, *names: str) -> tuple[int | None, str | None]:
 _DEAREST: dict[tuple[int, tuple[str, ...]], tuple[object, str]] = {}
 
 
-def dearest(table: PriceTable, model: str, at: datetime, classes: tuple[str, ...]) -> str:
-    """The class of `classes` with the highest own rate for `model` (memoised per period)."""
-    entry = table.entry(model, at)
+def _dearest(entry: Any, classes: tuple[str, ...]) -> str:
+    """The class of `classes` with the highest own rate in a price period (memoised)."""
     if entry is None:
         return classes[0]
     key = (id(entry), classes)
@@ -152,13 +151,12 @@ def _text_call(kind: str, facts: RequestFacts, body: Any, table: PriceTable, at:
     raw = visible + images + unsized
     text_in = math.ceil((visible + unsized) * factor) + hidden_tokens
     image_in = math.ceil(images * factor)
-    out_cls = dearest(table, model, at, OUTPUT_CLASSES)
+    out_cls = _dearest(entry, OUTPUT_CLASSES)
     usage = Usage(input=text_in, image_input=image_in, **{out_cls: out * n})
     worst_out = (cap or longest) * n
     window = (entry.context_window if entry is not None else None) or DEFAULT_CONTEXT_WINDOW
     worst_in = max(window - worst_out, text_in + image_in)
-    in_cls = dearest(table, model, at, INPUT_KINDS)
-    worst = Usage(**{in_cls: worst_in, out_cls: worst_out})
+    worst = Usage(**{_dearest(entry, INPUT_KINDS): worst_in, out_cls: worst_out})
     return Estimate(usage, worst, text_in + image_in + out * n, raw_input=raw,
                     recorded=hidden_tokens, unsized=bool(shape.unsized) or not hidden_known, choices=n,
                     output_class=out_cls, cap_field=field)
@@ -190,3 +188,23 @@ def cost_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime)
     if not model:
         return 0
     return to_nanos(cost_of(usage, model, at, table))
+
+
+_WORST: dict[tuple, tuple[object, int]] = {}
+
+
+def worst_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime) -> int:
+    """`cost_nanos` of a worst case, memoised: calls to one model with one cap share it
+    (it is a context window and an output cap), so the hot path prices it once."""
+    entry = table.entry(model, at) if model else None
+    if entry is None:
+        return 0
+    key = (model, usage)
+    hit = _WORST.get(key)
+    if hit is not None and hit[0] is entry:
+        return hit[1]
+    nanos = cost_nanos(usage, model, table, at)
+    if len(_WORST) > 4096:
+        _WORST.clear()
+    _WORST[key] = (entry, nanos)
+    return nanos

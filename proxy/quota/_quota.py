@@ -107,19 +107,20 @@ class Quota:
     async def reserve(self, policy: Policy, ask: Ask, now: datetime, wait_s: float
                       ) -> Admission | Refusal:
         """Admit the call, waiting (at most `wait_s`) for its turn near a limit."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
+        deadline: float | None = None  # taken only once a call has to wait
         while True:
             if self.leases is not None:
                 await self.leases.prepare(self, policy, ask, now)
             result = self.admit(policy, ask, now)
-            if isinstance(result, Admission):
-                if self.leases is not None and result.hold.lane:
-                    return await self.leases.take_turns(self, result, deadline)
-                return result
             if isinstance(result, Refusal):
                 return result
-            left = deadline - loop.time()
+            if isinstance(result, Admission) and (self.leases is None or not result.hold.lane):
+                return result
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + wait_s
+            if isinstance(result, Admission):
+                return await self.leases.take_turns(self, result, deadline)  # type: ignore
+            left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 refusal = contention_refusal(result.limit, wait_s)
                 self.metrics.quota_rejections.labels(policy.tenant, refusal.reason).inc()

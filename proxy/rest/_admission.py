@@ -28,6 +28,7 @@ from ..meter import (
     inject_include_usage,
     input_shape,
     with_output,
+    worst_nanos,
 )
 from ..quota import Ask, Policy, Quota, Refusal
 from ._intake import Body, Refused
@@ -115,7 +116,8 @@ async def reserve(flow: Flow, rt: Runtime, body: Body, quota: Quota, contexts: C
         est = await _clamp(flow, rt, body, quota, policy, est, now)
     model = flow.facts.model
     amount = cost_nanos(est.usage, model, rt.prices, now)
-    worst = cost_nanos(est.worst, model, rt.prices, now) if est.worst is not None else None
+    worst = (worst_nanos(est.worst, model, rt.prices, now)
+             if est.worst is not None and policy.budgets and policy.block else None)
     images = flow.facts.images if flow.endpoint.kind == "images" else 0
     ask = Ask(amount, worst, model, images, est.tpm_tokens,
               shared=rt.settings.upstream_limits, learn=learn)
