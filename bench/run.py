@@ -66,6 +66,7 @@ PROFILES = {
         "warmup": 0.3, "grace": 3.0, "ledger_rows": 20_000, "info_everywhere": False,
         "realtime": ["--sessions", "300", "--active", "50", "--seconds", "3", "--rounds", "1"],
         "pg_ledger": ["--records", "20000", "--recover", "20000", "--down", "50000"],
+        "admission_calls": 10_000,
         # LiteLLM cannot sustain 500 RPS here; its backlog takes minutes to drain, so the
         # quick profile uses it only where the issue's ratio needs it (saturation).
         "litellm_everywhere": False,
@@ -80,6 +81,7 @@ PROFILES = {
         "litellm_everywhere": False,
         "realtime": ["--sessions", "20", "--active", "3", "--seconds", "0.5", "--rounds", "1"],
         "pg_ledger": ["--records", "2000", "--recover", "2000", "--down", "5000"],
+        "admission_calls": 200,
     },
     # < 15 minutes.
     "full": {
@@ -90,6 +92,7 @@ PROFILES = {
         "warmup": 1.0, "grace": 5.0, "ledger_rows": 100_000, "info_everywhere": True,
         "realtime": ["--sessions", "1000", "--active", "100", "--seconds", "10", "--rounds", "2"],
         "pg_ledger": ["--records", "100000", "--recover", "100000", "--down", "200000"],
+        "admission_calls": 20_000,
         # Measured once: LiteLLM served ~7 of 500 RPS here and needed minutes to drain;
         # `--litellm-everywhere` puts it back in every scenario (blows the time budget).
         "litellm_everywhere": False,
@@ -787,6 +790,10 @@ def main(argv: list[str] | None = None) -> int:
         log("Realtime relay: sessions held, frame latency (bench/realtime.py)")
         results["realtime"] = side_bench(["-m", "bench.realtime", *P["realtime"]],
                                          tmp / "rt.json")
+        log("admission path of one call, far from its limits (bench/admission.py)")
+        results["admission"] = side_bench(
+            ["-m", "bench.admission", "--calls", str(P["admission_calls"]),
+             *(["--baseline", args.baseline] if args.baseline else [])], tmp / "adm.json")
     except KeyboardInterrupt:
         log("interrupted")
         return 130
@@ -840,6 +847,7 @@ def report_text(results: dict, P: dict) -> str:
     parts.append(f"ledger check (rows vs 200s): {results.get('ledger_check')}")
     parts.append(f"ledger (PostgreSQL, bench/ledger.py): {results.get('pg_ledger')}")
     parts.append(f"realtime (bench/realtime.py): {results.get('realtime')}")
+    parts.append(f"admission path, µs per call (bench/admission.py): {results.get('admission')}")
     parts.append("\n== issue #8 targets ==")
     for v in results["verdicts"]:
         mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[v["met"]]

@@ -194,17 +194,18 @@ _WORST: dict[tuple, tuple[object, int]] = {}
 
 
 def worst_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime) -> int:
-    """`cost_nanos` of a worst case, memoised: calls to one model with one cap share it
-    (it is a context window and an output cap), so the hot path prices it once."""
-    entry = table.entry(model, at) if model else None
-    if entry is None:
+    """`cost_nanos` of a worst case, memoised per table, model, UTC day and token counts:
+    calls to one model with one cap share their worst case (a context window and an
+    output cap), so the hot path prices it once."""
+    if not model:
         return 0
-    key = (model, usage)
+    key = (id(table), model, at.date(), usage.input, usage.audio_input, usage.image_input,
+           usage.output, usage.audio_output, usage.image_output)
     hit = _WORST.get(key)
-    if hit is not None and hit[0] is entry:
+    if hit is not None and hit[0] is table:
         return hit[1]
     nanos = cost_nanos(usage, model, table, at)
     if len(_WORST) > 4096:
         _WORST.clear()
-    _WORST[key] = (entry, nanos)
+    _WORST[key] = (table, nanos)
     return nanos

@@ -134,7 +134,10 @@ class Quota:
             self._day = day
             self.book.prune(now)
         budgets = self.budget_counters(policy, now)
-        refusal = self._check(policy, ask, now)
+        counts = ((self.book.counter(policy.tenant_scope, "day", now),
+                   self.book.counter(policy.tenant_scope, "month", now))
+                  if ask.count_request or ask.images else ())
+        refusal = self._check(policy, ask, counts)
         if refusal is not None:
             self.metrics.quota_rejections.labels(policy.tenant, refusal.reason).inc()
             return refusal
@@ -148,9 +151,7 @@ class Quota:
         if refusal is not None:
             self.metrics.quota_rejections.labels(policy.tenant, refusal.reason).inc()
             return refusal
-        tallies = []
-        if ask.count_request:
-            tallies = [self.book.counter(policy.tenant_scope, p, now) for p in ("day", "month")]
+        tallies = list(counts) if ask.count_request else []
         exposure = max(0, (ask.worst or ask.amount) - ask.amount) if policy.block else 0
         hold = self.book.hold([c for _, c in budgets], tallies, ask.amount, ask.images,
                               exposure, lane)
@@ -188,25 +189,24 @@ class Quota:
                 leases.window_take("upstream", "tpm", ask.tpm_tokens)
         return refused
 
-    def _check(self, policy: Policy, ask: Ask, now: datetime) -> Refusal | None:
-        """Model allowlist, request and image caps."""
+    def _check(self, policy: Policy, ask: Ask, counts: tuple[Counter, ...]
+               ) -> Refusal | None:
+        """Model allowlist, request and image caps (`counts`: the tenant's day and month)."""
         if not policy.allows(ask.model):
             return model_refusal(ask.model or "")
         if not policy.block:
             return None  # alert_only: spend is watched and alerted, never refused
         leases = self.leases
         if ask.count_request:
-            for period, cap in (("day", policy.max_requests_per_day),
-                                ("month", policy.max_requests_per_month)):
-                c = self.book.counter(policy.tenant_scope, period, now)
+            for period, cap, c in (("day", policy.max_requests_per_day, counts[0]),
+                                   ("month", policy.max_requests_per_month, counts[1])):
                 if cap is not None and (c.requests + 1 > cap or (
                         leases is not None and leases.counts_left(c, "requests") < 1)):
                     return request_quota_refusal(
                         f"The {ADJECTIVE[period]} request quota of {cap} is used up.")
         if ask.images:
-            for period, cap in (("day", policy.max_images_per_day),
-                                ("month", policy.max_images_per_month)):
-                c = self.book.counter(policy.tenant_scope, period, now)
+            for period, cap, c in (("day", policy.max_images_per_day, counts[0]),
+                                   ("month", policy.max_images_per_month, counts[1])):
                 if cap is not None and (c.images + ask.images > cap or (
                         leases is not None and leases.counts_left(c, "images") < ask.images)):
                     return request_quota_refusal(
