@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -20,43 +19,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import gateway_config, start_gateway
-from fake_sessions import FakeSessions
-from faregate.proxy import parse_settings
+from test_session_limits import AUTH, fake, limited, url  # noqa: F401 (fixtures)
 
-RT = {"input": "4", "cached_input": "0.4", "output": "16", "audio_input": "32",
-      "cached_audio_input": "0.4", "audio_output": "64"}
-AUTH = {"Authorization": "Bearer sk-acme"}
 SECOND = base64.b64encode(b"\0" * 48_000).decode()  # one second of 24 kHz PCM16
-
-
-@pytest.fixture
-async def fake():
-    async with FakeSessions() as f:
-        yield f
-
-
-@pytest.fixture
-async def limited(fake, tmp_path):
-    started = []
-
-    async def make(tenant: dict, **extra):
-        data = gateway_config(fake.url, tmp_path, {
-            "pricing": {"models": {"gpt-realtime": RT}},
-            "keys": [{"sha256": hashlib.sha256(b"sk-acme").hexdigest(), "tenant": "acme"}],
-            "tenants": {"acme": tenant}, **extra}, db=f"r{len(started)}.db")
-        data["server"]["cancel_grace_s"] = 2.0
-        gw = await start_gateway(parse_settings(data))
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        await gw.stop()
-
-
-def url(gw) -> str:
-    return gw.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
 
 
 async def spent(gw, responses: int) -> tuple[Decimal, Decimal]:
