@@ -104,14 +104,15 @@ def _dearest(entry: Any, classes: tuple[str, ...]) -> str:
 
 def estimate(endpoint: Endpoint, facts: RequestFacts, body: Any, *, table: PriceTable,
              at: datetime, shape: InputShape | None = None, default_output: int | None = None,
-             hidden_tokens: int = 0, hidden_known: bool = True, factor: float = 1.0
-             ) -> Estimate:
-    """The reservation and worst case of one REST call (see the module docstring)."""
+             hidden_tokens: int = 0, hidden_known: bool = True, factor: float = 1.0,
+             with_worst: bool = True) -> Estimate:
+    """The reservation and worst case of one REST call (see the module docstring);
+    `with_worst=False` skips the worst case (a caller with no budget has no use for it)."""
     prompt = facts.prompt_bytes // BYTES_PER_TOKEN_HIGH + 16
     kind = endpoint.kind
     if kind in TEXT_KINDS:
         return _text_call(kind, facts, body, table, at, shape or InputShape(), default_output,
-                          hidden_tokens, hidden_known, factor)
+                          hidden_tokens, hidden_known, factor, with_worst)
     if kind == "embeddings":  # every token is at least one byte of the body
         return Estimate(Usage(input=prompt), Usage(input=facts.prompt_bytes + 16), prompt)
     if kind == "transcription":
@@ -134,7 +135,7 @@ def estimate(endpoint: Endpoint, facts: RequestFacts, body: Any, *, table: Price
 
 def _text_call(kind: str, facts: RequestFacts, body: Any, table: PriceTable, at: datetime,
                shape: InputShape, default_output: int | None, hidden_tokens: int,
-               hidden_known: bool, factor: float) -> Estimate:
+               hidden_known: bool, factor: float, with_worst: bool) -> Estimate:
     model = facts.model or ""
     entry = table.entry(model, at)
     longest = (entry.max_output_tokens if entry is not None else None)
@@ -153,10 +154,12 @@ def _text_call(kind: str, facts: RequestFacts, body: Any, table: PriceTable, at:
     image_in = math.ceil(images * factor)
     out_cls = _dearest(entry, OUTPUT_CLASSES)
     usage = Usage(input=text_in, image_input=image_in, **{out_cls: out * n})
-    worst_out = (cap or longest) * n
-    window = (entry.context_window if entry is not None else None) or DEFAULT_CONTEXT_WINDOW
-    worst_in = max(window - worst_out, text_in + image_in)
-    worst = Usage(**{_dearest(entry, INPUT_KINDS): worst_in, out_cls: worst_out})
+    worst = None
+    if with_worst:
+        worst_out = (cap or longest) * n
+        window = (entry.context_window if entry is not None else None) or DEFAULT_CONTEXT_WINDOW
+        worst_in = max(window - worst_out, text_in + image_in)
+        worst = Usage(**{_dearest(entry, INPUT_KINDS): worst_in, out_cls: worst_out})
     return Estimate(usage, worst, text_in + image_in + out * n, raw_input=raw,
                     recorded=hidden_tokens, unsized=bool(shape.unsized) or not hidden_known, choices=n,
                     output_class=out_cls, cap_field=field)

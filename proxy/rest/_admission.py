@@ -69,7 +69,8 @@ async def _estimate(flow: Flow, rt: Runtime, body: Body, quota: Quota, contexts:
         flow.conversation_id = shape.conversation
     if shape is None or not _limited(policy, rt):
         return estimate(flow.endpoint, flow.facts, body.parsed, table=rt.prices, at=now,
-                        shape=shape, default_output=policy.default_max_output_tokens), None
+                        shape=shape, default_output=policy.default_max_output_tokens,
+                        with_worst=bool(policy.budgets)), None
     hidden, known = 0, True
     if shape.previous_response_id or shape.conversation:
         hidden, known = await contexts.recall(flow.caller.tenant, shape.previous_response_id,
