@@ -54,9 +54,6 @@ class Sessions:
     def remove(self, session: "Session") -> bool:
         return self._by_id.pop(session.id, None) is not None
 
-    def active(self, tenant: str) -> int:
-        return sum(1 for s in self._by_id.values() if s.caller.tenant == tenant)
-
     def by_tenant(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in self._by_id.values():
