@@ -151,9 +151,13 @@ class Relay:
         if isinstance(ticket, Refusal):
             raise Refused(errors.refused(ticket, rid))
         now = datetime.now(timezone.utc)
-        refusal = await self.quota.admit_session(
-            policy, now, model, first_response(rt.prices, model, now),
-            rt.settings.server.admission_wait_s)
+        try:
+            refusal = await self.quota.admit_session(
+                policy, now, model, first_response(rt.prices, model, now),
+                rt.settings.server.admission_wait_s)
+        except BaseException:
+            ticket.release()
+            raise
         if refusal is not None:
             ticket.release()
             raise Refused(errors.refused(refusal, rid))
