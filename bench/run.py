@@ -66,6 +66,7 @@ PROFILES = {
         "warmup": 0.3, "grace": 3.0, "ledger_rows": 20_000, "info_everywhere": False,
         "realtime": ["--sessions", "300", "--active", "50", "--seconds", "3", "--rounds", "1"],
         "pg_ledger": ["--records", "20000", "--recover", "20000", "--down", "50000"],
+        "admission_calls": 10_000,
         # LiteLLM cannot sustain 500 RPS here; its backlog takes minutes to drain, so the
         # quick profile uses it only where the issue's ratio needs it (saturation).
         "litellm_everywhere": False,
@@ -80,6 +81,7 @@ PROFILES = {
         "litellm_everywhere": False,
         "realtime": ["--sessions", "20", "--active", "3", "--seconds", "0.5", "--rounds", "1"],
         "pg_ledger": ["--records", "2000", "--recover", "2000", "--down", "5000"],
+        "admission_calls": 200,
     },
     # < 15 minutes.
     "full": {
@@ -90,6 +92,7 @@ PROFILES = {
         "warmup": 1.0, "grace": 5.0, "ledger_rows": 100_000, "info_everywhere": True,
         "realtime": ["--sessions", "1000", "--active", "100", "--seconds", "10", "--rounds", "2"],
         "pg_ledger": ["--records", "100000", "--recover", "100000", "--down", "200000"],
+        "admission_calls": 20_000,
         # Measured once: LiteLLM served ~7 of 500 RPS here and needed minutes to drain;
         # `--litellm-everywhere` puts it back in every scenario (blows the time budget).
         "litellm_everywhere": False,
@@ -284,8 +287,18 @@ def faregate_argv() -> list[str]:
     return [sys.executable, "-m", "faregate.proxy.cli"]
 
 
+#: `--budgeted`: the bench's callers (passthrough identity: tenant "default") get a
+#: budget, a request cap and rate limits, all far from being reached — what
+#: enforcement costs a tenant that is nowhere near its limits.
+BUDGETED = (
+    "[tenants.default]\n"
+    "daily_usd = 100000\nmonthly_usd = 1000000\n"
+    "max_requests_per_day = 100000000\nrpm = 10000000\ntpm = 1000000000\n"
+)
+
+
 def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[Proc],
-                   argv: list[str] | None = None) -> Target:
+                   argv: list[str] | None = None, extra: str = "") -> Target:
     port = free_port()
     work = tmp / name
     work.mkdir()
@@ -297,6 +310,7 @@ def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[
         "[storage]\n"
         f'url = "sqlite:///{work / "ledger.db"}"\n'
         f'journal_dir = "{work / "journal"}"\n'
+        + extra
     )
     env = {**os.environ, "FAREGATE_LOG_LEVEL": level}
     env.pop("FAREGATE_ADMIN_TOKEN", None)
@@ -566,13 +580,13 @@ def derive(results: dict) -> dict:
     d: dict = {}
     op = sc.get("chat_open_loop", {})
     if "direct" in op:
-        for name in ("bare", "faregate", "faregate-info", "litellm"):
+        for name in ("bare", "faregate", "faregate-base", "faregate-info", "litellm"):
             if name in op:
                 d[f"added_latency_ms.{name}"] = {
                     q: diff(op[name], op["direct"], "latency_ms", q) for q in ("p50", "p90", "p99")}
     rp = sc.get("responses_open_loop", {})
     if "direct" in rp:
-        for name in ("bare", "faregate", "faregate-info", "litellm"):
+        for name in ("bare", "faregate", "faregate-base", "faregate-info", "litellm"):
             if name in rp:
                 d[f"responses_added_latency_ms.{name}"] = {
                     q: diff(rp[name], rp["direct"], "latency_ms", q) for q in ("p50", "p90", "p99")}
@@ -582,6 +596,7 @@ def derive(results: dict) -> dict:
     d["tput_faregate_over_bare"] = ratio(tp.get("faregate"), tp.get("bare"))
     d["tput_faregate_over_litellm"] = ratio(tp.get("faregate"), tp.get("litellm"))
     d["tput_faregate_info_over_bare"] = ratio(tp.get("faregate-info"), tp.get("bare"))
+    d["tput_faregate_over_base"] = ratio(tp.get("faregate"), tp.get("faregate-base"))
     for kind in ("chat", "responses"):
         ss = sc.get(f"{kind}_sse", {})
         if "direct" in ss:
@@ -664,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="LiteLLM in every scenario, not only saturation (slow: it cannot keep up)")
     ap.add_argument("--no-info", action="store_true", help="skip the INFO-logging faregate")
     ap.add_argument("--out", help="results JSON (default bench/results/<profile>-<time>.json)")
+    ap.add_argument("--budgeted", action="store_true",
+                    help="give the callers a budget, a request cap and rate limits far from "
+                         "their limits (the cost of enforcement)")
     ap.add_argument("--baseline", metavar="EXE",
                     help="another build's `faregate` executable (e.g. an older checkout's venv), "
                          "run beside this one as target faregate-base: a same-run A/B")
@@ -678,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "targets_issue_8": TARGETS, "scenarios": {},
+        "targets_issue_8": TARGETS, "scenarios": {}, "budgeted": args.budgeted,
     }
     procs: list[Proc] = []
     lg: Loadgen | None = None
@@ -694,16 +712,17 @@ def main(argv: list[str] | None = None) -> int:
         upstream, up_proc = start_upstream(procs)
         log(f"fake upstream at {upstream} (think {UPSTREAM['delay_ms']} ms)")
         targets = [Target("direct", upstream, None), start_bare(upstream, procs)]
-        fg = start_faregate("faregate", upstream, tmp, "WARNING", procs)
+        extra = BUDGETED if args.budgeted else ""
+        fg = start_faregate("faregate", upstream, tmp, "WARNING", procs, extra=extra)
         targets.append(fg)
         fg_targets.append(fg)
         if args.baseline:
             base = start_faregate("faregate-base", upstream, tmp, "WARNING", procs,
-                                  [args.baseline])
+                                  [args.baseline], extra=extra)
             targets.append(base)
             fg_targets.append(base)
         if not args.no_info:
-            fgi = start_faregate("faregate-info", upstream, tmp, "INFO", procs)
+            fgi = start_faregate("faregate-info", upstream, tmp, "INFO", procs, extra=extra)
             targets.append(fgi)
             fg_targets.append(fgi)
         if args.no_litellm:
@@ -771,6 +790,10 @@ def main(argv: list[str] | None = None) -> int:
         log("Realtime relay: sessions held, frame latency (bench/realtime.py)")
         results["realtime"] = side_bench(["-m", "bench.realtime", *P["realtime"]],
                                          tmp / "rt.json")
+        log("admission path of one call, far from its limits (bench/admission.py)")
+        results["admission"] = side_bench(
+            ["-m", "bench.admission", "--calls", str(P["admission_calls"]),
+             *(["--baseline", args.baseline] if args.baseline else [])], tmp / "adm.json")
     except KeyboardInterrupt:
         log("interrupted")
         return 130
@@ -805,7 +828,9 @@ def report_text(results: dict, P: dict) -> str:
     """The tables, derived ratios and verdicts as printed."""
     sc = results["scenarios"]
     parts = [f"faregate benchmark, profile {results['profile']}, {results['machine']['cpus']} "
-             f"CPUs, upstream think {UPSTREAM['delay_ms']} ms; LiteLLM: {results.get('litellm')}",
+             f"CPUs, upstream think {UPSTREAM['delay_ms']} ms; LiteLLM: {results.get('litellm')}"
+             + ("; callers with a budget far from its limits (--budgeted)"
+                if results.get("budgeted") else ""),
              table(f"chat non-stream, open loop {P['rps']} RPS (latency from scheduled send)",
                    sc["chat_open_loop"]),
              table(f"chat non-stream, saturation ({P['sat_concurrency']} workers)",
@@ -822,6 +847,7 @@ def report_text(results: dict, P: dict) -> str:
     parts.append(f"ledger check (rows vs 200s): {results.get('ledger_check')}")
     parts.append(f"ledger (PostgreSQL, bench/ledger.py): {results.get('pg_ledger')}")
     parts.append(f"realtime (bench/realtime.py): {results.get('realtime')}")
+    parts.append(f"admission path, µs per call (bench/admission.py): {results.get('admission')}")
     parts.append("\n== issue #8 targets ==")
     for v in results["verdicts"]:
         mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[v["met"]]

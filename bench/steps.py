@@ -3,11 +3,13 @@
     python -m bench.steps [--json FILE]
 
 Times each step faregate adds to a non-streaming chat call, on the bodies
-the bench's fake upstream sends: reading the request, the worst-case
-reservation, the usage scan, pricing, the ledger record and its journal
-line, the Prometheus counters, the `x-faregate-budget-*` answer headers
-(three budgets, including reading the clock) and the start marker journaled
-before the call goes upstream (its row, line and `write(2)`). Each figure is the best of five runs of
+the bench's fake upstream sends: reading the request, its input's shape,
+the reservation and worst case, admission against a budget far from its
+limit and its settlement, the usage scan, pricing, the ledger record and its
+journal line, the Prometheus counters, the `x-faregate-budget-*` answer
+headers (three budgets, including reading the clock) and the start marker
+journaled before the call goes upstream (its row, line and `write(2)`).
+Each figure is the best of five runs of
 20,000 calls, so it is the cost with warm caches: inside a loaded server the
 same work takes about 2–3× longer (bench/README.md, "Why some targets are
 missed"). Nothing here is timed in the test suite.
@@ -28,7 +30,7 @@ from typing import Callable
 import orjson
 
 from faregate.pricing import find_usage, load_price_table, price, usage_for_endpoint
-from faregate.proxy import Metrics, Runtime, Settings
+from faregate.proxy import Metrics, Runtime, Settings, parse_settings
 from faregate.proxy._ids import new_request_id
 from faregate.proxy.caller import Caller
 from faregate.proxy.quota import BudgetBook, BudgetLimit, budget_headers
@@ -38,11 +40,12 @@ from faregate.proxy.meter import (
     charge_record,
     classify,
     cost_nanos,
+    estimate,
     facts_from_json,
+    input_shape,
     observe,
-    worst_case,
 )
-from faregate.proxy.quota import Admission
+from faregate.proxy.quota import Admission, Ask, Quota
 from faregate.proxy.quota._budget import Hold
 from faregate.storage._journal import encode_entry
 from faregate.storage._markers import marker_row
@@ -87,14 +90,16 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     record = ledger_record()
     row = CHARGES.to_row(record)
     line = encode_entry("charge", 0, row)
-    worst = worst_case(endpoint, facts, body, 4096, table, now)[0]
+    shape = input_shape("chat", body)
+    est = estimate(endpoint, facts, body, table=table, at=now, shape=shape)
+    amount = cost_nanos(est.usage, "gpt-4o-mini", table, now)
+    worst = cost_nanos(est.worst, "gpt-4o-mini", table, now)
     fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     book = BudgetBook()  # a tenant with a daily and a monthly budget, a user with a daily one
     budgets = tuple((limit, book.counter(limit.scope, limit.period, now)) for limit in (
         BudgetLimit("tenant:acme", "day", 10**9), BudgetLimit("tenant:acme", "month", 10**10),
         BudgetLimit("user:acme/ana", "day", 10**8)))
-    admission = Admission(None, Hold(amount=cost_nanos(worst, "gpt-4o-mini", table, now)),  # type: ignore[arg-type]
-                          worst=worst)
+    admission = Admission(None, Hold(amount=worst), reserved_usage=est.worst)  # type: ignore[arg-type]
     biller = Biller(lambda: runtime, lambda rec: None, metrics, None, None,  # type: ignore[arg-type]
                     journal=_Marks(fd))
 
@@ -104,8 +109,12 @@ def steps(journal: Path) -> dict[str, Callable[[], object]]:
     return {
         "request JSON parse": lambda: orjson.loads(REQUEST),
         "request facts": lambda: facts_from_json(endpoint, body, len(REQUEST)),
-        "worst case usage": lambda: worst_case(endpoint, facts, body, 4096, table, now),
-        "reservation cost": lambda: cost_nanos(worst, "gpt-4o-mini", table, now),
+        "input shape": lambda: input_shape("chat", body),
+        "estimate (reservation + worst case)": lambda: estimate(
+            endpoint, facts, body, table=table, at=now, shape=shape),
+        "reservation cost": lambda: cost_nanos(est.usage, "gpt-4o-mini", table, now),
+        "worst case cost": lambda: cost_nanos(est.worst, "gpt-4o-mini", table, now),
+        "admit + settle (budget far from its limit)": admit_and_settle(amount, worst, now),
         "find usage in the body": lambda: find_usage(RESPONSE),
         "normalise usage": lambda: usage_for_endpoint("chat", reported, table=table),
         "price()": lambda: price(usage, served, now, table),
@@ -155,6 +164,19 @@ class _Marks:
 
     def unmark(self, charge_id: str) -> None:
         pass
+def admit_and_settle(amount: int, worst: int, now: datetime) -> Callable[[], object]:
+    """One call through a tenant's day and month budgets, far from their limits."""
+    settings = parse_settings({"tenants": {"acme": {"daily_usd": "100000",
+                                                    "monthly_usd": "1000000"}}})
+    runtime = Runtime.build(settings)
+    policy = runtime.policy(Caller("acme", None, None, None, None))
+    quota = Quota(Metrics(), lambda policy, budgets, now: None)
+    ask = Ask(amount, worst, "gpt-4o-mini", tpm_tokens=60)
+
+    def step():
+        admission = quota.admit(policy, ask, now)
+        quota.settle(admission, amount // 2, now, 30)  # type: ignore[arg-type]
+    return step
 
 
 def measure(calls: int = CALLS) -> dict[str, float]:

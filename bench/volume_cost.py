@@ -82,7 +82,7 @@ def write_cost(baseline: Path | None, records: int, rounds: int) -> dict:
 async def _old_ledger(url: str, rows: int) -> int:
     """A schema-10 ledger (no rollups, nothing partitioned) with `rows` charges
     over the 31 days before the hour; returns that hour (epoch ms)."""
-    from faregate.storage._kinds import CHARGES
+    from faregate.storage._kinds import CHARGE_COLUMNS_BEFORE_0040, CHARGES
     from faregate.storage._store import open_store
 
     store = await open_store(url, upto=10)
@@ -90,7 +90,8 @@ async def _old_ledger(url: str, rows: int) -> int:
     end_ms = int(time.time() * 1000) // 3_600_000 * 3_600_000
     span = int(SPAN.total_seconds() * 1000)
     start = end_ms - span
-    cols = list(CHARGES.columns)
+    cols = list(CHARGE_COLUMNS_BEFORE_0040)
+    width = len(cols)
     chunk = 10_000
     if url.startswith("sqlite:///"):
         import sqlite3
@@ -98,7 +99,7 @@ async def _old_ledger(url: str, rows: int) -> int:
         conn = sqlite3.connect(url[len("sqlite:///"):])
         sql = f"INSERT INTO charges ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         for base in range(0, rows, chunk):
-            conn.executemany(sql, [CHARGES.to_row(charge(i, rows, start, span))
+            conn.executemany(sql, [CHARGES.to_row(charge(i, rows, start, span))[:width]
                                    for i in range(base, min(rows, base + chunk))])
             conn.commit()
         conn.close()
@@ -109,7 +110,7 @@ async def _old_ledger(url: str, rows: int) -> int:
     try:
         for base in range(0, rows, chunk):
             await conn.copy_records_to_table("charges", columns=cols, records=[
-                CHARGES.to_row(charge(i, rows, start, span))
+                CHARGES.to_row(charge(i, rows, start, span))[:width]
                 for i in range(base, min(rows, base + chunk))])
     finally:
         await conn.close()

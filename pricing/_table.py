@@ -190,11 +190,10 @@ class PriceTable:
             given = {k: v for k, v in raw_rates.items() if v is not None}
             where = f"pricing.models.{raw_name}"
             own = rates(given, where, meta=LIMIT_KEYS)
-            periods[name] = (Price(
-                family=name, rates=own, source=OVERRIDE_SOURCE,
-                context_window=limit(given.get("context_window"), f"{where}.context_window"),
-                max_output_tokens=limit(given.get("max_output_tokens"),
-                                        f"{where}.max_output_tokens")),)
+            shipped = self.entry(name)  # new rates; what the model can do stays, unless given
+            limits = {key: limit(given.get(key), f"{where}.{key}")
+                      or (getattr(shipped, key) if shipped else None) for key in LIMIT_KEYS}
+            periods[name] = (Price(family=name, rates=own, source=OVERRIDE_SOURCE, **limits),)
             canonical[name] = {k: canon(v) for k, v in sorted(own.items())}
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(blob).hexdigest()[:8]

@@ -58,6 +58,8 @@ class ServerSettings(_Strict):
     cancel_grace_s: float = Field(5.0, ge=0)  # client left mid-response: wait for its usage
     #: Longest wait between faregate's own polls of a pending background response.
     background_poll_s: float = Field(30.0, gt=0, le=600)
+    #: Near a limit, how long a call may wait for its turn (calls admitted one at a time).
+    admission_wait_s: float = Field(2.0, ge=0, le=600)
     #: Browser origins allowed to open Realtime/Live WebSockets; empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
     #: PEM certificate chain and key: faregate itself serves https:// and wss://
@@ -185,6 +187,8 @@ class Limits(_Strict):
     #: A model faregate cannot price: "reject" (403 model_not_priced) or "record".
     #: Unset: "reject" for callers with a USD limit, else "record".
     unknown_model: Literal["reject", "record"] | None = None
+    #: Rewrite a call's output cap to what the remaining budget buys (opt-in).
+    clamp_output: bool | None = None
 
     _money = field_validator(
         "daily_usd", "monthly_usd", "per_user_daily_usd", "per_user_monthly_usd"

@@ -28,7 +28,7 @@ from ._runtime import Runtime
 from .admin import Admin
 from .alerts import Alerting, Notifier
 from .caller import SecretBook
-from .meter import Biller, canonical_path
+from .meter import Biller, Contexts, canonical_path
 from .objects import Objects, Owners
 from .provider import Delegations, ProviderJobs
 from .quota import Leases, Quota, UnseenHolds
@@ -76,8 +76,9 @@ class Services:
         self.alerting = Alerting(lambda: self.runtime.settings.alerts.thresholds)
         self.quota = Quota(metrics, self.alerting.on_spend)
         if ledger.shared:
-            self.quota.leases = Leases(
-                ledger, max_fraction=float(settings.storage.lease_max_fraction))
+            self.quota.share(Leases(
+                ledger, max_fraction=float(settings.storage.lease_max_fraction)))
+        self.contexts = Contexts(ledger.recorded_context)
         self.secrets = SecretBook()
         self.unseen_holds = UnseenHolds(self.quota)
         self.delegations = Delegations(self.current, self.secrets, self.unseen_holds,
@@ -89,7 +90,7 @@ class Services:
             if ok else None)
         self.capture = open_capture(settings, metrics)
         self.biller = Biller(self.current, self._record, metrics, self.quota, self.alerting,
-                             journal=ledger)
+                             journal=ledger, contexts=self.contexts)
         self.batches = BatchBook(ledger)
         self.background = Background(self.current, ledger, self.quota, self.biller, client,
                                      metrics)
@@ -100,7 +101,8 @@ class Services:
         self.forwarder = Forwarder(
             self.current, client, self.quota, self.biller,
             Batches(self.batches, self.biller, self.current, metrics, self.quota, client),
-            self.background, self.delegations, metrics, self.capture, self.objects)
+            self.background, self.delegations, metrics, self.capture, self.objects,
+            self.contexts)
         self.relay = Relay(
             SessionServices(self.current, self.biller, metrics, self.sessions, ledger.record,
                             self.capture),

@@ -77,7 +77,7 @@ CHARGE_COLUMNS: tuple[str, ...] = (
     "status", *(f"{c}_tokens" for c in TOKEN_COLUMNS), "reasoning_tokens", "seconds_ms",
     "characters", "images", "cost_nanos", "breakdown", "price_version", "priced",
     "estimated", "latency_ms", "flags", "session_id", "response_id", "savings_nanos",
-    "billed_nanos", "tags",
+    "billed_nanos", "tags", "conversation_id",
 )
 
 
@@ -94,6 +94,7 @@ def charge_to_row(r: LedgerRecord) -> Row:
         int(r.priced), int(r.estimated), float(r.latency_ms), ",".join(r.flags),
         r.session_id, r.response_id, int(r.savings_nanos),
         None if r.billed_nanos is None else int(r.billed_nanos), encode_tags(r.tags),
+        r.conversation_id,
     )
 
 
@@ -126,6 +127,7 @@ def charge_from_row(row: Sequence[Any]) -> LedgerRecord:
         savings_nanos=int(v["savings_nanos"] or 0),
         billed_nanos=None if v["billed_nanos"] is None else int(v["billed_nanos"]),
         tags=decode_tags(v["tags"]),
+        conversation_id=v["conversation_id"],
     )
 
 
@@ -204,7 +206,10 @@ def object_from_row(row: Sequence[Any]) -> ObjectRecord:
 
 
 CHARGES = Kind("charge", "charges", CHARGE_COLUMNS, LedgerRecord, charge_to_row,
-               charge_from_row, added=(0, None, "{}"))  # 0006 savings, billed; 0008 tags
+               charge_from_row, added=(0, None, "{}", None))
+# added: 0006 savings, billed; 0008 tags; 0040 conversation_id
+#: The charges table's columns before migration 0040 (an older ledger, as upgrades meet it).
+CHARGE_COLUMNS_BEFORE_0040 = CHARGE_COLUMNS[:CHARGE_COLUMNS.index("conversation_id")]
 
 SESSIONS = Kind("session", "sessions", SESSION_COLUMNS, SessionRecord, to_session_row,
                 from_session_row, added=("{}", 0))  # 0008 tags, tool_calls

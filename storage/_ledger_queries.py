@@ -25,6 +25,8 @@ from ._lookups import (
     claim_alert_sql,
     claim_sql,
     objects_by_id_sql,
+    context_sql,
+    lease_state_sql,
     session_sql,
     sessions_sql,
 )
@@ -187,6 +189,50 @@ class LedgerQueries(ProviderQueries):
     async def unlease(self, scope: str, period: str, key: str, amount: int) -> None:
         """Give back a lease's unspent part (at shutdown)."""
         await self._store.unlease(scope, period, key, int(amount), _now_ms())
+
+    async def overdraw(self, scope: str, period: str, key: str, amount: int) -> None:
+        """Count spend beyond what was leased (a call that cost more than its
+        reservation) in the shared row, so every replica sees the limit as passed."""
+        if amount > 0:
+            await self._store.unlease(scope, period, key, -int(amount), _now_ms())
+
+    async def lease_state(self, scope: str, period: str, key: str) -> tuple[int, int] | None:
+        """(leased, limit) of a shared row, None if nobody leased from it yet."""
+        rows = await self._store.fetch(*lease_state_sql(self._store.placeholder, scope,
+                                                        period, key))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+    async def hold_slots(self, scope: str, holder: str, count: int, limit: int,
+                         ttl_s: float) -> bool:
+        """Set how many of `scope`'s slots `holder` holds, if all live holds stay
+        within `limit` (lowering always succeeds). Holds expire after `ttl_s`."""
+        return await self._store.hold_slots(scope, holder, int(count), int(limit), _now_ms(),
+                                            int(ttl_s * 1000))
+
+    async def renew_slots(self, holder: str, ttl_s: float) -> None:
+        """Keep `holder`'s slot holds alive for another `ttl_s`."""
+        await self._store.renew_slots(holder, _now_ms(), int(ttl_s * 1000))
+
+    async def prune_leases(self, periods: tuple[str, ...], older_than_s: float) -> int:
+        """Forget shared rows of the given periods not touched for `older_than_s`
+        (per-minute rate windows that are over)."""
+        p = self._store.placeholder
+        marks = ", ".join(p(i + 1) for i in range(len(periods)))
+        cutoff = _now_ms() - int(older_than_s * 1000)
+        rows = await self._store.fetch(
+            f"DELETE FROM budget_leases WHERE period IN ({marks}) AND updated_ms < "
+            f"{p(len(periods) + 1)} RETURNING scope", [*periods, cutoff])
+        return len(rows)
+
+    async def recorded_context(self, tenant: str, response_id: str | None = None,
+                               conversation_id: str | None = None) -> int | None:
+        """Tokens recorded for a Responses answer or the latest charge of a conversation
+        (None: not in this ledger)."""
+        if response_id is None and conversation_id is None:
+            return None
+        sql, args = context_sql(self._store.placeholder, tenant, response_id, conversation_id)
+        rows = await self._store.fetch(sql, args)
+        return int(rows[0][0]) if rows else None
 
     async def claim_alert(self, alert: AlertRecord) -> bool:
         """Write an alert now; False if another process already sent it."""

@@ -12,6 +12,10 @@ from typing import Any
 from ._kinds import ALERTS, BACKGROUND, BATCHES, OBJECTS, SESSIONS
 from ._periods import epoch_ms
 from ._queries import Placeholder, _where
+from ._record import TOKEN_COLUMNS
+
+#: Every token a charge counted, input and output (what a continuation carries).
+_ALL_TOKENS = " + ".join(f"{c}_tokens" for c in TOKEN_COLUMNS)
 
 
 def sessions_sql(p: Placeholder, tenant: str | None, limit: int, before: str | None
@@ -82,3 +86,22 @@ def background_pending_sql(p: Placeholder, since: datetime) -> tuple[str, list[A
     return (f"SELECT {cols} FROM background_responses b WHERE b.event = 'pending' "
             f"AND b.at_ms >= {p(1)} AND NOT EXISTS (SELECT 1 FROM background_responses f "
             "WHERE f.id = 'final:' || b.response_id) ORDER BY b.at_ms", [epoch_ms(since)])
+def context_sql(p: Placeholder, tenant: str, response_id: str | None,
+                conversation_id: str | None) -> tuple[str, list[Any]]:
+    """Tokens (input + output) of the named Responses answer, or of the latest charge
+    in the named conversation: what a call continuing it carries at least."""
+    if response_id is not None:
+        where = f"endpoint = '/v1/responses' AND response_id = {p(1)}"
+        value = response_id
+    else:
+        where = f"conversation_id = {p(1)}"
+        value = conversation_id
+    sql = (f"SELECT {_ALL_TOKENS} FROM charges WHERE {where} AND tenant = {p(2)} "
+           "ORDER BY ts_ms DESC LIMIT 1")
+    return sql, [value, tenant]
+
+
+def lease_state_sql(p: Placeholder, scope: str, period: str, key: str
+                    ) -> tuple[str, list[Any]]:
+    return (f"SELECT leased_nanos, limit_nanos FROM budget_leases WHERE scope = {p(1)} "
+            f"AND period = {p(2)} AND period_key = {p(3)}", [scope, period, key])

@@ -293,6 +293,33 @@ class PostgresStore:
             "updated_ms = $2 WHERE scope = $3 AND period = $4 AND period_key = $5",
             amount, now_ms, scope, period, key)
 
+    async def hold_slots(self, scope: str, holder: str, count: int, limit: int, now_ms: int,
+                         ttl_ms: int) -> bool:
+        """Set `holder`'s count of `scope` if the live holds stay within `limit` (a
+        lower count always succeeds); serialised per scope by an advisory lock."""
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", scope)
+                rows = await conn.fetch(
+                    "SELECT holder, held FROM slot_holds WHERE scope = $1 AND expires_ms > $2",
+                    scope, now_ms)
+                own = sum(int(r[1]) for r in rows if r[0] == holder)
+                others = sum(int(r[1]) for r in rows if r[0] != holder)
+                if count > own and others + count > limit:
+                    return False
+                await conn.execute(
+                    "INSERT INTO slot_holds VALUES ($1, $2, $3, $4) ON CONFLICT (scope, holder) "
+                    "DO UPDATE SET held = EXCLUDED.held, expires_ms = EXCLUDED.expires_ms",
+                    scope, holder, count, now_ms + ttl_ms)
+        return True
+
+    async def renew_slots(self, holder: str, now_ms: int, ttl_ms: int) -> None:
+        """Keep `holder`'s holds alive; forget rows long dead or empty."""
+        async with self._pool.acquire() as conn:
+            await conn.execute("UPDATE slot_holds SET expires_ms = $1 WHERE holder = $2 "
+                               "AND held > 0", now_ms + ttl_ms, holder)
+            await conn.execute("DELETE FROM slot_holds WHERE expires_ms < $1", now_ms - ttl_ms)
+
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A statement that writes (INSERT … RETURNING), on the write pool."""
         return [tuple(r) for r in await self._writes.fetch(sql, *args)]

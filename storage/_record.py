@@ -77,6 +77,7 @@ class LedgerRecord:
     savings_nanos: int = 0  # what cached tokens saved against the uncached price
     billed_nanos: int | None = None  # cost x (1 + tenant markup); None: billed at cost
     tags: dict[str, str] = field(default_factory=dict)  # caller's attribution tags
+    conversation_id: str | None = None  # the Responses conversation the call ran in
 
     @property
     def billed(self) -> int:

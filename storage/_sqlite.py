@@ -245,6 +245,32 @@ class SqliteDatabase:
             "WHERE scope = ? AND period = ? AND period_key = ?",
             (amount, now_ms, scope, period, key))
 
+    def hold_slots(self, scope: str, holder: str, count: int, limit: int, now_ms: int,
+                   ttl_ms: int) -> bool:
+        """As PostgreSQL's: one process owns a SQLite ledger, so this is bookkeeping."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            rows = c.execute("SELECT holder, held FROM slot_holds WHERE scope = ? "
+                             "AND expires_ms > ?", (scope, now_ms)).fetchall()
+            own = sum(int(r[1]) for r in rows if r[0] == holder)
+            others = sum(int(r[1]) for r in rows if r[0] != holder)
+            ok = not (count > own and others + count > limit)
+            if ok:
+                c.execute("INSERT INTO slot_holds VALUES (?, ?, ?, ?) ON CONFLICT (scope, holder) "
+                          "DO UPDATE SET held = excluded.held, expires_ms = excluded.expires_ms",
+                          (scope, holder, count, now_ms + ttl_ms))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return ok
+
+    def renew_slots(self, holder: str, now_ms: int, ttl_ms: int) -> None:
+        self.conn.execute("UPDATE slot_holds SET expires_ms = ? WHERE holder = ? AND held > 0",
+                          (now_ms + ttl_ms, holder))
+        self.conn.execute("DELETE FROM slot_holds WHERE expires_ms < ?", (now_ms - ttl_ms,))
+
     def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.conn.execute(sql, list(args))]
 
@@ -315,6 +341,12 @@ class SqliteStore:
 
     async def unlease(self, *args: Any) -> None:
         await self._run(self._db.unlease, *args)
+
+    async def hold_slots(self, *args: Any) -> bool:
+        return await self._run(self._db.hold_slots, *args)
+
+    async def renew_slots(self, *args: Any) -> None:
+        await self._run(self._db.renew_slots, *args)
 
     async def close(self) -> None:
         await self._readers.close()

@@ -121,6 +121,6 @@ async def reset_database(url: str) -> None:
         await conn.execute(
             "DROP TABLE IF EXISTS charges, charges_legacy, sessions, alerts, budget_leases, "
             "batches, rollups, charge_responses, ledger_meta, objects, background_responses, "
-            "reconciliations, limit_changes, delegated, schema_migrations CASCADE")
+            "reconciliations, limit_changes, delegated, slot_holds, schema_migrations CASCADE")
     finally:
         await conn.close()

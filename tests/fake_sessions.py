@@ -14,6 +14,16 @@ Realtime, per `response.done` (the n-th response of a session, n from 1):
                         and half of its audio input (both inside the totals above)
   output text tokens  = words of the fixed reply (5)
   output audio tokens = AUDIO_DELTAS × 20 when "audio" is in the output modalities
+  A `response.create` with its own `input` (out of band) reads that instead of the
+  conversation: input text tokens = 10 + words of that input; its `conversation:
+  "none"` answer has `conversation_id: null` and joins nothing.
+  `hidden_input_tokens` is added to every response's text input (context the
+  client never sent: what faregate cannot see).
+Server VAD (`vad = True`): session.created announces `server_vad` turn
+  detection; once `vad_turn_bytes` of audio were appended since the last turn,
+  the server commits the buffer (speech_started/stopped, committed) and starts
+  a response itself. With `honour_caps`, `response.done` never reports more
+  output than the session's (or the response's) `max_output_tokens`.
 Live: `session.start` → `session.started`; each `session.input_audio.append`
   → `session.output_audio.delta` and a `session.usage.updated` whose
   cumulative seconds grow by 1.5; `session.close` → `session.closed` with the
@@ -22,7 +32,8 @@ Live: `session.start` → `session.started`; each `session.input_audio.append`
 Inspection of the REST side: `minted` (secrets), `mint_bodies` (their request
 bodies), `calls` (call id, authorization, content type) and `accepted`.
 Knobs: `refuse_next = (status, body)`, `close_after_response = (code, reason)`,
-`omit_usage`, `delta_delay_s`; inspection: `sessions` (one `SeenSession` per
+`omit_usage`, `delta_delay_s`, `vad`, `vad_turn_bytes`, `hidden_input_tokens`,
+`response_delay_s`, `accept_delay_s`, `honour_caps`; inspection: `sessions` (one `SeenSession` per
 connection: key, subprotocol, headers, query, events received, close code).
 """
 
@@ -89,6 +100,12 @@ class FakeSessions:
         self.delta_delay_s = 0.0
         self.tool_calls_per_response = 0  # function_call items in each response's output
         self.live_seconds_step = LIVE_SECONDS_STEP  # cumulative Live seconds per audio append
+        self.vad = False  # the server detects turns and answers them itself
+        self.vad_turn_bytes = 48_000  # appended audio (decoded) that makes one turn
+        self.hidden_input_tokens = 0  # text input every response carries unseen
+        self.response_delay_s = 0.0  # before each response.done
+        self.accept_delay_s = 0.0  # before a handshake is answered
+        self.honour_caps = False  # output stays within max_output_tokens (as upstream)
         self.minted: list[str] = []
         self.mint_bodies: list[dict] = []
         self.calls: list[tuple[str, str, str]] = []
@@ -122,6 +139,8 @@ class FakeSessions:
     # -- handshake ------------------------------------------------------------
 
     async def _accept(self, request: web.Request) -> tuple[web.StreamResponse, SeenSession | None]:
+        if self.accept_delay_s:
+            await asyncio.sleep(self.accept_delay_s)
         offered = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",")
                    if p.strip()]
         key = next((p[len(KEY_PREFIX):] for p in offered if p.startswith(KEY_PREFIX)), None)
@@ -180,16 +199,19 @@ class FakeSessions:
             return ws
         assert isinstance(ws, web.WebSocketResponse)
         model = request.query.get("model", "gpt-realtime")
-        state = {"words": 0, "audio": 0, "n": 0, "prev": (0, 0), "modalities": ["audio"]}
+        state = {"words": 0, "audio": 0, "n": 0, "prev": (0, 0), "modalities": ["audio"],
+                 "turn": 0, "cap": None}
         current: dict[str, Any] = {}
 
         async def send(event: dict) -> None:
             event.setdefault("event_id", self._id("event"))
             await ws.send_str(json.dumps(event))
 
+        turns = {"type": "server_vad", "create_response": True} if self.vad else None
         await send({"type": "session.created", "session": {
             "id": self._id("sess"), "object": "realtime.session", "type": "realtime",
-            "model": model, "output_modalities": ["audio"]}})
+            "model": model, "output_modalities": ["audio"],
+            "audio": {"input": {"turn_detection": turns}}}})
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
                 await ws.send_bytes(msg.data[::-1])  # binary frames are echoed reversed
@@ -206,6 +228,8 @@ class FakeSessions:
                 if t == "session.update":
                     session = event.get("session") or {}
                     state["modalities"] = session.get("output_modalities", state["modalities"])
+                    state["cap"] = (session.get("max_output_tokens")
+                                    or session.get("max_response_output_tokens") or state["cap"])
                     await send({"type": "session.updated", "session": {
                         "id": "sess", "object": "realtime.session", "type": "realtime",
                         "model": model, "output_modalities": state["modalities"]}})
@@ -216,15 +240,26 @@ class FakeSessions:
                     await send({"type": "conversation.item.added", "previous_item_id": None,
                                 "item": {**item, "id": self._id("item"), "status": "completed"}})
                 elif t == "input_audio_buffer.append":
-                    state["audio"] += len(base64.b64decode(event.get("audio", "")))
+                    size = len(base64.b64decode(event.get("audio", "")))
+                    state["audio"] += size
+                    state["turn"] += size
+                    if self.vad and state["turn"] >= self.vad_turn_bytes:
+                        state["turn"] = 0
+                        for kind in ("input_audio_buffer.speech_started",
+                                     "input_audio_buffer.speech_stopped"):
+                            await send({"type": kind, "audio_start_ms": 0, "item_id": "item"})
+                        await send({"type": "input_audio_buffer.committed",
+                                    "previous_item_id": None, "item_id": self._id("item")})
+                        current["task"] = asyncio.create_task(
+                            self._respond(ws, send, state, current, None))
                 elif t == "input_audio_buffer.commit":
                     await send({"type": "input_audio_buffer.committed", "previous_item_id": None,
                                 "item_id": self._id("item")})
                 elif t == "response.create":
                     # A response's own output_modalities win over the session's (as upstream).
-                    asked = (event.get("response") or {}).get("output_modalities")
-                    current["task"] = asyncio.create_task(self._respond(ws, send, state, current,
-                                                                        asked))
+                    asked = event.get("response") or {}
+                    current["task"] = asyncio.create_task(self._respond(
+                        ws, send, state, current, asked.get("output_modalities"), asked))
                 elif t == "response.cancel":
                     seen.cancelled += 1
                     task = current.get("task")
@@ -241,7 +276,11 @@ class FakeSessions:
         return ws
 
     async def _respond(self, ws: web.WebSocketResponse, send, state: dict, current: dict,
-                       modalities: list | None = None) -> None:
+                       modalities: list | None = None, asked: dict | None = None) -> None:
+        asked = asked or {}
+        inline = asked.get("input")
+        out_of_band = asked.get("conversation") == "none" or inline is not None
+        cap = asked.get("max_output_tokens") or state["cap"]
         state["n"] += 1
         rid = self._id("resp")
         current["cancel"] = False
@@ -265,13 +304,25 @@ class FakeSessions:
             await send({"type": "response.output_text.done", "response_id": rid,
                         "item_id": "item", "output_index": 0, "content_index": 0,
                         "text": REPLY})
-        text_in = 10 + state["words"]
-        audio_in = state["audio"] // 4800
-        prev_text, prev_audio = state["prev"]
-        cached_text, cached_audio = prev_text // 2, prev_audio // 2
-        state["prev"] = (text_in, audio_in)
+        if self.response_delay_s:
+            await asyncio.sleep(self.response_delay_s)
+        if inline is not None:  # its own input, not the conversation
+            text_in, audio_in, cached_text, cached_audio = 10 + sum(
+                len(str(p.get("text", "")).split()) for item in inline
+                for p in (item.get("content") or [])), 0, 0, 0
+        else:
+            text_in = 10 + state["words"]
+            audio_in = state["audio"] // 4800
+            prev_text, prev_audio = state["prev"]
+            cached_text, cached_audio = prev_text // 2, prev_audio // 2
+            if not out_of_band:
+                state["prev"] = (text_in, audio_in)
+        text_in += self.hidden_input_tokens
         out_text = len(REPLY.split())
         out_audio = deltas * 20
+        if self.honour_caps and isinstance(cap, int) and out_text + out_audio > cap:
+            out_audio = max(0, cap - out_text)
+            out_text = min(out_text, cap)
         usage = {
             "total_tokens": text_in + audio_in + out_text + out_audio,
             "input_tokens": text_in + audio_in,
@@ -289,7 +340,7 @@ class FakeSessions:
                  for _ in range(self.tool_calls_per_response)]
         response = {"object": "realtime.response", "id": rid,
                     "status": "cancelled" if current.get("cancel") else "completed",
-                    "output": calls, "conversation_id": "conv_1"}
+                    "output": calls, "conversation_id": None if out_of_band else "conv_1"}
         if not self.omit_usage:
             response["usage"] = usage
         await send({"type": "response.done", "response": response})

@@ -9,7 +9,9 @@ out the usage (and so the cost) it should see without a tokenizer:
   completion_tokens = min(max_completion_tokens or max_tokens or 20, 20) * n;
   cached_tokens = prompt_tokens // 2 when user/safety_identifier/
   prompt_cache_key is "cache-hit", else 0.
-- responses: input_tokens = words in instructions and input texts + 7;
+- responses: input_tokens = words in instructions and input texts + 7, plus
+  what the named `previous_response_id` or `conversation` carries (its input
+  + output tokens, as the real API bills a continuation);
   output_tokens = min(max_output_tokens or 20, 20); same cache-hit rule. With the
   `image_generation` tool, `images_per_response` image_generation_call items (low,
   1024x1024); a stored prompt without `model` runs `prompt_models[prompt.id]`
@@ -29,13 +31,17 @@ out the usage (and so the cost) it should see without a tokenizer:
   words in prompt, output_tokens = n * IMAGE_OUTPUT_TOKENS[size][quality].
 
 Tests steer it through attributes: `usage` (per-path overrides merged into
-the computed usage; None drops usage), `fail_next`, `delay_s`,
+the computed usage; None drops usage; a reported output never passes the
+request's own cap, as the real API's, unless `honours_caps` is False: an
+upstream misbehaving), `fail_next`, `delay_s`,
 `chunk_delay_s`, `valid_keys`, `embedding_dim`, `gate` (an asyncio.Event
 every call waits for once recorded, so a test can look at faregate while
-calls are in flight); and read `requests` and `stored` (every response made,
-with the key that made it). The object endpoints (files, uploads, batches,
-vector stores, containers, fine-tuning jobs, conversations, stored responses,
-Realtime calls) are in tests/fake_objects.py.
+calls are in flight), `gather` (hold each request until that many are in
+flight at once, at most 5 s); and read `requests`, `peak_in_flight` and
+`stored` (every response made, with the key that made it). The object
+endpoints (files, uploads, batches, vector stores, containers, fine-tuning
+jobs, conversations, stored responses, Realtime calls) are in
+tests/fake_objects.py.
 
 Azure OpenAI mode (`FakeUpstream(azure_deployments={"my-mini": "gpt-4o-mini"})`):
 the v1 API under `/openai/v1/...`, the key in the `api-key` header (a bearer
@@ -182,6 +188,7 @@ class FakeUpstream:
         self.azure_deployments = azure_deployments  # deployment -> model; None: OpenAI
         self.requests: list[RecordedRequest] = []
         self.usage: dict[str, dict | None] = {}  # path -> override merged into usage
+        self.honours_caps = True  # False: overrides may report more output than the cap
         self.fail_next: list[tuple] = []  # (status, body[, headers]) per next call
         self.delay_s = 0.0
         self.chunk_delay_s = 0.0
@@ -198,6 +205,10 @@ class FakeUpstream:
         #: checks a request's object references first (tests/fake_objects.py)
         self.check_refs: Any = None
         self._ids = itertools.count(1)
+        self.carried: dict[str, int] = {}  # response or conversation id -> tokens it carries
+        self.gather = 0
+        self.in_flight = self.peak_in_flight = 0
+        self._gathered = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._prefix_routes: list[tuple[str, str, Any]] = []
@@ -272,13 +283,17 @@ class FakeUpstream:
         return web.Response(status=status, text=json.dumps(body), content_type="application/json",
                             headers=self._headers(extra))
 
-    def _usage(self, path: str, computed: dict) -> dict | None:
+    def _usage(self, path: str, computed: dict, cap: int | None = None) -> dict | None:
         if path not in self.usage:
             return computed
         override = self.usage[path]
         if override is None:
             return None
         merged = _merge(computed, override)
+        for key in ("completion_tokens", "output_tokens"):  # the upstream honours a cap
+            if cap and self.honours_caps and isinstance(merged.get(key), int) \
+                    and merged[key] > cap:
+                merged[key] = cap
         if "total_tokens" in computed and "total_tokens" not in override:
             if "prompt_tokens" in merged:
                 merged["total_tokens"] = merged["prompt_tokens"] + merged.get("completion_tokens", 0)
@@ -322,8 +337,23 @@ class FakeUpstream:
         return form
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._receive(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _receive(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)
         self.requests.append(rec)
+        if self.gather:
+            if self.in_flight >= self.gather:
+                self._gathered.set()
+            try:
+                await asyncio.wait_for(self._gathered.wait(), 5)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.gate is not None:
@@ -418,7 +448,7 @@ class FakeUpstream:
             "prompt_tokens_details": {"cached_tokens": prompt // 2 if cache_hit else 0, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
-        })
+        }, (p.get("max_completion_tokens") or p.get("max_tokens") or 0) * n)
         text = f"Echo: your last message was {len(_last_user_text(messages))} characters long."
         base = {"id": self._next_id("chatcmpl-"), "created": int(time.time()),
                 "model": SNAPSHOTS.get(p["model"], p["model"]), "service_tier": "default",
@@ -476,6 +506,10 @@ class FakeUpstream:
         (with sequence numbers)."""
         items = p.get("input") or []
         prompt = words(items) + words(p.get("instructions")) + PROMPT_OVERHEAD
+        conversation = p.get("conversation")
+        conversation = conversation.get("id") if isinstance(conversation, dict) else conversation
+        prompt += max(self.carried.get(p.get("previous_response_id") or "", 0),
+                      self.carried.get(conversation or "", 0))
         output = min(p.get("max_output_tokens") or MAX_COMPLETION, MAX_COMPLETION)
         cache_hit = "cache-hit" in (p.get("user"), p.get("safety_identifier"), p.get("prompt_cache_key"))
         usage = self._usage(path, {
@@ -484,7 +518,7 @@ class FakeUpstream:
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + output,
-        })
+        }, p.get("max_output_tokens"))
         text = f"Echo: your last message was {len(_last_user_text(items))} characters long."
         msg_id = self._next_id("msg_")
         part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
@@ -496,8 +530,13 @@ class FakeUpstream:
                    "quality": "low", "size": "1024x1024", "result": PNG_B64}
                   for tool in (p.get("tools") or []) if tool.get("type") == "image_generation"
                   for _ in range(self.images_per_response)]
+        rid = self._next_id("resp_")
+        if usage is not None:  # what a continuation of this response, or its conversation, carries
+            self.carried[rid] = usage["input_tokens"] + usage["output_tokens"]
+            if conversation:
+                self.carried[conversation] = self.carried[rid]
         response = {
-            "id": self._next_id("resp_"), "object": "response", "created_at": created,
+            "id": rid, "object": "response", "created_at": created,
             "status": "completed", "background": bool(p.get("background")), "error": None,
             "incomplete_details": None,
             "instructions": p.get("instructions"), "max_output_tokens": p.get("max_output_tokens"),

@@ -35,6 +35,7 @@ def test_bench_smoke_profile_produces_the_report(tmp_path):
     assert len(results["pg_ledger"]["postgresql_down"]["rss_mib"]) == 5
     assert results["realtime"]["idle"][-1]["sessions"] == 20, results["realtime"]
     assert results["realtime"]["frames"]["faregate"]["round_trips"] > 0
+    assert results["admission"]["this_us"] > 0, results["admission"]
     report = md.read_text()
     assert "| target (issue #8) | measured | verdict |" in report
     assert report.count("\n| ") >= 14 and "== issue #8 targets ==" in report

@@ -269,18 +269,18 @@ def test_counters_of_past_periods_are_forgotten():
 
     from faregate.proxy import Metrics, Runtime
     from faregate.proxy.caller import Caller
-    from faregate.proxy.quota import Quota
+    from faregate.proxy.quota import Ask, Quota
 
     runtime = Runtime.build(parse_settings(cfg({"per_user_daily_usd": "1"})))
     quota = Quota(Metrics(), lambda policy, budgets, now: None)
     day1 = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
     for i in range(500):
         policy = runtime.policy(Caller("acme", f"user{i}", None, None, None))
-        admission = quota.admit(policy, 10, day1)
+        admission = quota.admit(policy, Ask(10), day1)
         quota.settle(admission, 5, day1)
     assert len(list(quota.book.items())) >= 500
     policy = runtime.policy(Caller("acme", "someone", None, None, None))
-    quota.admit(policy, 10, day1 + timedelta(days=1))
+    quota.admit(policy, Ask(10), day1 + timedelta(days=1))
     keys = [k for k, _ in quota.book.items()]
     assert all(k[2] in ("2026-11-24", "2026-11") for k in keys)
     assert len(keys) < 10

@@ -23,7 +23,7 @@ from aiohttp import web
 
 
 from faregate.pricing import load_price_table
-from faregate.proxy.meter import classify, cost_nanos, facts_from_json, worst_case
+from faregate.proxy.meter import classify, cost_nanos, estimate, facts_from_json, input_shape
 from faregate.storage import report_dict
 
 ACME = {"x-faregate-tenant": "acme"}
@@ -65,12 +65,13 @@ async def call(client, path: str):
 
 
 def reservation(path: str, body: bytes) -> tuple[dict, int]:
-    """What faregate held for the call: the worst case of the body it forwarded."""
+    """What faregate held for the call: the reservation of the body it forwarded."""
     endpoint = classify("POST", path)
     parsed = orjson.loads(body)
     facts = facts_from_json(endpoint, parsed, len(body))
     table, now = load_price_table(), datetime.now(timezone.utc)
-    usage, _ = worst_case(endpoint, facts, parsed, 4096, table, now)
+    shape = input_shape(endpoint.kind, parsed) if endpoint.kind in ("chat", "responses") else None
+    usage = estimate(endpoint, facts, parsed, table=table, at=now, shape=shape).usage
     return usage.tokens(), cost_nanos(usage, facts.model, table, now)
 
 
@@ -78,7 +79,7 @@ def reservation(path: str, body: bytes) -> tuple[dict, int]:
 async def test_implausible_usage_is_charged_at_the_reservation(make_gateway, upstream, path,
                                                                usage, why):
     gw = await make_gateway(BUDGET)
-    upstream.usage[path] = usage
+    upstream.usage[path], upstream.honours_caps = usage, False
     reply = await call(gw.client(), path)
     assert reply  # the client gets the upstream's answer untouched
     [row] = await gw.ledger_rows(1)
@@ -94,7 +95,7 @@ async def test_implausible_usage_is_charged_at_the_reservation(make_gateway, ups
 @pytest.mark.parametrize("path,usage", BELIEVABLE, ids=[p for p, _ in BELIEVABLE])
 async def test_believable_usage_is_charged_as_reported(make_gateway, upstream, path, usage):
     gw = await make_gateway(BUDGET)
-    upstream.usage[path] = usage
+    upstream.usage[path], upstream.honours_caps = usage, False
     await call(gw.client(), path)
     [row] = await gw.ledger_rows(1)
     assert "usage_implausible" not in row.flags and not row.estimated

@@ -623,3 +623,54 @@ def test_format_price_table():
     assert "priced as o3" in one and "2025-04-16" in one and "2025-06-10" in one
     assert "hd:1024x1792" in format_price_table(SHIPPED, "dall-e-3")
     assert "no price" in format_price_table(SHIPPED, "nope")
+
+
+# -- model limits (context_window, max_output_tokens) ------------------------
+
+LIMITED = """
+version = "t1"
+[[models."m"]]
+effective = "2025-01-01"
+source = "s"
+input = 1.0
+output = 2.0
+context_window = 128000
+max_output_tokens = 16384
+[[models."m"]]
+effective = "2025-06-01"
+source = "s"
+input = 0.5
+output = 1.0
+"""
+
+
+def test_model_limits_are_read_and_later_periods_inherit_them():
+    from faregate.pricing import loads_price_table
+
+    table = loads_price_table(LIMITED)
+    for at in (datetime(2025, 2, 1, tzinfo=timezone.utc), datetime(2025, 7, 1, tzinfo=timezone.utc)):
+        entry = table.entry("m", at)
+        assert (entry.context_window, entry.max_output_tokens) == (128000, 16384)
+    # A config override replaces the rates, not what the model can do.
+    over = table.with_overrides({"m": {"input": "3", "output": "4"}})
+    assert over.entry("m").max_output_tokens == 16384
+    assert over.with_overrides({"new": {"input": "1"}}).entry("new").max_output_tokens is None
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "true", '"big"', "1.5", "10000000000"])
+def test_model_limits_must_be_token_counts(bad):
+    from faregate.pricing import PriceTableError, loads_price_table
+
+    with pytest.raises(PriceTableError, match="max_output_tokens"):
+        loads_price_table(LIMITED.replace("max_output_tokens = 16384", f"max_output_tokens = {bad}"))
+
+
+def test_shipped_table_knows_the_limits_of_reasoning_and_realtime_families():
+    from faregate.pricing import load_price_table
+
+    table = load_price_table()
+    for model in ("gpt-4o-mini", "gpt-5", "o3", "o4-mini", "gpt-realtime", "gpt-realtime-mini",
+                  "gpt-realtime-2", "gpt-6.2-sol", "gpt-5.6-terra", "gpt-4.1-nano"):
+        entry = table.entry(model)
+        assert entry.context_window and entry.max_output_tokens, model
+        assert entry.max_output_tokens <= entry.context_window

@@ -249,13 +249,15 @@ async def _old_ledger(url: str, records: list[LedgerRecord]) -> None:
 
     store = await open_store(url, upto=10)
     await store.close()
-    rows = [CHARGES.to_row(r) for r in records]
-    cols = ", ".join(CHARGES.columns)
+    from faregate.storage._kinds import CHARGE_COLUMNS_BEFORE_0040 as OLD
+
+    rows = [CHARGES.to_row(r)[:len(OLD)] for r in records]
+    cols = ", ".join(OLD)
     if url.startswith("sqlite:///"):
         import sqlite3
 
         conn = sqlite3.connect(url[len("sqlite:///"):])
-        marks = ", ".join("?" for _ in CHARGES.columns)
+        marks = ", ".join("?" for _ in OLD)
         conn.executemany(f"INSERT OR IGNORE INTO charges ({cols}) VALUES ({marks})", rows)
         conn.commit()
         conn.close()
@@ -263,8 +265,8 @@ async def _old_ledger(url: str, records: list[LedgerRecord]) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(url)
-    await conn.copy_records_to_table("charges", records=stored_rows(records),
-                                     columns=list(CHARGES.columns))
+    await conn.copy_records_to_table("charges", records=[
+        row[:len(OLD)] for row in stored_rows(records)], columns=list(OLD))
     await conn.close()
 
 

@@ -197,3 +197,58 @@ def test_socket_meter_reads_the_real_top_level_type():
     event = m.client_frame('{"metadata": {"type": "x"}, "type": "response.create", '
                            '"model": "gpt-5-pro"}')
     assert event.type == "response.create" and m.model == "gpt-5-pro"
+# -- what sizing a session's next response needs (reservations) -------------------
+
+@pytest.mark.parametrize("session, auto", [
+    ({"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad"}}}}, True),
+    ({"type": "realtime", "audio": {"input": {"turn_detection": {
+        "type": "semantic_vad", "create_response": False}}}}, False),
+    ({"type": "realtime", "audio": {"input": {"turn_detection": None}}}, False),
+    ({"turn_detection": {"type": "server_vad", "create_response": True}}, True),  # beta shape
+    ({"turn_detection": None}, False),
+])
+def test_the_meter_knows_when_the_server_answers_turns_itself(session, auto):
+    m = SessionMeter("realtime")
+    m.server_frame(ev(type="session.created", session={"id": "s", **session}))
+    assert m.auto_responses is auto
+    assert m.ga is (session.get("type") == "realtime")
+
+
+def test_a_server_started_response_is_reported_once():
+    m = SessionMeter("realtime")
+    m.server_frame(ev(type="response.created", response={"id": "resp_9"}))
+    assert m.started == "resp_9"
+    m.server_frame(ev(type="response.output_text.delta", delta="hi"))
+    assert m.started is None
+
+
+def test_items_added_to_the_conversation_are_sized_until_the_next_response():
+    m = SessionMeter("realtime", model="gpt-realtime")
+    audio = base64.b64encode(b"\0" * 48_000).decode()  # one second: ~10 tokens
+    m.client_frame(ev(type="conversation.item.create", item={
+        "type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "word " * 1000},
+            {"type": "input_audio", "audio": audio}]}))
+    assert 2500 <= m.added.text <= 2700 and m.added.audio == 10 and m.added.image == 0
+    m.client_frame(ev(type="conversation.item.create", item={
+        "type": "message", "role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64," + "A" * 9000}]}))
+    assert m.added.image > 0 and m.added.text < 2800  # the image's bytes are not text
+    m.server_frame(done("resp_1"))
+    assert m.added.tokens == 0
+
+
+def test_an_out_of_band_response_is_sized_from_its_own_input():
+    m = SessionMeter("realtime")
+    event = m.client_frame(ev(type="response.create", response={
+        "conversation": "none", "input": [{"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "word " * 400}]}]}))
+    assert event.inline is not None and 1000 <= event.inline.text <= 1200
+    assert m.client_frame(ev(type="response.create")).inline is None
+    response = {"object": "realtime.response", "id": "r", "status": "completed", "output": [],
+                "conversation_id": None, "usage": RESPONSE_DONE_USAGE}
+    m.server_frame(ev(type="response.done", response=response))
+    assert m.out_of_band
+    m.server_frame(ev(type="response.done", response={**response, "id": "r2",
+                                                      "conversation_id": "conv_1"}))
+    assert not m.out_of_band

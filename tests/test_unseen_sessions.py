@@ -268,7 +268,7 @@ async def test_the_daily_job_syncs_limits_when_asked(gateway, admin):
 
 async def test_unseen_holds_expire_move_and_stay_bounded():
     from faregate.proxy._metrics import Metrics
-    from faregate.proxy.quota import BudgetLimit, Policy, Quota, UnseenHolds
+    from faregate.proxy.quota import Ask, BudgetLimit, Policy, Quota, UnseenHolds
 
     quota = Quota(Metrics(), lambda *a: None)
     policy = Policy("acme", None, True, (BudgetLimit("tenant:acme", "month", 10**9),))
@@ -276,7 +276,7 @@ async def test_unseen_holds_expire_move_and_stay_bounded():
     counter = quota.book.counter("tenant:acme", "month", now)
     holds = UnseenHolds(quota, capacity=2)
     for ref in ("a", "b", "c"):
-        holds.keep(ref, quota.admit(policy, 100, now), 3600)
+        holds.keep(ref, quota.admit(policy, Ask(100), now), 3600)
     assert len(holds) == 2 and "a" not in holds  # the oldest went first
     assert counter.reserved == 200
     moved = holds.take("b")

@@ -2,17 +2,19 @@
 
 Canonical paths and endpoint classes (metered, billable, free: money is
 default-deny), strict reading of untrusted JSON, what a request body says
-(`RequestFacts`), worst-case estimates for reservations, one meter per
-response shape (a JSON sample, SSE streams, batch output lines,
-Realtime/Live frames, Responses WebSocket frames) behind one protocol
-(`ResponseMeter`: bytes in, bytes out, a `Reading` at the end), and
-the `Biller` — the only place a charge is priced, recorded, settled, counted
+(`RequestFacts`) and the shape of its input (`InputShape`), reservations
+and worst cases (`estimate`, with image bounds and what earlier responses
+carried: `Contexts`), one meter per response shape (a JSON sample, SSE
+streams, batch output lines, Realtime/Live frames, Responses WebSocket
+frames) behind one protocol (`ResponseMeter`: bytes in, bytes out, a
+`Reading` at the end), and the `Biller` — the only place a charge is priced, recorded, settled, counted
 and noted for alerts. Nothing here touches a socket.
 """
 
 from ._biller import Account, Biller, charge_record, count_charge, observe
 from ._call import CallMeter, call_id_from
 from ._consumed import answer_usage, call_usage
+from ._context import Contexts
 from ._endpoints import (
     BILLABLE,
     FREE_POSTS,
@@ -27,11 +29,15 @@ from ._endpoints import (
 from ._estimate import (
     DEFAULT_REALTIME_MODEL,
     MAX_REALTIME_SESSION_S,
+    Estimate,
+    affordable_output,
     cost_nanos,
     dearest_nanos,
+    estimate,
     session_reservation,
     unseen_session_seconds,
-    worst_case,
+    with_output,
+    worst_nanos,
 )
 from ._facts import (
     MONEY_FIELD,
@@ -45,6 +51,8 @@ from ._facts import (
 from ._paths import canonical_path
 from ._strict import FRAME_KEYS, Unreadable, strict_json
 from ._flow import Flow
+from ._images import image_tokens
+from ._inputs import InputShape, input_shape
 from ._lines import KINDS as BATCH_KINDS
 from ._lines import JsonCollector, LineMeter, line_id
 from ._reading import HoldLast, Metered, Reading, ResponseMeter
@@ -74,9 +82,12 @@ __all__ = [
     "BodySample",
     "CallMeter",
     "ClientEvent",
+    "Contexts",
     "Endpoint",
+    "Estimate",
     "Flow",
     "HoldLast",
+    "InputShape",
     "JsonCollector",
     "JsonMeter",
     "LineMeter",
@@ -91,6 +102,7 @@ __all__ = [
     "answer_usage",
     "bound_secret_expiry",
     "call_id_from",
+    "affordable_output",
     "call_usage",
     "charge_record",
     "classify",
@@ -99,10 +111,13 @@ __all__ = [
     "count_charge",
     "endpoint_label",
     "facts_from_call_head",
+    "estimate",
     "facts_from_json",
     "find_status",
     "facts_from_multipart_head",
+    "image_tokens",
     "inject_include_usage",
+    "input_shape",
     "line_id",
     "observe",
     "response_meter",
@@ -110,5 +125,6 @@ __all__ = [
     "session_reservation",
     "sip_call_id",
     "unseen_session_seconds",
-    "worst_case",
+    "with_output",
+    "worst_nanos",
 ]

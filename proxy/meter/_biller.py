@@ -28,6 +28,8 @@ from typing import Awaitable, Callable, Protocol
 
 from faregate.pricing import (
     IMPLAUSIBLE,
+    INPUT_CLASSES,
+    OUTPUT_CLASSES,
     TOKEN_CLASSES,
     Charge,
     PriceTable,
@@ -46,6 +48,7 @@ from ..alerts import Alerting
 from ..caller import Caller
 from ..quota import Admission, Policy, Quota
 from ._consumed import call_usage, usage_estimate
+from ._context import Contexts
 from ._endpoints import endpoint_label
 from ._flow import Flow
 from ._reading import Metered
@@ -75,6 +78,7 @@ def charge_record(
     markup: Decimal | None = None, tags: dict[str, str] | None = None,
     images: int | None = None,
     record_id: str | None = None,
+    conversation_id: str | None = None,
 ) -> LedgerRecord:
     """The ledger row for one priced charge (REST call, session response, batch line).
 
@@ -109,6 +113,7 @@ def charge_record(
         billed_nanos=None if markup is None else to_nanos(charge.cost * (1 + markup)),
         tags=tags or {},
         **({"id": record_id} if record_id else {}),
+        conversation_id=conversation_id,
     )
 
 
@@ -191,13 +196,14 @@ class Journal(Protocol):
 class Biller:
     def __init__(self, runtime: Callable[[], Runtime], record: Callable[..., None],
                  metrics: Metrics, quota: Quota, alerting: Alerting,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, contexts: Contexts | None = None) -> None:
         self._runtime = runtime
         self._record = record
         self.metrics = metrics
         self.quota = quota
         self.alerting = alerting
         self._journal = journal
+        self.contexts = contexts if contexts is not None else Contexts()
 
     def accepting(self) -> bool:
         """Can the ledger keep a charge now (journal, or memory with the database up)?"""
@@ -233,7 +239,7 @@ class Biller:
                 request_id: str, tags: dict[str, str], record_id: str,
                 session_id: str | None = None) -> StartMarker:
         """The charge a call gets if a crash comes before it settles: its reservation."""
-        worst = hold.worst if isinstance(hold.worst, Usage) else _NOTHING
+        worst = hold.reserved_usage if isinstance(hold.reserved_usage, Usage) else _NOTHING
         amount = hold.hold.amount
         markup = self._runtime().markup(caller.tenant)
         return StartMarker(
@@ -301,7 +307,8 @@ class Biller:
             charge, flow.caller, model=model, endpoint=flow.endpoint.path, status=flow.status,
             at=at, request_id=flow.request_id, latency_ms=round(flow.elapsed_ms(), 3),
             response_id=flow.reading.response_id, markup=markup, tags=flow.tags,
-            images=images, record_id=flow.charge_id), *with_records)
+            images=images, record_id=flow.charge_id, conversation_id=flow.conversation_id),
+            *with_records)
         observe(self.metrics, flow, charge, problem)
         if unpriced(charge):
             self.alerting.note_unpriced(model, flow.caller.tenant if flow.caller else "default", at)
@@ -313,7 +320,23 @@ class Biller:
                 self.alerting.note_implausible(admission.policy, at, charge.cost_nanos)
             self.quota.count_images(admission.policy, admission, images, at)
             self._settle(admission.policy, admission, charge, at)
+            if believed is None:
+                self._remember(flow, charge.usage)
         return charge
+
+    def _remember(self, flow: Flow, usage: Usage) -> None:
+        """What this call teaches the next one's estimate: its real input, and what a
+        call continuing it (`previous_response_id`, `conversation`) carries."""
+        if flow.status >= 400 or usage.estimated or flow.admission is None:
+            return
+        inputs = sum(getattr(usage, c) for c in INPUT_CLASSES)
+        self.quota.learn(flow.admission, inputs)
+        response_id = flow.reading.response_id
+        responses = flow.endpoint is not None and flow.endpoint.kind == "responses"
+        if flow.conversation_id or (response_id and responses):
+            carried = inputs + sum(getattr(usage, c) for c in OUTPUT_CLASSES)
+            self.contexts.note(flow.caller.tenant if flow.caller else "default", carried,
+                               response_id if responses else None, flow.conversation_id)
 
     def _believable(self, usage: Usage, model: str, at: datetime, table: PriceTable,
                     kind: str, tools: bool, hold: Admission | None,
@@ -325,7 +348,8 @@ class Biller:
         why = implausible(usage, table.entry(model, at), kind, tools)
         if why is None:
             return None
-        worst = hold.worst if hold is not None and isinstance(hold.worst, Usage) else fallback()
+        held = hold.reserved_usage if hold is not None else None
+        worst = held if isinstance(held, Usage) else fallback()
         log.warning("usage report not believed; charged at the reservation",
                     extra={"request_id": context, "model": model, "why": why})
         return dataclasses.replace(worst, estimated=True, flags=(IMPLAUSIBLE,),

@@ -1,13 +1,26 @@
-"""Worst-case cost of a call before it is made, for reservations.
+"""What a call may cost before it is made: its reservation and its worst case.
 
-The worst case is a `Usage` priced by the same `price()` as the real charge:
-prompt tokens are over-estimated from the body size, output is the call's
-own cap (`max_tokens`, `max_completion_tokens`, `max_output_tokens`) or the
-policy's default, at the dearest output class the model has.
+Both are `Usage` values priced by the same `price()` as the real charge.
+
+* The **reservation** is the best estimate faregate can make: the prompt
+  over-estimated from the body's text bytes; each image at the most its
+  `detail` can count for the model (`_images`); a `previous_response_id` or
+  `conversation` at what faregate recorded for it (`_context`); files and
+  whatever else it cannot size at a nominal size; all of it times the
+  tenant's learned ratio of real to estimated input (`quota.InputRatios`).
+  Output is the call's own cap, else the policy's `default_max_output_tokens`,
+  else the model's `max_output_tokens` from the price table — never a flat
+  guess — at the dearest output class the model has.
+* The **worst case** is the most the call can cost at all: the model's
+  context window filled at its dearest input class, and the output cap it
+  really has (the model's longest answer when the call sets none). Budgets
+  admit calls side by side while worst cases fit, one at a time after that.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -23,66 +36,164 @@ from faregate.pricing import (
     token_counts,
 )
 
+from ..quota import DEFAULT_MAX_OUTPUT_TOKENS
 from ._endpoints import Endpoint
 from ._facts import RequestFacts
+from ._images import image_tokens
+from ._inputs import InputShape
 
 #: Fewer bytes per token than any real text, so the estimate errs high.
 BYTES_PER_TOKEN_HIGH = 2
 #: gpt-image output tokens of the largest, highest-quality image.
 MAX_IMAGE_OUTPUT_TOKENS = 6240
-#: Upload bytes per second of the most compact audio faregate assumes (32 kbit/s).
+#: Upload bytes per second of the most compact audio faregate assumes (32 kbit/s),
+#: and of the most compact there is (4 kbit/s) for the worst case.
 AUDIO_BYTES_PER_S = 4000
+AUDIO_BYTES_PER_S_LEAST = 500
+#: A part faregate cannot size (a file, a stored prompt, an item reference), before
+#: the learned ratio; and a `previous_response_id` / `conversation` it never recorded.
+UNSIZED_TOKENS = 2048
+UNKNOWN_CONTEXT_TOKENS = 8192
+#: The context window of a model the price table says nothing about.
+DEFAULT_CONTEXT_WINDOW = 1_050_000
+INPUT_KINDS = ("input", "audio_input", "image_input")
+TEXT_KINDS = ("chat", "completions", "responses")
+#: Where each endpoint kind caps output, in the order faregate reads them.
+CAP_FIELDS = {"chat": ("max_completion_tokens", "max_tokens"),
+              "completions": ("max_tokens",), "responses": ("max_output_tokens",)}
 
 
-def _cap(body: Any, *names: str) -> int | None:
-    if not isinstance(body, dict):
-        return None
-    for name in names:
-        value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    usage: Usage  # the reservation
+    worst: Usage | None  # the most the call can cost; None: the reservation is a bound
+    tpm_tokens: int  # tokens it counts against TPM
+    raw_input: int = 0  # estimated input tokens before the learned ratio (what it learns from)
+    recorded: int = 0  # input tokens known from earlier charges (not scaled, not learned)
+    unsized: bool = False  # parts faregate could not size
+    choices: int = 1
+    output_class: str = "output"
+    cap_field: str | None = None  # the body field that caps output (None: no cap set)
+
+
+def _positive(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
     return None
 
 
-def output_cap(body: Any, default: int) -> int:
-    return _cap(body, "max_completion_tokens", "max_tokens", "max_output_tokens") or default
+def _cap(body: Any, *names: str) -> tuple[int | None, str | None]:
+    if not isinstance(body, dict):
+        return None, None
+    for name in names:
+        value = _positive(body.get(name))
+        if value is not None:
+            return value, name
+    return None, None
 
 
-def dearest_output(table: PriceTable, model: str, at: datetime) -> str:
-    entry = table.entry(model, at)
+_DEAREST: dict[tuple[int, tuple[str, ...]], tuple[object, str]] = {}
+
+
+def _dearest(entry: Any, classes: tuple[str, ...]) -> str:
+    """The class of `classes` with the highest own rate in a price period (memoised)."""
     if entry is None:
-        return "output"
-    rates = {k: entry.rate(k) or Decimal(0) for k in OUTPUT_CLASSES}
-    return max(rates, key=lambda k: rates[k])
+        return classes[0]
+    key = (id(entry), classes)
+    hit = _DEAREST.get(key)
+    if hit is not None and hit[0] is entry:
+        return hit[1]
+    rates = {k: entry.rate(k) or Decimal(0) for k in classes}
+    best = max(rates, key=lambda k: rates[k])
+    if len(_DEAREST) > 4096:
+        _DEAREST.clear()
+    _DEAREST[key] = (entry, best)
+    return best
 
 
-def worst_case(
-    endpoint: Endpoint, facts: RequestFacts, body: Any, default_output: int,
-    table: PriceTable, at: datetime,
-) -> tuple[Usage, int]:
-    """(worst-case usage, tokens it counts against TPM)."""
-    model = facts.model or ""
+def estimate(endpoint: Endpoint, facts: RequestFacts, body: Any, *, table: PriceTable,
+             at: datetime, shape: InputShape | None = None, default_output: int | None = None,
+             hidden_tokens: int = 0, hidden_known: bool = True, factor: float = 1.0,
+             with_worst: bool = True) -> Estimate:
+    """The reservation and worst case of one REST call (see the module docstring);
+    `with_worst=False` skips the worst case (a caller with no budget has no use for it)."""
     prompt = facts.prompt_bytes // BYTES_PER_TOKEN_HIGH + 16
     kind = endpoint.kind
-    if kind in ("chat", "completions", "responses"):
-        out = output_cap(body, default_output)
-        n = _cap(body, "n") or 1
-        cls = dearest_output(table, model, at)
-        return Usage(input=prompt, **{cls: out * n}), prompt + out * n
-    if kind == "embeddings":
-        return Usage(input=prompt), prompt
+    if kind in TEXT_KINDS:
+        return _text_call(kind, facts, body, table, at, shape or InputShape(), default_output,
+                          hidden_tokens, hidden_known, factor, with_worst)
+    if kind == "embeddings":  # every token is at least one byte of the body
+        return Estimate(Usage(input=prompt), Usage(input=facts.prompt_bytes + 16), prompt)
     if kind == "transcription":
-        seconds = Decimal(max(60, facts.prompt_bytes // AUDIO_BYTES_PER_S))
-        tokens = int(seconds) * 20
-        return Usage(seconds=seconds, audio_input=tokens, output=default_output), tokens
+        seconds = max(60, facts.prompt_bytes // AUDIO_BYTES_PER_S)
+        most = max(60, facts.prompt_bytes // AUDIO_BYTES_PER_S_LEAST)
+        out = default_output or DEFAULT_MAX_OUTPUT_TOKENS
+        return Estimate(
+            Usage(seconds=Decimal(seconds), audio_input=seconds * 20, output=out),
+            Usage(seconds=Decimal(most), audio_input=most * 20, output=out), seconds * 20)
     if kind == "speech":
-        return Usage(characters=facts.characters, input=facts.characters,
-                     audio_output=facts.characters * 20), facts.characters
+        return Estimate(Usage(characters=facts.characters, input=facts.characters,
+                              audio_output=facts.characters * 20), None, facts.characters)
     if kind == "images":
         n = facts.images
-        return Usage(images=n, image_size=facts.image_size, image_quality=facts.image_quality,
-                     input=prompt, image_output=n * MAX_IMAGE_OUTPUT_TOKENS), prompt
-    return Usage(), 0
+        return Estimate(Usage(images=n, image_size=facts.image_size,
+                              image_quality=facts.image_quality, input=prompt,
+                              image_output=n * MAX_IMAGE_OUTPUT_TOKENS), None, prompt)
+    return Estimate(Usage(), None, 0)
+
+
+def _text_call(kind: str, facts: RequestFacts, body: Any, table: PriceTable, at: datetime,
+               shape: InputShape, default_output: int | None, hidden_tokens: int,
+               hidden_known: bool, factor: float, with_worst: bool) -> Estimate:
+    model = facts.model or ""
+    entry = table.entry(model, at)
+    longest = (entry.max_output_tokens if entry is not None else None)
+    cap, field = _cap(body, *CAP_FIELDS[kind])
+    if cap is not None and longest is not None:
+        cap = min(cap, longest)
+    longest = longest or DEFAULT_MAX_OUTPUT_TOKENS
+    out = cap or default_output or longest
+    n = (_cap(body, "n")[0] or 1) if kind != "responses" else 1
+    visible = max(0, facts.prompt_bytes - shape.inline_bytes) // BYTES_PER_TOKEN_HIGH + 16
+    images = sum(image_tokens(entry.family if entry else None, d) for d in shape.images)
+    unsized = shape.unsized * UNSIZED_TOKENS + (0 if hidden_known else UNKNOWN_CONTEXT_TOKENS)
+    # The learned ratio scales what faregate estimated, not what it recorded.
+    raw = visible + images + unsized
+    text_in = math.ceil((visible + unsized) * factor) + hidden_tokens
+    image_in = math.ceil(images * factor)
+    out_cls = _dearest(entry, OUTPUT_CLASSES)
+    usage = Usage(input=text_in, image_input=image_in, **{out_cls: out * n})
+    worst = None
+    if with_worst:
+        worst_out = (cap or longest) * n
+        window = (entry.context_window if entry is not None else None) or DEFAULT_CONTEXT_WINDOW
+        worst_in = max(window - worst_out, text_in + image_in)
+        worst = Usage(**{_dearest(entry, INPUT_KINDS): worst_in, out_cls: worst_out})
+    return Estimate(usage, worst, text_in + image_in + out * n, raw_input=raw,
+                    recorded=hidden_tokens, unsized=bool(shape.unsized) or not hidden_known, choices=n,
+                    output_class=out_cls, cap_field=field)
+
+
+def with_output(est: Estimate, tokens: int) -> Estimate:
+    """The estimate once faregate itself capped the call's output at `tokens`."""
+    n, cls = est.choices, est.output_class
+    usage = replace(est.usage, **{cls: tokens * n})
+    worst = replace(est.worst, **{cls: tokens * n}) if est.worst is not None else None
+    old = getattr(est.usage, cls)
+    return replace(est, usage=usage, worst=worst,
+                   tpm_tokens=est.tpm_tokens - old + tokens * n)
+
+
+def affordable_output(est: Estimate, room_nanos: int, model: str, table: PriceTable,
+                      at: datetime) -> int:
+    """Output tokens per choice that `room_nanos` pays for beside the call's input."""
+    cls = est.output_class
+    input_only = replace(est.usage, **{cls: 0})
+    per_token = cost_nanos(Usage(**{cls: 1_000_000}), model, table, at) / 1_000_000
+    if per_token <= 0:
+        return 0
+    left = room_nanos - cost_nanos(input_only, model, table, at)
+    return max(0, int(left / per_token) // max(1, est.choices))
 
 
 def cost_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime) -> int:
@@ -154,3 +265,22 @@ def dearest_nanos(usage: Usage, table: PriceTable, at: datetime,
     rates = _dearest_rates(table, at, families)
     total = sum((n * r for n, r in zip(token_counts(usage), rates) if n), Decimal(0))
     return to_nanos(total)
+_WORST: dict[tuple, tuple[object, int]] = {}
+
+
+def worst_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime) -> int:
+    """`cost_nanos` of a worst case, memoised per table, model, UTC day and token counts:
+    calls to one model with one cap share their worst case (a context window and an
+    output cap), so the hot path prices it once."""
+    if not model:
+        return 0
+    key = (id(table), model, at.date(), usage.input, usage.audio_input, usage.image_input,
+           usage.output, usage.audio_output, usage.image_output)
+    hit = _WORST.get(key)
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    nanos = cost_nanos(usage, model, table, at)
+    if len(_WORST) > 4096:
+        _WORST.clear()
+    _WORST[key] = (table, nanos)
+    return nanos

@@ -45,6 +45,7 @@ class Flow:
     follow: str | None = None  # the pending background response this call reads or cancels
     billed: bool = False  # the biller has settled this call
     hold_open: bool = False  # its admission outlives the call (a pending background response)
+    conversation_id: str | None = None  # the Responses conversation the call runs in
     captured_request: bytes | None = None  # bodies kept for opt-in capture
     captured_response: bytearray | None = None
     charge_id: str | None = None  # the ledger id its start marker and its charge share

@@ -41,6 +41,7 @@ from faregate.pricing import (
     usage_from_transcription,
 )
 
+from ._items import NOTHING, Added, items_added
 from ._reading import Metered
 from ._strict import FRAME_KEYS, Unreadable, strict_json
 
@@ -113,6 +114,7 @@ class ClientEvent:
     type: str | None
     obj: dict[str, Any] | None = None
     refused: str | None = None
+    inline: Added | None = None  # a response.create's own input (an out-of-band response)
 
 
 def _meant_as_json(frame: str | bytes) -> bool:
@@ -174,6 +176,11 @@ class SessionMeter:
     text_out_deltas: int = 0
     text_in_bytes: int = 0  # text items the client created since the last response.done
     last_type: str | None = None  # the type of the last server frame
+    added: Added = NOTHING  # input the client added to the conversation since the last response
+    started: str | None = None  # the response a `response.created` just started
+    auto_responses: bool = False  # the server answers turns itself (server/semantic VAD)
+    ga: bool = False  # the session speaks the GA shape (`session.type`)
+    out_of_band: bool = False  # the last response.done was outside the conversation
     _charged: set[str] = field(default_factory=set)
     _live_seconds: Decimal = Decimal(0)
     _live_paused: Decimal = Decimal(0)
@@ -184,6 +191,7 @@ class SessionMeter:
     def server_frame(self, frame: str | bytes) -> list[Metered]:
         """What one server frame bills (usually nothing); its type stays in `last_type`."""
         t = self.last_type = frame_type(frame)
+        self.started = None
         if t is None:
             return []
         if t in SERVER_AUDIO:
@@ -215,6 +223,7 @@ class SessionMeter:
             rid = _text(_dig(obj, "response", "id"))
             if rid:
                 self.in_progress.add(rid)
+                self.started = rid
             return []
         if t == "response.done":
             return self._response_done(obj)
@@ -242,6 +251,14 @@ class SessionMeter:
     def _session_facts(self, session: dict[str, Any]) -> None:
         self.upstream_session_id = self.upstream_session_id or _text(session.get("id"))
         self.model = _text(session.get("model")) or self.model
+        self.ga = self.ga or session.get("type") == "realtime"
+        audio = session.get("audio")
+        held = audio.get("input") if isinstance(audio, dict) else None
+        for where in (held, session):
+            if isinstance(where, dict) and "turn_detection" in where:
+                turns = where["turn_detection"]
+                self.auto_responses = isinstance(turns, dict) and turns.get(
+                    "create_response", True) is not False
         tmodel = (
             _dig(session, "audio", "input", "transcription", "model")
             or _dig(session, "input_audio_transcription", "model")
@@ -257,6 +274,7 @@ class SessionMeter:
                 return []  # a repeated response.done is charged once
             self._charged.add(rid)
         self.responses += 1
+        self.out_of_band = "conversation_id" in response and not response["conversation_id"]
         output = response.get("output")
         if isinstance(output, list):
             self.tool_calls += sum(1 for item in output if isinstance(item, dict)
@@ -289,9 +307,10 @@ class SessionMeter:
         return increase
 
     def _flowed(self) -> None:
-        """A response is accounted for: what flowed so far belongs to it."""
+        """A response is accounted for: what flowed (and was added) so far belongs to it."""
         self.audio_out_bytes = self.audio_in_bytes = 0
         self.text_out_bytes = self.text_out_deltas = self.text_in_bytes = 0
+        self.added = NOTHING
 
     def _live_usage(self, obj: dict[str, Any]) -> list[Metered]:
         """Cumulative counters -> the increase since the last report."""
@@ -349,6 +368,13 @@ class SessionMeter:
             session = obj.get("session")
             if isinstance(session, dict):
                 self._session_facts({k: v for k, v in session.items() if k != "id"})
+        elif t == "conversation.item.create":
+            self.added = self.added + items_added(obj.get("item"), len(frame), self.model)
+        elif t == "response.create":
+            inline = _dig(obj, "response", "input")
+            if inline is not None:
+                event = dataclasses.replace(event, inline=items_added(inline, len(frame),
+                                                                      self.model))
         if t in CLIENT_TEXT_ITEMS:
             self.text_in_bytes += len(frame)
         return event

@@ -52,6 +52,8 @@ class ResponsesSocketMeter:
     delivered: int = 0  # text bytes sent since the last terminal event
     prompts: list[int] = field(default_factory=list)  # prompt estimate per create, in order
     cancel_event: str | None = None  # there is no cancel event in this protocol
+    started: str | None = None  # (Realtime's: the server starts no response of its own)
+    out_of_band: bool = False  # (Realtime's: every response is in the conversation)
     _charged: set[str] = field(default_factory=set)
 
     def client_frame(self, frame: str | bytes) -> ClientEvent:

@@ -1,11 +1,15 @@
 """Budget counters: spent and reserved money, request and image counts.
 
 Pure, in memory, single-threaded (the event loop), so check-and-reserve is
-atomic: a request is admitted only if `spent + reserved + its worst case`
-stays within every limit it is subject to, and the worst case is held as
-*reserved* until the real charge settles it. With actual ≤ reserved, no
-limit can be exceeded; a call whose real usage beats its estimate can
-overshoot by at most its own excess — the bound the tests prove.
+atomic. A call holds its *reservation* (the estimate it is charged against
+until its real charge settles it) and, since an estimate is not always an
+upper bound, what it could cost beyond it — up to its *worst case*, the
+most the call can cost at all (the model's context window and longest
+answer). Calls whose worst cases all fit are admitted side by side and hold
+that difference as `exposure`; near the limit, a call whose worst case does
+not fit is admitted only as the counter's one `lane` call. So spend passes a
+limit by at most what one call costs beyond its reservation — the bound the
+tests prove (see `_quota`).
 
 Counters are keyed by (scope, period, period key) in UTC, so a new day or
 month starts at zero by itself; they are seeded from the ledger at start.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 PERIODS = ("day", "month")
 
@@ -50,9 +54,26 @@ class Counter:
     images: int = 0
     base: int = 0  # spend already in the ledger at start (shared budgets)
     granted: int = 0  # leased to this replica (shared budgets)
+    exposure: int = 0  # what calls in flight side by side may cost beyond their holds
+    lane: int = 0  # calls in flight admitted one at a time (near the limit: at most one)
+    requests_base: int = 0  # request and image counts in the ledger at start, and
+    requests_granted: int = 0  # leased to this replica (shared caps)
+    images_base: int = 0
+    images_granted: int = 0
+    wake: Any = None  # an asyncio.Event that calls waiting for this counter sleep on
 
     def used(self) -> int:
         return self.spent + self.reserved
+
+    def committed(self) -> int:
+        """Spent, held and exposed: what a call admitted side by side must fit beside."""
+        return self.spent + self.reserved + self.exposure
+
+    def notify(self) -> None:
+        """Something in flight on this counter ended: wake the calls waiting for it."""
+        if self.wake is not None:
+            self.wake.set()
+            self.wake = None
 
 
 @dataclass(slots=True)
@@ -64,6 +85,8 @@ class Hold:
     amount: int = 0
     images: int = 0
     done: bool = False
+    exposure: int = 0  # worst case - amount, held on the counters not in `lane`
+    lane: tuple[Counter, ...] = ()  # counters this call is the one-at-a-time call of
 
 
 class BudgetBook:
@@ -87,7 +110,9 @@ class BudgetBook:
         c.spent += spent
         c.base += spent
         c.requests += requests
+        c.requests_base += requests
         c.images += images
+        c.images_base += images
 
     def seed_spend(self, rows: Iterable[tuple], now: datetime) -> None:
         """Spend so far this month and today, from the ledger's per (tenant, user) rows:
@@ -103,33 +128,45 @@ class BudgetBook:
                 self.seed(scope, "day", dkey, int(d_cost or 0),
                           int(d_req or 0) if counts else 0, int(d_img or 0) if counts else 0)
 
-    def hold(self, counters: list[Counter], tallies: list[Counter], amount: int, images: int
-             ) -> Hold:
+    def hold(self, counters: list[Counter], tallies: list[Counter], amount: int, images: int,
+             exposure: int = 0, lane: tuple[Counter, ...] = ()) -> Hold:
         for c in counters:
             c.reserved += amount
+            if any(c is x for x in lane):
+                c.lane += 1
+            else:
+                c.exposure += exposure
         for c in tallies:
             c.requests += 1
             c.images += images
-        return Hold(counters, tallies, amount, images)
+        return Hold(counters, tallies, amount, images, exposure=exposure, lane=lane)
 
     @staticmethod
-    def settle(hold: Hold, actual: int) -> None:
+    def _end(hold: Hold, actual: int) -> None:
+        for c in hold.counters:
+            c.reserved -= hold.amount
+            c.spent += actual
+            if any(c is x for x in hold.lane):
+                c.lane -= 1
+            else:
+                c.exposure -= hold.exposure
+            c.notify()
+
+    @classmethod
+    def settle(cls, hold: Hold, actual: int) -> None:
         """Replace the reservation with the real charge."""
         if hold.done:
             return
         hold.done = True
-        for c in hold.counters:
-            c.reserved -= hold.amount
-            c.spent += actual
+        cls._end(hold, actual)
 
-    @staticmethod
-    def release(hold: Hold, uncount: bool = False) -> None:
+    @classmethod
+    def release(cls, hold: Hold, uncount: bool = False) -> None:
         """Drop the reservation (nothing was charged); optionally the counts too."""
         if hold.done:
             return
         hold.done = True
-        for c in hold.counters:
-            c.reserved -= hold.amount
+        cls._end(hold, 0)
         if uncount:
             for c in hold.tallies:
                 c.requests -= 1

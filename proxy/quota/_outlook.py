@@ -10,7 +10,8 @@ The typical call, by what is known of the caller's next call:
 
 * `?model=NAME` named: a call to NAME with a short prompt of
   `TYPICAL_PROMPT_TOKENS` input tokens and `?max_output_tokens=` (else the
-  caller's `default_max_output_tokens`, 4096 unless set) output tokens,
+  caller's `default_max_output_tokens`, else the model's longest answer from
+  the price table — 4096 for the dearest of an allowlist) output tokens,
   priced like a reservation (input at the input rate, output at the model's
   dearest output rate);
 * else the same call at the model of the caller's latest admitted call
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage, cost_of, to_nanos
 from faregate.storage import format_usd
 
-from ._policy import Policy
+from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, Policy
 from ._refusals import Refusal
 from ._status import iso_utc
 
@@ -95,18 +96,26 @@ def _dearest(table: PriceTable, models: frozenset[str], output_tokens: int,
     return best
 
 
+def _longest(table: PriceTable, model: str, at: datetime) -> int:
+    """The output a call to `model` reserves when it sets no cap: the model's longest."""
+    entry = table.entry(model, at)
+    return (entry.max_output_tokens if entry is not None else None) or DEFAULT_MAX_OUTPUT_TOKENS
+
+
 def typical_call(policy: Policy, table: PriceTable, at: datetime, model: str | None = None,
                  output_tokens: int | None = None, recent: str | None = None) -> TypicalCall:
     """The typical next call of `policy`'s caller (see the module docstring); `recent`
     is the model of its latest admitted call."""
-    out = output_tokens or policy.default_max_output_tokens
+    asked = output_tokens or policy.default_max_output_tokens
     for basis, name in (("model", model), ("recent", recent)):
         if name is not None:
+            out = asked or _longest(table, name, at)
             cost = _cost(table, name, TYPICAL_PROMPT_TOKENS, out, at)
             return TypicalCall(basis, name, TYPICAL_PROMPT_TOKENS, out, cost or 0,
                                cost is not None)
     if policy.models is None:
         return SMALLEST
+    out = asked or DEFAULT_MAX_OUTPUT_TOKENS
     name, cost = _dearest(table, policy.models, out, at)
     return TypicalCall("allowlist", name, TYPICAL_PROMPT_TOKENS, out, cost, name is not None)
 

@@ -16,6 +16,8 @@ from faregate.pricing import PriceTable, to_nanos
 from .._config import Limits, Settings, TenantSettings
 from ..caller import Caller
 
+#: Output reserved for a call with no cap to a model whose longest answer the
+#: price table does not state (`max_output_tokens`).
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 DEFAULT_CLIENT_SECRET_TTL_S = 600  # OpenAI's own default expiry of a client secret
 
@@ -50,13 +52,15 @@ class Policy:
     max_tool_calls_per_session: int | None = None
     models: frozenset[str] | None = None
     degrade_to_text_at: Decimal | None = None
-    default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     session_cost_events: bool = False  # Realtime/Live `faregate.session.cost` events
     client_secrets: str | None = None  # "allow" | "deny" | None (see `mints_secrets`)
     client_secret_ttl_s: int = DEFAULT_CLIENT_SECRET_TTL_S
     endpoints: tuple[str, ...] | None = None  # path prefixes allowed (None: all)
     unknown_model: str = "record"  # a model with no price: "reject" or "record"
     tier: str | None = None  # the tier in force (a key's, else its tenant's)
+    #: reserved for a call with no cap (None: the model's max_output_tokens)
+    default_max_output_tokens: int | None = None
+    clamp_output: bool = False  # rewrite output caps to what the budget buys
     #: model name -> price-table family, in the table in force (for the allowlist)
     family_of: Callable[[str], str | None] | None = field(default=None, compare=False)
 
@@ -136,13 +140,13 @@ def policy_for(settings: Settings, caller: Caller, table: PriceTable) -> Policy:
         max_tool_calls_per_session=limits.get("max_tool_calls_per_session"),
         models=frozenset(models) if models is not None else None,
         degrade_to_text_at=limits.get("degrade_to_text_at"),
-        default_max_output_tokens=limits.get("default_max_output_tokens")
-        or DEFAULT_MAX_OUTPUT_TOKENS,
         session_cost_events=bool(limits.get("session_cost_events")),
         client_secrets=limits.get("client_secrets"),
         client_secret_ttl_s=limits.get("client_secret_ttl_s") or DEFAULT_CLIENT_SECRET_TTL_S,
         endpoints=tuple(limits["endpoints"]) if limits.get("endpoints") is not None else None,
         unknown_model="reject" if settings.pricing.unknown_model == "reject" else (
             limits.get("unknown_model") or ("reject" if budgets else "record")),
+        default_max_output_tokens=limits.get("default_max_output_tokens"),
+        clamp_output=bool(limits.get("clamp_output")),
         family_of=table.resolve,
     )

@@ -27,14 +27,29 @@ class Refusal:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def budget_refusal(limit: BudgetLimit, used: int) -> Refusal:
+def _budget(limit: BudgetLimit) -> str:
+    """"The daily budget of $5 for tenant acme" (the start of a budget's refusals)."""
     what = limit.scope.replace(":", " ", 1)
+    return f"The {ADJECTIVE[limit.period]} budget of ${limit.limit_usd} for {what}"
+
+
+def budget_refusal(limit: BudgetLimit, used: int) -> Refusal:
     return Refusal(
         429, "insufficient_quota", "budget_exceeded", "budget",
-        f"The {ADJECTIVE[limit.period]} budget of ${limit.limit_usd} for {what} is used up "
-        f"(${Decimal(used).scaleb(-9):f} spent or reserved). It resets at the start of the "
-        f"next UTC {limit.period}.",
+        f"{_budget(limit)} is used up (${Decimal(used).scaleb(-9):f} spent or reserved). "
+        f"It resets at the start of the next UTC {limit.period}.",
         dict(_NO_RETRY),
+    )
+
+
+def contention_refusal(limit: BudgetLimit, waited_s: float) -> Refusal:
+    """Near a limit calls are admitted one at a time; this one waited its turn in vain.
+    Retryable: the call in flight settles soon, and the SDK retries after `retry-after`."""
+    return Refusal(
+        429, "rate_limit_exceeded", "rate_limit_exceeded", "budget",
+        f"{_budget(limit)} is nearly used: calls are admitted one at a time and another "
+        f"is in flight (waited {waited_s:g} s). Try again in 1 s.",
+        {"retry-after": "1", "retry-after-ms": "1000"},
     )
 
 

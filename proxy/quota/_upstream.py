@@ -13,8 +13,10 @@ would, and so one noisy tenant cannot take the whole allowance:
   less (max-min fairness). With nobody like that waiting, any tenant may use
   all of it (work-conserving).
 
-In memory and per process, like the other rate limits: with several
-replicas, give each replica its part of the account's limits.
+In memory and per process, like the other rate limits; with several replicas
+on one PostgreSQL, the minute's allowance and the session slots are leased
+from shared rows as well (`_windows`, `_slots`), so the account's limits hold
+across all of them, and fair shares are kept by each replica among its own.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-import orjson
 from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -32,12 +31,14 @@ from ..meter import ResponsesSocketMeter, session_endpoint
 from ..objects import Objects, not_found, object_route
 from ..provider import Delegations
 from ..quota import (
+    CANCEL_EVENT,
     Policy,
     Quota,
     Refusal,
     SessionQuota,
+    SessionTicket,
     budget_headers,
-    concurrency_refusal,
+    first_response,
     time_cut,
 )
 from ._handshake import (
@@ -57,7 +58,6 @@ log = logging.getLogger("faregate.relay")
 
 _UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
 SHUTDOWN_REASON = "faregate is shutting down"
-CANCEL_EVENT = orjson.dumps({"type": "response.cancel"}).decode()
 RESPONSES_SOCKET = "/v1/responses"
 
 
@@ -97,8 +97,21 @@ class Relay:
             caller, in_subprotocol, tags, cost_events = self._admit(request, rt, protocols, rid,
                                                                     path)
             await self._own_call(request, caller, rid)
+            ticket = await self._admit_session(rt, rt.policy(caller), caller,
+                                               request.query.get("model"), rid)
         except Refused as refused:
             return refused.response
+        try:  # the ticket's slots are given back on every way out
+            return await self._serve(request, path, label, rt, rid, protocols, caller,
+                                     in_subprotocol, tags, cost_events, ticket)
+        finally:
+            ticket.release()
+
+    async def _serve(self, request: web.Request, path: str, label: str, rt: Runtime, rid: str,
+                     protocols: list[str], caller: Caller, in_subprotocol: bool,
+                     tags: dict[str, str], cost_events: bool | None, ticket: SessionTicket
+                     ) -> web.StreamResponse:
+        """Dial the upstream and relay the admitted session until it ends."""
         headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
         server = rt.settings.server
         scrubber = call_scrubber(caller.upstream_authorization)
@@ -117,9 +130,10 @@ class Relay:
                                     ResponsesSocketQuota(self.quota, policy, rt),  # type: ignore[arg-type]
                                     model, tags, meter=ResponsesSocketMeter(rt.prices))
         else:
-            squota = SessionQuota(self.quota, policy, rt.prices, model)
+            squota = SessionQuota(self.quota, policy, rt.prices, model, server.admission_wait_s)
             session = Session.start(self.services, caller, label, squota, model, tags)
         session.client_ws = client
+        session.ticket = ticket
         session.cost_events = policy.session_cost_events if cost_events is None else cost_events
         if self.unseen is not None:  # the sideband of a call, or a session on a minted key
             self.unseen.seen(credential(request, protocols)[0], request.query.get("call_id"),
@@ -172,9 +186,6 @@ class Relay:
             raise Refused(errors.model_not_priced(model, rid))
         if not self.services.biller.accepting() and rt.refuses_without_ledger(policy):
             raise Refused(errors.ledger_unavailable(rid))
-        refusal = self._admit_session(rt, policy, caller, model)
-        if refusal is not None:
-            raise Refused(errors.refused(refusal, rid))
         return caller, in_subprotocol, tags, cost_events
 
     async def _own_call(self, request: web.Request, caller: Caller, rid: str) -> None:
@@ -190,21 +201,26 @@ class Relay:
                 denial = not_found("realtime_call", call_id[:128], "call_id")
             raise Refused(errors.denied(denial, rid))
 
-    def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller, model: str | None
-                       ) -> Refusal | None:
-        """Model, concurrency and budget checks at the upgrade (DESIGN §5 answers)."""
-        limit = policy.max_concurrent_sessions
-        if limit is not None and self.sessions.active(caller.tenant) >= limit:
-            refusal = concurrency_refusal(limit)
-            self.services.metrics.quota_rejections.labels(caller.tenant, refusal.reason).inc()
-            return refusal
+    async def _admit_session(self, rt: Runtime, policy: Policy, caller: Caller,
+                             model: str | None, rid: str) -> SessionTicket:
+        """Concurrency slots, taken before the upstream is dialled, then the model and
+        budget checks: the session's first response must be affordable (DESIGN §5)."""
         shared = rt.settings.upstream_limits.max_concurrent_sessions
-        refused = self.quota.upstream.admit_session(caller.tenant, shared,
-                                                    self.sessions.by_tenant())
-        if refused is not None:
-            self.services.metrics.quota_rejections.labels(caller.tenant, refused.reason).inc()
-            return refused
-        return self.quota.admit_session(policy, datetime.now(timezone.utc), model)
+        ticket = await self.quota.take_session(policy, shared, self.sessions.by_tenant())
+        if isinstance(ticket, Refusal):
+            raise Refused(errors.refused(ticket, rid))
+        now = datetime.now(timezone.utc)
+        try:
+            refusal = await self.quota.admit_session(
+                policy, now, model, first_response(rt.prices, model, now),
+                rt.settings.server.admission_wait_s)
+        except BaseException:
+            ticket.release()
+            raise
+        if refusal is not None:
+            ticket.release()
+            raise Refused(errors.refused(refusal, rid))
+        return ticket
 
     @staticmethod
     def _time_limit(session: Session, policy: Policy) -> asyncio.TimerHandle | None:
@@ -319,6 +335,8 @@ class Relay:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 # Binary frames too: an upstream may read them as events.
                 frame = await session.client_frame(msg.data)
+                for reply in session.take_replies():
+                    await client.send_str(reply)
                 if frame is None:
                     continue
                 try:
@@ -338,7 +356,9 @@ class Relay:
                                   upstream: ClientConnection, session: Session) -> None:
         try:
             async for frame in upstream:
-                frame = session.server_frame(frame)
+                frame, own = await session.server_frame(frame)
+                for event in own:
+                    await upstream.send(event)
                 if session.client_gone or client.closed:
                     session.notices.clear()
                     continue  # draining billing events after the client left

@@ -2,27 +2,32 @@
 
 A `response.create` event is the body of a `POST /v1/responses`, so it gets
 that call's admission: the model allowlist, the `unknown_model` rule, and
-its worst case (`meter.worst_case`, at the dearest rate the caller may use
-when the model cannot be priced) held against the budgets, request caps and
-rate limits. A `response.steer` may start a successor response: it is held
-like a create with the last create's settings. A refusal ends the session
-with the DESIGN §5 error event and close 1008. The hold of each response is
-settled by its terminal event (`Session.charge`, in order).
+its reservation and worst case (`meter.estimate`, at the dearest rates the
+caller may use when the model cannot be priced) held against the budgets,
+request caps and rate limits — waiting its turn near a limit like a REST
+call. A `response.steer` may start a successor response: it is held like a
+create with the last create's settings. A refusal ends the session with the
+DESIGN §5 error event and close 1008. The hold of each response is settled
+by its terminal event (`Session.charge`, in order).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
+
+from faregate.pricing import Usage
 
 from .._runtime import Runtime
-from ..meter import classify, cost_nanos, dearest_nanos, facts_from_json, worst_case
+from ..meter import classify, cost_nanos, dearest_nanos, estimate, facts_from_json, worst_nanos
 from ..quota import (
     Admission,
+    Ask,
     Cut,
     Policy,
     Quota,
     Refusal,
+    Verdict,
     budget_cut,
     model_cut,
     unpriced_cut,
@@ -41,13 +46,15 @@ def refusal_cut(refusal: Refusal) -> Cut:
 
 
 class ResponsesSocketQuota:
-    """The money side of one Responses WebSocket's client events."""
+    """The money side of one Responses WebSocket's client events (the `SessionQuota`
+    protocol a `Session` drives)."""
 
     def __init__(self, quota: Quota, policy: Policy, runtime: Runtime) -> None:
         self.quota = quota
         self.policy = policy
         self.rt = runtime
         self.holds: list[Admission] = []
+        self.on_hold: Callable[[Admission], None] | None = None
         self._last: dict[str, Any] = {}
 
     @property
@@ -56,25 +63,21 @@ class ResponsesSocketQuota:
         model = self._last.get("model")
         return model if isinstance(model, str) else None
 
-    async def prepare(self, kind: str | None) -> None:
-        if kind in ("response.create", "response.steer") and self.quota.leasing:
-            await self.quota.ensure(self.policy, 0, datetime.now(timezone.utc))
-
-    def client_event(self, kind: str | None, event: dict[str, Any] | None, frame: str | bytes,
-                     audio_in_bytes: int = 0, tool_calls: int = 0
-                     ) -> tuple[str | bytes | None, Cut | None]:
-        """(frame to forward or None, cut) for one parsed client event."""
+    async def client_event(self, kind: str | None, event: dict[str, Any] | None,
+                           frame: str | bytes, state: Any = None, inline: Any = None
+                           ) -> Verdict:
+        """What to do with one parsed client event."""
         if event is None or kind not in ("response.create", "response.steer"):
-            return frame, None
+            return Verdict(frame)  # type: ignore[arg-type]
         if kind == "response.create":
             self._last = {k: event[k] for k in _INHERITED if k in event}
             body = event
         else:
             body = {**self._last, "input": event.get("input")}
-        cut = self._admit(body, len(frame))
-        return (None, cut) if cut is not None else (frame, None)
+        cut = await self._admit(body, len(frame))
+        return Verdict(None, cut) if cut is not None else Verdict(frame)  # type: ignore[arg-type]
 
-    def _admit(self, body: dict[str, Any], size: int) -> Cut | None:
+    async def _admit(self, body: dict[str, Any], size: int) -> Cut | None:
         assert RESPONSES is not None
         policy, prices = self.policy, self.rt.prices
         now = datetime.now(timezone.utc)
@@ -85,21 +88,42 @@ class ResponsesSocketQuota:
         priced = model is not None and prices.entry(model, now) is not None
         if model is not None and not priced and policy.unknown_model == "reject":
             return unpriced_cut(model)
-        usage, tpm = worst_case(RESPONSES, facts, body, policy.default_max_output_tokens,
-                                prices, now)
-        amount = max(1, cost_nanos(usage, model, prices, now) if priced
-                     else dearest_nanos(usage, prices, now, policy.models))
-        result = self.quota.admit(policy, amount, now, model=model, images=int(facts.image_tool),
-                                  tpm_tokens=tpm, shared=self.rt.settings.upstream_limits)
+        budgeted = bool(policy.budgets) and policy.block
+        est = estimate(RESPONSES, facts, body, table=prices, at=now,
+                       default_output=policy.default_max_output_tokens, with_worst=budgeted)
+        if priced:
+            amount = cost_nanos(est.usage, model, prices, now)
+            worst = worst_nanos(est.worst, model, prices, now) if est.worst else None
+        else:
+            amount = dearest_nanos(est.usage, prices, now, policy.models)
+            worst = dearest_nanos(est.worst, prices, now, policy.models) if est.worst else None
+        ask = Ask(max(1, amount), worst, model, int(facts.image_tool), est.tpm_tokens,
+                  shared=self.rt.settings.upstream_limits)
+        result = await self.quota.reserve(policy, ask, now,
+                                          self.rt.settings.server.admission_wait_s)
         if isinstance(result, Refusal):
             return refusal_cut(result)
+        result.reserved_usage = est.usage
         self.holds.append(result)
+        if self.on_hold is not None:
+            self.on_hold(result)
         return None
 
-    def take_hold(self) -> Admission | None:
+    async def response_started(self, rid: str, state: Any) -> tuple[list[str], Cut | None]:
+        return [], None  # every response here was asked for (and held) by the client
+
+    async def next_turn(self, state: Any) -> tuple[list[str], Cut | None]:
+        return [], None  # the server starts no response of its own
+
+    def take_hold(self, rid: str | None = None) -> Admission | None:
+        """The reservation a finished response settles: the oldest, in order."""
         return self.holds.pop(0) if self.holds else None
 
-    def after_charge(self, input_tokens: int | None, input_nanos: int) -> Cut | None:
+    def after_charge(self, usage: Usage, input_nanos: int, hold: Admission | None,
+                     in_conversation: bool) -> Cut | None:
+        """A response was charged: learn its real input; cut if a budget is now spent."""
+        if hold is not None:
+            self.quota.learn(hold, usage.input + usage.cached_input + usage.image_input)
         refusal = self.quota.exhausted(self.policy, datetime.now(timezone.utc))
         return budget_cut(refusal) if refusal is not None else None
 

@@ -29,9 +29,12 @@ from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import Caller, KeyScrubber, call_scrubber
 from ..meter import Account, Biller, Metered, SessionMeter
-from ..quota import Cut, SessionQuota, tightest
+from ..quota import Admission, Cut, SessionQuota, tightest
 
 log = logging.getLogger("faregate.session")
+
+#: Server events after which the next server-started response is sized again.
+SESSION_FACTS = frozenset({"session.created", "session.updated"})
 
 
 class Sessions:
@@ -56,6 +59,7 @@ class Sessions:
         return self._by_id.pop(session.id, None) is not None
 
     def active(self, tenant: str) -> int:
+        """This process's open sessions of `tenant` (a view: the quota's slots limit them)."""
         return sum(1 for s in self._by_id.values() if s.caller.tenant == tenant)
 
     def by_tenant(self) -> dict[str, int]:
@@ -102,6 +106,8 @@ class Session:
     cost_events: bool = False  # send `faregate.session.cost` after each charge
     notices: list[str] = field(default_factory=list)  # faregate's events, sent after the frame
     scrubber: KeyScrubber | None = None  # the upstream key's fragments, out of error events
+    replies: list[str] = field(default_factory=list)  # faregate's own events for the client
+    ticket: Any = None  # the concurrency slots the session holds (released when it ends)
     _seq: int = 0
 
     @classmethod
@@ -115,6 +121,7 @@ class Session:
         session = cls(services, caller, endpoint, meter or SessionMeter(kind, model=model),
                       squota, tags=dict(tags or {}), capturing=capturing,
                       scrubber=call_scrubber(caller.upstream_authorization))
+        squota.on_hold = session._reserved
         services.sessions.add(session)
         services.metrics.sessions_active.labels(caller.tenant).inc()
         return session
@@ -145,17 +152,18 @@ class Session:
             self._capture("client", event.type, frame)
         if self.cut is not None:
             return None  # the session is ending: nothing new goes upstream
-        await self.squota.prepare(event.type)
-        held = len(self.squota.holds)
-        forward, cut = self.squota.client_event(event.type, event.obj, frame,
-                                                self.meter.audio_in_bytes,
-                                                self.meter.tool_calls)
-        if len(self.squota.holds) > held:  # a response was reserved: its start marker
-            self.services.biller.start_response(self._account(), self.squota.holds[-1],
-                                                self.squota.model or self.meter.model)
-        if cut is not None:
-            self.request_cut(cut)
-        return forward
+        verdict = await self.squota.client_event(event.type, event.obj, frame, self.meter,
+                                                 event.inline)
+        if verdict.cut is not None:
+            self.request_cut(verdict.cut)
+        if verdict.reply is not None:
+            self.replies.append(verdict.reply)
+        return verdict.frame
+
+    def take_replies(self) -> list[str]:
+        """Events faregate itself sends the client (refusals that keep the session)."""
+        out, self.replies = self.replies, []
+        return out
 
     async def _refuse_frame(self, why: str) -> None:
         """A frame meant as JSON that faregate cannot read is not forwarded: the client
@@ -173,25 +181,42 @@ class Session:
         except (ConnectionResetError, RuntimeError):
             pass
 
-    def server_frame(self, frame: str | bytes) -> str | bytes:
-        """Meter a server frame and bill what it says; returns the frame for the client
-        (an `error` event scrubbed of the upstream key's fragments)."""
+    async def server_frame(self, frame: str | bytes) -> tuple[str | bytes, list[str]]:
+        """Meter and bill one server frame. Returns the frame for the client (an `error`
+        event scrubbed of the upstream key's fragments) and faregate's own frames for
+        the upstream (a lowered output cap, a cancel)."""
         calls = self.meter.tool_calls
         charges = self.meter.server_frame(frame)
         if self.capturing:
             self._capture("server", self.meter.last_type, frame)
+        upstream: list[str] = []
+        if self.meter.started is not None and self.meter.kind == "realtime":
+            upstream, cut = await self.squota.response_started(self.meter.started, self.meter)
+            if cut is not None:
+                self.request_cut(cut)
         for metered in charges:
             self.charge(metered)
+        if self.cut is None and (charges or self.meter.last_type in SESSION_FACTS):
+            frames, cut = await self.squota.next_turn(self.meter)
+            upstream += frames
+            if cut is not None:
+                self.request_cut(cut)
         if self.meter.tool_calls != calls:
             self.services.metrics.tool_calls.labels(self.caller.tenant).inc(
                 self.meter.tool_calls - calls)
         if self.meter.last_type == "error" and self.scrubber:
-            return (self.scrubber.text(frame) if isinstance(frame, str)
-                    else self.scrubber.bytes(frame))
-        return frame
+            frame = (self.scrubber.text(frame) if isinstance(frame, str)
+                     else self.scrubber.bytes(frame))
+        return frame, upstream
 
     def _account(self) -> Account:
         return Account(self.caller, self.endpoint, self.id, self.tags, session_id=self.id)
+
+    def _reserved(self, hold: Admission) -> None:
+        """A response was reserved (asked by the client or started by the server): its
+        start marker, so a crash before its charge still counts it."""
+        self.services.biller.start_response(self._account(), hold,
+                                            self.squota.model or self.meter.model)
 
     def _response_id(self, metered: Metered) -> str:
         """Unique within the session: the upstream's id, or a sequence for what has none."""
@@ -210,7 +235,8 @@ class Session:
         """Bill one metered usage and add it to the session's totals."""
         metered = Metered(metered.usage, metered.model or self.model,
                           self._response_id(metered), metered.kind, fallback=metered.fallback)
-        hold = self.squota.take_hold() if metered.kind == "response" else None
+        response = metered.kind == "response"
+        hold = self.squota.take_hold(metered.response_id) if response else None
         row = self.services.biller.bill(metered, self._account(), policy=self.squota.policy,
                                         hold=hold)
         self.usage = self.usage + metered.usage
@@ -219,10 +245,9 @@ class Session:
             self.breakdown[k] = self.breakdown.get(k, 0) + v
         if self.cost_events:
             self.notices.append(self._cost_event(metered.response_id, row.cost_nanos))
-        u = metered.usage
-        inputs = sum(getattr(u, c) for c in INPUT_CLASSES) if metered.kind == "response" else None
         input_nanos = sum(row.breakdown.get(c, 0) for c in INPUT_CLASSES)
-        cut = self.squota.after_charge(inputs, input_nanos)
+        cut = self.squota.after_charge(metered.usage, input_nanos, hold,
+                                       response and not self.meter.out_of_band)
         if cut is not None:
             self.request_cut(cut)
 
@@ -259,6 +284,8 @@ class Session:
         for hold in self.squota.holds:  # reserved, never answered: nothing to charge
             services.biller.unmark(hold)
         self.squota.release_all()
+        if self.ticket is not None:
+            self.ticket.release()
         services.metrics.sessions_active.labels(self.caller.tenant).dec()
         services.metrics.session_duration.labels(self.model_label()).observe(self.elapsed_s())
         row = self.record(reason)

@@ -2,19 +2,23 @@
 
 A metered call is refused while the ledger cannot keep its charge, where
 `[storage] on_ledger_failure` says so. Money is default-deny
-(`meter._endpoints`): a metered call holds its worst case against the
-caller's limits; a billable call that faregate cannot price is admitted
-only while the caller's budgets are not spent. Before either, a tier's
-`endpoints` allowlist and its `unknown_model` rule apply. Each step raises
-`Refused` with the DESIGN §5 answer. Calls that start a Realtime session
-faregate will not see (minted keys, WebRTC/SIP calls) are reserved for that
-session instead (`reserve_unseen`).
+(`meter._endpoints`): before anything is forwarded, a tier's `endpoints`
+allowlist and its `unknown_model` rule apply; every metered call then holds
+its reservation (and its request, image and token counts) against the
+caller's limits — side by side while its worst case fits, one at a time near
+a limit (waiting at most `[server] admission_wait_s`). A model the table
+cannot price (or none: a stored prompt) is reserved at the dearest rates the
+caller may use; a billable call faregate cannot price is admitted only while
+the caller's budgets are not spent. With `clamp_output`, a call whose output
+the budget cannot pay for is capped to what it can. Calls that start a
+Realtime session faregate will not see (minted keys, WebRTC/SIP calls) are
+reserved for that session instead (`reserve_unseen`). Each step raises
+`Refused` with the DESIGN §5 answer.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
 import orjson
 
@@ -23,15 +27,22 @@ from .._metrics import Metrics
 from .._runtime import Runtime
 from ..meter import (
     Biller,
+    Contexts,
+    Estimate,
     Flow,
+    affordable_output,
     bound_secret_expiry,
     cost_nanos,
     dearest_nanos,
+    estimate,
+    inject_include_usage,
+    input_shape,
     session_reservation,
     unseen_session_seconds,
-    worst_case,
+    with_output,
+    worst_nanos,
 )
-from ..quota import Policy, Quota, Refusal, UnseenHolds, model_refusal
+from ..quota import Ask, Policy, Quota, Refusal, UnseenHolds, model_refusal
 from ._intake import Body, Refused
 from ._prompts import PromptModels
 
@@ -40,6 +51,11 @@ _FREE_KINDS = frozenset({"moderations", "client_secret"})
 #: Endpoints that start Realtime sessions faregate will not meter.
 UNSEEN_KINDS = frozenset({"client_secret", "realtime_call"})
 CLIENT_SECRETS_PATH = "/v1/realtime/client_secrets"
+#: `clamp_output` never caps an answer below this many tokens (it refuses instead).
+MIN_OUTPUT_TOKENS = 16
+#: The field faregate writes when a call set no output cap of its own.
+DEFAULT_CAP_FIELD = {"chat": "max_completion_tokens", "completions": "max_tokens",
+                     "responses": "max_output_tokens"}
 
 
 def check_ledger(flow: Flow, rt: Runtime, biller: Biller) -> None:
@@ -77,53 +93,110 @@ def check_priced(flow: Flow, rt: Runtime, policy: Policy, metrics: Metrics) -> b
     raise Refused(errors.model_not_priced(model, flow.request_id))
 
 
-async def reserve(flow: Flow, rt: Runtime, parsed: Any, quota: Quota, policy: Policy,
-                  prompts: PromptModels, priced: bool) -> None:
-    """Hold the call's worst-case cost against its budgets, or refuse it.
+def _limited(policy: Policy, rt: Runtime) -> bool:
+    """Does anything the caller is subject to count money or tokens?"""
+    shared = rt.settings.upstream_limits
+    return bool(policy.budgets or policy.tpm or shared.tpm)
+
+
+async def _estimate(flow: Flow, rt: Runtime, body: Body, quota: Quota, contexts: Contexts,
+                    policy: Policy, now: datetime) -> tuple[Estimate, tuple | None]:
+    """The call's estimate, looking at its input's shape when a limit depends on it."""
+    assert flow.endpoint is not None and flow.caller is not None
+    kind = flow.endpoint.kind
+    shape = input_shape(kind, body.parsed) if kind in ("chat", "responses") else None
+    if shape is not None:
+        flow.conversation_id = shape.conversation
+    if shape is None or not _limited(policy, rt):
+        return estimate(flow.endpoint, flow.facts, body.parsed, table=rt.prices, at=now,
+                        shape=shape, default_output=policy.default_max_output_tokens,
+                        with_worst=bool(policy.budgets)), None
+    hidden, known = 0, True
+    if shape.previous_response_id or shape.conversation:
+        hidden, known = await contexts.recall(flow.caller.tenant, shape.previous_response_id,
+                                              shape.conversation)
+    model = flow.facts.model or ""
+    key = (flow.caller.tenant, rt.prices.resolve(model) or model[:64],
+           bool(shape.unsized) or not known)
+    est = estimate(flow.endpoint, flow.facts, body.parsed, table=rt.prices, at=now,
+                   shape=shape, default_output=policy.default_max_output_tokens,
+                   hidden_tokens=hidden, hidden_known=known, factor=quota.ratios.factor(key))
+    return est, (key, est.raw_input, est.recorded)
+
+
+async def _clamp(flow: Flow, rt: Runtime, body: Body, quota: Quota, policy: Policy,
+                 est: Estimate, now: datetime) -> Estimate:
+    """`clamp_output`: cap the answer at what the remaining budget buys."""
+    assert flow.endpoint is not None
+    model = flow.facts.model or ""
+    if not isinstance(body.parsed, dict) or not model:
+        return est
+    await quota.prepare(policy, Ask(cost_nanos(est.usage, model, rt.prices, now)), now)
+    room = quota.remaining(policy, now)
+    if room is None:
+        return est
+    tokens = affordable_output(est, room, model, rt.prices, now)
+    current = getattr(est.usage, est.output_class) // max(1, est.choices)
+    if not MIN_OUTPUT_TOKENS <= tokens < current:
+        return est
+    field = est.cap_field or DEFAULT_CAP_FIELD[flow.endpoint.kind]
+    capped = {**body.parsed, field: tokens}
+    body.data = orjson.dumps(inject_include_usage(capped) if body.strip_usage else capped)
+    body.parsed, body.changed = capped, True
+    return with_output(est, tokens)
+
+
+async def reserve(flow: Flow, rt: Runtime, body: Body, quota: Quota, policy: Policy,
+                  contexts: Contexts, prompts: PromptModels, priced: bool) -> None:
+    """Hold the call's reservation against its limits, or refuse it.
 
     A model the table cannot price, or none at all (a stored prompt, whose model is
     known only from the answer), is reserved at the dearest rates of the models the
-    caller may use. The estimate is `meter.worst_case` (the seam for better estimates
-    of hidden input).
+    caller may use.
     """
-    assert flow.endpoint is not None
+    assert flow.endpoint is not None and flow.caller is not None
     now = datetime.now(timezone.utc)
-    facts = flow.facts
+    facts, kind = flow.facts, flow.endpoint.kind
     model = facts.model
     if model is None and facts.prompt_id is not None:
         known = prompts.model(facts.prompt_id)
         if known is not None and not policy.allows(known):
             raise Refused(errors.refused(model_refusal(known), flow.request_id))
-    usage, tpm_tokens = worst_case(flow.endpoint, facts, parsed,
-                                   policy.default_max_output_tokens, rt.prices, now)
-    if flow.endpoint.kind in _FREE_KINDS:
+    est, learn = await _estimate(flow, rt, body, quota, contexts, policy, now)
+    budgeted = bool(policy.budgets) and policy.block and est.worst is not None
+    if priced and policy.clamp_output and budgeted:
+        est = await _clamp(flow, rt, body, quota, policy, est, now)
+    worst: int | None = None
+    if kind in _FREE_KINDS:
         amount = 0
     elif priced:  # `check_priced` found the model in the table
-        amount = cost_nanos(usage, model, rt.prices, now)
+        amount = cost_nanos(est.usage, model, rt.prices, now)
+        if budgeted:
+            worst = worst_nanos(est.worst, model, rt.prices, now)
     else:
-        amount = dearest_nanos(usage, rt.prices, now, policy.models)
-    if flow.endpoint.kind not in _FREE_KINDS:
+        amount = dearest_nanos(est.usage, rt.prices, now, policy.models)
+        if budgeted:
+            worst = dearest_nanos(est.worst, rt.prices, now, policy.models)
+    if kind not in _FREE_KINDS:
         amount = max(amount, 1)  # a spent budget refuses every call that may cost money
-    kind = flow.endpoint.kind
     images = facts.images if kind == "images" else int(facts.image_tool)
-    await _hold(flow, rt, quota, policy, amount, now, images=images, tpm_tokens=tpm_tokens)
-    flow.reserved = usage
-    if flow.admission is not None:
-        flow.admission.worst = usage  # what a usage report that cannot be true is charged
+    await _hold(flow, rt, quota, policy, Ask(amount, worst, model, images, est.tpm_tokens,
+                                             shared=rt.settings.upstream_limits, learn=learn))
+    flow.reserved = est.usage
+    assert flow.admission is not None
+    flow.admission.reserved_usage = est.usage  # what a report that cannot be true is charged
 
 
 async def admit_billable(flow: Flow, rt: Runtime, quota: Quota, policy: Policy) -> None:
     """A call faregate cannot price is admitted only while no budget of the caller is
     spent (one nano-dollar must fit); it counts as a request."""
-    await _hold(flow, rt, quota, policy, 1, datetime.now(timezone.utc))
+    await _hold(flow, rt, quota, policy, Ask(1, model=flow.facts.model,
+                                             shared=rt.settings.upstream_limits))
 
 
-async def _hold(flow: Flow, rt: Runtime, quota: Quota, policy: Policy, amount: int,
-                now: datetime, images: int = 0, tpm_tokens: int = 0) -> None:
-    if quota.leasing:
-        await quota.ensure(policy, amount, now)
-    result = quota.admit(policy, amount, now, model=flow.facts.model, images=images,
-                         tpm_tokens=tpm_tokens, shared=rt.settings.upstream_limits)
+async def _hold(flow: Flow, rt: Runtime, quota: Quota, policy: Policy, ask: Ask) -> None:
+    result = await quota.reserve(policy, ask, datetime.now(timezone.utc),
+                                 rt.settings.server.admission_wait_s)
     if isinstance(result, Refusal):
         raise Refused(errors.refused(result, flow.request_id))
     flow.admission = result
@@ -152,4 +225,5 @@ async def reserve_unseen(flow: Flow, rt: Runtime, body: Body, quota: Quota, poli
             body.parsed, body.data, body.changed = bounded, orjson.dumps(bounded), True
     elif flow.secret_ref is not None and flow.secret_ref in holds:
         amount = 0  # the key's reservation moves to the call when it is created
-    await _hold(flow, rt, quota, policy, amount, now)
+    await _hold(flow, rt, quota, policy, Ask(amount, model=flow.facts.model, wait=False,
+                                             shared=rt.settings.upstream_limits))

@@ -1,10 +1,10 @@
-"""The worst case of a batch, read from its input file when it is created.
+"""The reservation of a batch, read from its input file when it is created.
 
 `POST /v1/batches` names an input file that is already upstream. Before the
 batch is forwarded, faregate reads that file from the upstream (with the
 caller's own credential, bounded in bytes, lines and time) and adds up the
-worst case of every request line, at batch rates — the same estimate a REST
-call gets (`meter.worst_case`), so a better estimator improves both. A file
+reservation of every request line, at batch rates — the same estimate a REST
+call gets (`meter.estimate`), so a better estimator improves both. A file
 faregate cannot read gives None: the batch is then admitted only while the
 caller's budget is not spent.
 """
@@ -23,7 +23,7 @@ from yarl import URL
 
 from faregate.pricing import PriceTable, Usage
 
-from ..meter import classify, cost_nanos, dearest_nanos, facts_from_json, worst_case
+from ..meter import classify, cost_nanos, dearest_nanos, estimate, facts_from_json
 from ..quota import Policy
 
 log = logging.getLogger("faregate.batches")
@@ -34,9 +34,9 @@ READ_TIMEOUT_S = 30.0
 FORWARDED = ("openai-organization", "openai-project")
 
 
-def lines_worst_case(lines: Iterable[bytes], policy: Policy, table: PriceTable,
+def lines_reservation(lines: Iterable[bytes], policy: Policy, table: PriceTable,
                      at: datetime) -> int:
-    """Nano-USD: the worst case of every request line, summed per model, at batch rates."""
+    """Nano-USD: the reservation of every request line, summed per model, at batch rates."""
     by_model: dict[str | None, Usage] = {}
     for raw in lines:
         try:
@@ -50,8 +50,8 @@ def lines_worst_case(lines: Iterable[bytes], policy: Policy, table: PriceTable,
         if endpoint is None or not endpoint.metered or not isinstance(body, dict):
             continue
         facts = facts_from_json(endpoint, body, len(raw))
-        usage, _ = worst_case(endpoint, facts, body, policy.default_max_output_tokens, table,
-                              at)
+        usage = estimate(endpoint, facts, body, table=table, at=at, with_worst=False,
+                         default_output=policy.default_max_output_tokens).usage
         model = facts.model if facts.model and table.entry(facts.model, at) else None
         by_model[model] = by_model.get(model, Usage()) + usage
     total = 0

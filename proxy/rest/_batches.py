@@ -42,9 +42,9 @@ from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import Caller
 from ..meter import Account, Biller, Flow, HoldLast, JsonCollector, LineMeter, Metered
-from ..quota import Admission, Policy, Quota, Refusal
+from ..quota import Admission, Ask, Policy, Quota, Refusal
 from ._batch_book import BATCH_PATH, CONTENT_PATH, MAX_TRACKED, BatchBook, _put
-from ._batch_input import ask_upstream, lines_worst_case, read_input_lines, side_headers
+from ._batch_input import ask_upstream, lines_reservation, read_input_lines, side_headers
 from ._intake import Refused
 
 LEDGER_ENDPOINT = "/v1/batches"
@@ -173,10 +173,9 @@ class Batches:
                                                        flow.caller.upstream_authorization))
             if read is not None:
                 lines, share = read
-                amount = max(1, int(lines_worst_case(lines, policy, rt.prices, now) / share))
-        if self.quota.leasing:
-            await self.quota.ensure(policy, amount, now)
-        result = self.quota.admit(policy, amount, now, shared=rt.settings.upstream_limits)
+                amount = max(1, int(lines_reservation(lines, policy, rt.prices, now) / share))
+        ask = Ask(amount, shared=rt.settings.upstream_limits, wait=False)  # held for hours
+        result = await self.quota.reserve(policy, ask, now, rt.settings.server.admission_wait_s)
         if isinstance(result, Refusal):
             raise Refused(errors.refused(result, flow.request_id))
         flow.admission = result

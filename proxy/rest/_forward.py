@@ -28,6 +28,7 @@ from .._runtime import Runtime
 from ..caller import call_scrubber, strip_query
 from ..meter import (
     Biller,
+    Contexts,
     Flow,
     ResponseMeter,
     SseMeter,
@@ -77,7 +78,7 @@ class Forwarder:
     def __init__(self, runtime: Callable[[], Runtime], client: aiohttp.ClientSession,
                  quota: Quota, biller: Biller, batches: Batches, background: Background,
                  unseen: Delegations, metrics: Metrics, capture: Capture | None,
-                 objects: Objects) -> None:
+                 objects: Objects, contexts: Contexts) -> None:
         self.runtime = runtime
         self.client = client
         self.quota = quota
@@ -89,6 +90,7 @@ class Forwarder:
         self.capture = capture
         self.objects = objects
         self.prompts = PromptModels()
+        self.contexts = contexts
 
     async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
         """Answer one call to `path` (the request's canonical path, see `meter._paths`)."""
@@ -131,7 +133,8 @@ class Forwarder:
         elif endpoint is not None and endpoint.metered:
             self.background.admit(flow)
             priced = check_priced(flow, rt, policy, self.metrics)
-            await reserve(flow, rt, body.parsed, self.quota, policy, self.prompts, priced)
+            await reserve(flow, rt, body, self.quota, policy, self.contexts, self.prompts,
+                          priced)
         elif endpoint is not None:
             await admit_billable(flow, rt, self.quota, policy)
         await self.batches.resolve(flow, request)

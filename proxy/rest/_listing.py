@@ -19,11 +19,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from .. import _errors as errors
 from .._runtime import Runtime
-from ..caller import strip_query
 from ..meter import Flow
 from ..objects import UNANSWERED, LookupFailed
 from ._body import BodyTooLarge, read_bounded
