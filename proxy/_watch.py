@@ -11,6 +11,8 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
+from ._tasks import stop_task
+
 POLL_INTERVAL_S = 1.0
 
 Stamp = tuple[int, int] | None  # (mtime_ns, size); None while the file is missing
@@ -49,13 +51,8 @@ class FileWatch:
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         while True:

@@ -23,6 +23,7 @@ from faregate.storage import AlertRecord, Ledger, Reconciliation, nanos_to_usd
 
 from .._metrics import Metrics
 from .._runtime import Runtime
+from .._tasks import stop_task
 from ..alerts import DriftAlert
 from ..caller import Caller
 from ..meter import Account, Biller
@@ -74,13 +75,8 @@ class ProviderJobs:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="provider")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         await asyncio.sleep(FIRST_RUN_S)
