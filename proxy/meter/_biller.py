@@ -268,31 +268,12 @@ class Biller:
                 self._record(*with_records)
             return None
         if flow.endpoint.kind == "batch" or flow.hold_open:
-            # A batch is recorded as a batch event and charged line by line; a pending
-            # background response is charged (one row) when it is final — its own ledger
-            # row keeps it across a crash, so its start marker is done.
-            observe(self.metrics, flow, None, None)
-            if flow.charge_id is not None and self._journal is not None:
-                self._journal.unmark(flow.charge_id)
-            if not flow.hold_open:
-                self._release(flow)
-            if with_records:
-                self._record(*with_records)
+            self._charged_elsewhere(flow, with_records)
             return None
         rt = self._runtime()
         at = datetime.now(timezone.utc)
-        try:
-            usage, problem = call_usage(flow, rt.prices)
-        except Exception:  # a usage-reading bug must not lose the record either
-            log.exception("usage reading failed", extra={"request_id": flow.request_id})
-            usage, problem = Usage(estimated=True, flags=("pricing_error",)), "pricing_error"
+        usage, problem, believed = self._call_usage(flow, rt.prices, at)
         model = flow.model or "unknown"
-        tools = flow.facts.hosted_tools or bool(usage.tool_calls)
-        believed = self._believable(usage, model, at, rt.prices, flow.endpoint.kind, tools,
-                                    flow.admission, lambda: usage_estimate(flow),
-                                    flow.request_id)
-        if believed is not None:
-            usage, problem = believed, IMPLAUSIBLE
         if flow.endpoint.metered:
             charge = _priced(usage, model, at, rt.prices, flow.request_id)
         else:
@@ -312,17 +293,52 @@ class Biller:
         observe(self.metrics, flow, charge, problem)
         if unpriced(charge):
             self.alerting.note_unpriced(model, flow.caller.tenant if flow.caller else "default", at)
+        self._settle_call(flow, charge, images, believed is not None, at)
+        return charge
+
+    def _charged_elsewhere(self, flow: Flow, with_records: list | tuple) -> None:
+        """A batch is recorded as a batch event and charged line by line; a pending
+        background response is charged (one row) when it is final — its own ledger row
+        keeps it across a crash, so its start marker is done."""
+        observe(self.metrics, flow, None, None)
+        if flow.charge_id is not None and self._journal is not None:
+            self._journal.unmark(flow.charge_id)
+        if not flow.hold_open:
+            self._release(flow)
+        if with_records:
+            self._record(*with_records)
+
+    def _call_usage(self, flow: Flow, table: PriceTable, at: datetime
+                    ) -> tuple[Usage, str | None, Usage | None]:
+        """(usage to charge, its problem, what replaced a report that cannot be true)."""
+        assert flow.endpoint is not None
+        try:
+            usage, problem = call_usage(flow, table)
+        except Exception:  # a usage-reading bug must not lose the record either
+            log.exception("usage reading failed", extra={"request_id": flow.request_id})
+            usage, problem = Usage(estimated=True, flags=("pricing_error",)), "pricing_error"
+        tools = flow.facts.hosted_tools or bool(usage.tool_calls)
+        believed = self._believable(usage, flow.model or "unknown", at, table,
+                                    flow.endpoint.kind, tools, flow.admission,
+                                    lambda: usage_estimate(flow), flow.request_id)
+        if believed is not None:
+            return believed, IMPLAUSIBLE, believed
+        return usage, problem, None
+
+    def _settle_call(self, flow: Flow, charge: Charge, images: int, implausible: bool,
+                     at: datetime) -> None:
+        """The call's hold: released if the upstream never answered, else settled at its
+        charge (its images counted; what it teaches remembered, if its report was true)."""
         admission = flow.admission
         if flow.status in (502, 504):  # the upstream never answered: nothing was spent
             self._release(flow)
         elif admission is not None:
-            if believed is not None:
+            if implausible:
                 self.alerting.note_implausible(admission.policy, at, charge.cost_nanos)
             self.quota.count_images(admission.policy, admission, images, at)
             self._settle(admission.policy, admission, charge, at)
-            if believed is None:
+            if not implausible:
                 self._remember(flow, charge.usage)
-        return charge
 
     def _remember(self, flow: Flow, usage: Usage) -> None:
         """What this call teaches the next one's estimate: its real input, and what a
