@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from test_durability import serve_config
@@ -162,7 +163,20 @@ async def test_kill_9_with_calls_in_flight(tmp_path, upstream):
           f"{len(cut)} interrupted at {sum(r['cost_nanos'] for r in cut)} nanos")
 
 
-async def test_kill_9_during_a_realtime_response(tmp_path, upstream):
+#: (what the client sends, the session the fake upstream announces): a response the
+#: client asks for, and one the server starts itself on a voice turn (server VAD).
+REALTIME_STARTS = {
+    "asked by the client": ({"type": "response.create", "response": {"max_output_tokens": 50}},
+                            {"id": "sess_1", "model": "gpt-realtime"}),
+    "started by the server": ({"type": "input_audio_buffer.append", "audio": "AAAA"},
+                              {"id": "sess_1", "model": "gpt-realtime",
+                               "turn_detection": {"type": "server_vad"}}),
+}
+
+
+@pytest.mark.parametrize("trigger,session", REALTIME_STARTS.values(),
+                         ids=REALTIME_STARTS.keys())
+async def test_kill_9_during_a_realtime_response(tmp_path, upstream, trigger, session):
     """A reserved Realtime response whose `response.done` never came: after the restart
     it is charged at its reservation, `interrupted`, in its session (rebuilt)."""
     import websockets
@@ -172,10 +186,9 @@ async def test_kill_9_during_a_realtime_response(tmp_path, upstream):
     async def generating(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_str(json.dumps({"type": "session.created", "session": {
-            "id": "sess_1", "model": "gpt-realtime"}}))
+        await ws.send_str(json.dumps({"type": "session.created", "session": session}))
         async for msg in ws:
-            if json.loads(msg.data).get("type") == "response.create":
+            if json.loads(msg.data).get("type") == trigger["type"]:
                 await ws.send_str(json.dumps({"type": "response.created", "response": {
                     "id": "resp_1", "status": "in_progress"}}))
                 await asyncio.wait_for(stall.wait(), 30)
@@ -189,8 +202,7 @@ async def test_kill_9_during_a_realtime_response(tmp_path, upstream):
         async with websockets.connect(ws_url,
                                       additional_headers={"Authorization": "Bearer x"}) as ws:
             await ws.recv()
-            await ws.send(json.dumps({"type": "response.create",
-                                      "response": {"max_output_tokens": 50}}))
+            await ws.send(json.dumps(trigger))
             assert json.loads(await ws.recv())["type"] == "response.created"
             await kill_9(proc)
     except websockets.ConnectionClosed:
