@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -61,6 +62,20 @@ SHUTDOWN_REASON = "faregate is shutting down"
 RESPONSES_SOCKET = "/v1/responses"
 
 
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """An admitted WebSocket upgrade: who asked, for which session, with what."""
+
+    path: str  # canonical
+    label: str  # the session endpoint (`meter.session_endpoint`)
+    request_id: str
+    protocols: list[str]  # the subprotocols the client offered
+    caller: Caller
+    in_subprotocol: bool  # the credential came in a subprotocol
+    tags: dict[str, str]
+    cost_events: bool | None  # the connection's own choice (None: its policy's)
+
+
 class Refused(Exception):
     def __init__(self, response: web.Response) -> None:
         super().__init__(response.status)
@@ -94,28 +109,25 @@ class Relay:
                     403, "invalid_request_error", "endpoint_not_allowed",
                     f"faregate cannot meter WebSocket sessions on {path[:200]}: only Realtime, "
                     "Live and Responses sessions are relayed.", request_id=rid))
-            caller, in_subprotocol, tags, cost_events = self._admit(request, rt, protocols, rid,
-                                                                    path)
-            await self._own_call(request, caller, rid)
-            ticket = await self._admit_session(rt, rt.policy(caller), caller,
+            up = self._admit(request, rt, protocols, rid, path, label)
+            await self._own_call(request, up.caller, rid)
+            ticket = await self._admit_session(rt, rt.policy(up.caller), up.caller,
                                                request.query.get("model"), rid)
         except Refused as refused:
             return refused.response
         try:  # the ticket's slots are given back on every way out
-            return await self._serve(request, path, label, rt, rid, protocols, caller,
-                                     in_subprotocol, tags, cost_events, ticket)
+            return await self._serve(request, rt, up, ticket)
         finally:
             ticket.release()
 
-    async def _serve(self, request: web.Request, path: str, label: str, rt: Runtime, rid: str,
-                     protocols: list[str], caller: Caller, in_subprotocol: bool,
-                     tags: dict[str, str], cost_events: bool | None, ticket: SessionTicket
-                     ) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, rt: Runtime, up: Upgrade,
+                     ticket: SessionTicket) -> web.StreamResponse:
         """Dial the upstream and relay the admitted session until it ends."""
-        headers, subprotocols = upstream_offer(request, caller, protocols, in_subprotocol)
+        caller, rid, protocols = up.caller, up.request_id, up.protocols
+        headers, subprotocols = upstream_offer(request, caller, protocols, up.in_subprotocol)
         server = rt.settings.server
         scrubber = call_scrubber(caller.upstream_authorization)
-        upstream = await dial(ws_url(server.upstream, path, request), headers, subprotocols,
+        upstream = await dial(ws_url(server.upstream, up.path, request), headers, subprotocols,
                               server, rid, scrubber.bytes if scrubber else None)
         if isinstance(upstream, web.Response):
             return upstream
@@ -125,16 +137,17 @@ class Relay:
         client.headers.extend(budget_headers(self.quota.budget_counters(policy, now),
                                              now.timestamp()))
         model = request.query.get("model")
-        if label == RESPONSES_SOCKET:  # the Responses API over a WebSocket: metered as a stream
-            session = Session.start(self.services, caller, label,
+        if up.label == RESPONSES_SOCKET:  # the Responses API over a WebSocket: a stream
+            session = Session.start(self.services, caller, up.label,
                                     ResponsesSocketQuota(self.quota, policy, rt),  # type: ignore[arg-type]
-                                    model, tags, meter=ResponsesSocketMeter(rt.prices))
+                                    model, up.tags, meter=ResponsesSocketMeter(rt.prices))
         else:
             squota = SessionQuota(self.quota, policy, rt.prices, model, server.admission_wait_s)
-            session = Session.start(self.services, caller, label, squota, model, tags)
+            session = Session.start(self.services, caller, up.label, squota, model, up.tags)
         session.client_ws = client
         session.ticket = ticket
-        session.cost_events = policy.session_cost_events if cost_events is None else cost_events
+        session.cost_events = (policy.session_cost_events if up.cost_events is None
+                               else up.cost_events)
         if self.unseen is not None:  # the sideband of a call, or a session on a minted key
             self.unseen.seen(credential(request, protocols)[0], request.query.get("call_id"),
                              session.id, caller, model)
@@ -150,10 +163,8 @@ class Relay:
         return client
 
     def _admit(self, request: web.Request, rt: Runtime, protocols: list[str], rid: str,
-               path: str) -> tuple[Caller, bool, dict[str, str], bool | None]:
-        """The checks before dialling: draining, origin, identity, tags, limits.
-
-        Also the connection's own choice of cost events (None: its policy's)."""
+               path: str, label: str) -> Upgrade:
+        """The checks before dialling: draining, origin, identity, tags, limits."""
         if self.draining():
             raise Refused(errors.openai_error(
                 503, "api_error", "shutting_down", "faregate is shutting down.",
@@ -186,7 +197,7 @@ class Relay:
             raise Refused(errors.model_not_priced(model, rid))
         if not self.services.biller.accepting() and rt.refuses_without_ledger(policy):
             raise Refused(errors.ledger_unavailable(rid))
-        return caller, in_subprotocol, tags, cost_events
+        return Upgrade(path, label, rid, protocols, caller, in_subprotocol, tags, cost_events)
 
     async def _own_call(self, request: web.Request, caller: Caller, rid: str) -> None:
         """A sideband session (`?call_id=rtc_…`) only for the tenant whose call it is."""
