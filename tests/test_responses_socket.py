@@ -136,3 +136,25 @@ async def test_an_upgrade_faregate_cannot_meter_is_refused(make_gateway, respons
     assert info.value.response.status_code == 403
     assert json.loads(info.value.response.body)["error"]["code"] == "endpoint_not_allowed"
     assert upstream.requests == []
+
+
+async def test_a_rate_limited_create_is_refused_and_the_session_goes_on(make_gateway,
+                                                                        responses):
+    """A refusal that waiting cures (here the tenant's rpm) answers that create with an
+    error event; the session stays open and the create never reaches the upstream."""
+    gw = await make_gateway(cfg(rpm=2))  # the upgrade is a request, then one create
+    async with websockets.connect(ws(gw), additional_headers={
+            "Authorization": "Bearer sk-acme"}) as sock:
+        create = {"type": "response.create", "model": "gpt-4o", "input": "x",
+                  "max_output_tokens": 100}
+        await sock.send(json.dumps(create))
+        while json.loads(await asyncio.wait_for(sock.recv(), 5))["type"] != "response.completed":
+            pass
+        for _ in range(2):  # refused each time, and the session is still there
+            await sock.send(json.dumps(create))
+            event = json.loads(await asyncio.wait_for(sock.recv(), 5))
+            assert event["type"] == "error" and event["error"]["code"] == "rate_limit_exceeded"
+    sent = [e for e in responses.sockets[0] if e["type"] == "response.create"]
+    assert len(sent) == 1
+    [row] = [r for r in await gw.ledger_rows(1) if r.endpoint == "/v1/responses"]
+    assert row.cost_nanos == PER_RESPONSE_NANOS

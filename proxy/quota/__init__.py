@@ -19,7 +19,7 @@ caller's limits stand (its own quota endpoint, the dashboard, the
 from ._budget import PERIODS, BudgetBook, Counter, period_key, period_keys
 from ._leases import Leases
 from ._asks import Admission, Ask, Budgets
-from ._cuts import Cut, budget_cut, model_cut, time_cut, unpriced_cut
+from ._cuts import Cut, budget_cut, model_cut, notice, time_cut, unpriced_cut
 from ._outlook import TYPICAL_PROMPT_TOKENS, TypicalCall, quota_report, typical_call
 from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, BudgetLimit, Policy, policy_for
 from ._quota import Quota
@@ -73,6 +73,7 @@ __all__ = [
     "iso_utc",
     "level_for",
     "model_cut",
+    "notice",
     "model_refusal",
     "period_end",
     "period_key",

@@ -6,8 +6,10 @@ its reservation and worst case (`meter.estimate`, at the dearest rates the
 caller may use when the model cannot be priced) held against the budgets,
 request caps and rate limits — waiting its turn near a limit like a REST
 call. A `response.steer` may start a successor response: it is held like a
-create with the last create's settings. A refusal ends the session with the
-DESIGN §5 error event and close 1008. The hold of each response is settled
+create with the last create's settings. A refusal that waiting can cure (a rate
+limit, the budget's one-at-a-time turn) answers that create with an `error`
+event and keeps the session; any other ends it with the DESIGN §5 error
+event and close 1008. The hold of each response is settled
 by its terminal event (`Session.charge`, in order).
 """
 
@@ -18,6 +20,7 @@ from typing import Any, Callable
 
 from faregate.pricing import Usage
 
+from .._ids import new_event_id
 from .._runtime import Runtime
 from ..meter import classify, cost_nanos, dearest_nanos, estimate, facts_from_json, worst_nanos
 from ..quota import (
@@ -30,6 +33,7 @@ from ..quota import (
     Verdict,
     budget_cut,
     model_cut,
+    notice,
     unpriced_cut,
 )
 
@@ -74,10 +78,16 @@ class ResponsesSocketQuota:
             body = event
         else:
             body = {**self._last, "input": event.get("input")}
-        cut = await self._admit(body, len(frame))
-        return Verdict(None, cut) if cut is not None else Verdict(frame)  # type: ignore[arg-type]
+        refused = await self._admit(body, len(frame))
+        if refused is None:
+            return Verdict(frame)  # type: ignore[arg-type]
+        if isinstance(refused, Refusal):  # retryable: the session goes on
+            return Verdict(None, reply=notice(refused, new_event_id()))
+        return Verdict(None, refused)
 
-    async def _admit(self, body: dict[str, Any], size: int) -> Cut | None:
+    async def _admit(self, body: dict[str, Any], size: int) -> Cut | Refusal | None:
+        """None once the response is held; else the cut that ends the session, or the
+        retryable refusal of this one create."""
         assert RESPONSES is not None
         policy, prices = self.policy, self.rt.prices
         now = datetime.now(timezone.utc)
@@ -102,7 +112,7 @@ class ResponsesSocketQuota:
         result = await self.quota.reserve(policy, ask, now,
                                           self.rt.settings.server.admission_wait_s)
         if isinstance(result, Refusal):
-            return refusal_cut(result)
+            return result if "retry-after" in result.headers else refusal_cut(result)
         result.reserved_usage = est.usage
         self.holds.append(result)
         if self.on_hold is not None:
