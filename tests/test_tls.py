@@ -52,8 +52,9 @@ class Pki:
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def issue(self, serial: int) -> None:
-        """Write a certificate for 127.0.0.1/localhost, signed by the CA, with `serial`."""
+    def issue(self, serial: int, cert_only: bool = False) -> None:
+        """Write a certificate for 127.0.0.1/localhost, signed by the CA, with `serial`
+        (`cert_only`: not its new key, as a renewal caught between its two files)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
         cert = (
@@ -75,8 +76,8 @@ class Pki:
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
         # Replaced whole (as cert-manager and certbot do), key first.
-        for name, data in (("tls.key", key_pem),
-                           ("tls.crt", cert.public_bytes(serialization.Encoding.PEM))):
+        files = [("tls.key", key_pem), ("tls.crt", cert.public_bytes(serialization.Encoding.PEM))]
+        for name, data in files[1:] if cert_only else files:
             tmp = self.directory / f".{name}.tmp"
             tmp.write_bytes(data)
             os.replace(tmp, self.directory / name)
@@ -251,6 +252,17 @@ async def test_a_renewed_certificate_is_served_without_a_restart(pki, tls_farega
     (pki.directory / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
     await asyncio.sleep(2.5)
     assert await served_serial(tls_faregate, context) == 1002
+
+
+async def test_a_renewal_caught_between_its_two_files_never_breaks_handshakes(
+        pki, tls_faregate):
+    """Before: a new certificate beside the old key was loaded into the live context;
+    OpenSSL dropped the key that did not match it, and every handshake failed until the
+    files changed again."""
+    context = pki.client_context()
+    pki.issue(serial=1002, cert_only=True)
+    await asyncio.sleep(2.5)  # the files are polled once a second: the pair was tried
+    assert await served_serial(tls_faregate, context) == 1001  # the old pair, intact
 
 
 async def test_a_missing_certificate_is_one_line_and_exit_2(tmp_path, upstream):
