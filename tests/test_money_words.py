@@ -1,0 +1,127 @@
+"""Money for people, exactly for machines: what a budget refusal says, and how
+amounts read in messages (issue "An operator's first day", items 1 and 15).
+
+Each test here failed before its fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import openai
+import pytest
+import websockets
+
+from faregate.proxy.quota import BudgetLimit, budget_refusal, budget_cut
+from faregate.storage import human_usd
+
+from test_session_limits import AUTH, events_until_close, fake, limited, url  # noqa: F401
+
+MINI = {"input": "0.15", "output": "0.60"}
+HELLO = [{"role": "user", "content": "one two three"}]
+
+
+def cfg(tenant: dict) -> dict:
+    return {"pricing": {"models": {"gpt-4o-mini": MINI}},
+            "keys": [{"sha256": hashlib.sha256(b"sk-acme").hexdigest(), "tenant": "acme"}],
+            "tenants": {"acme": tenant}}
+
+
+async def test_a_call_whose_own_reservation_does_not_fit_is_told_what_to_set(
+        make_gateway, upstream):
+    """It said "is used up ($0.000000000 spent or reserved)" with nothing spent: the
+    call's own default output tokens (the model's longest) were what did not fit."""
+    gw = await make_gateway(cfg({"daily_usd": "0.001"}))
+    client = gw.client("sk-acme", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    err = info.value
+    assert err.status_code == 429 and err.code == "budget_exceeded"
+    assert err.type == "insufficient_quota" and not upstream.requests
+    message = err.body["message"]
+    assert "used up" not in message, message
+    found = re.fullmatch(
+        r"This call could cost up to \$0\.00\d{4} \((\d+) input \+ 16,384 output tokens of "
+        r"gpt-4o-mini\); \$0\.001 of the daily budget of \$0\.001 for tenant acme remains "
+        r"— set max_completion_tokens to ([\d,]+) or less to fit\. "
+        r"It resets at the start of the next UTC day\.", message)
+    assert found, message
+    fits = int(found[2].replace(",", ""))
+    assert 1_000 < fits < 16_384
+    # what it says to set is what fits: the same call with that cap is served
+    await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
+                                         max_completion_tokens=fits)
+    assert len(upstream.requests) == 1
+
+
+async def test_the_refusal_names_the_field_the_call_used(make_gateway, upstream):
+    gw = await make_gateway(cfg({"daily_usd": "0.001"}))
+    client = gw.client("sk-acme", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
+                                             max_tokens=100_000)
+    assert "— set max_tokens to " in info.value.body["message"]
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.responses.create(model="gpt-4o-mini", input="one two three")
+    assert "— set max_output_tokens to " in info.value.body["message"]
+
+
+async def test_an_input_that_alone_does_not_fit_is_told_so(make_gateway, upstream):
+    gw = await make_gateway(cfg({"daily_usd": "0.000001"}))
+    client = gw.client("sk-acme", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "word " * 400}])
+    message = info.value.body["message"]
+    assert re.search(r"; \$0\.000001 of the daily budget of \$0\.000001 for tenant acme "
+                     r"remains — its input alone costs about \$0\.000\d{4}: shorten it\. "
+                     r"It resets at the start of the next UTC day\.$", message), message
+
+
+def test_a_spent_budget_still_says_used_up():
+    limit = BudgetLimit("tenant:acme", "month", 5_000_000_000)
+    refusal = budget_refusal(limit, 5_012_345_678)
+    assert refusal.message == ("The monthly budget of $5.00 for tenant acme is used up "
+                               "($5.01 spent or reserved). It resets at the start of the "
+                               "next UTC month.")
+    assert (refusal.status, refusal.type, refusal.code) == (
+        429, "insufficient_quota", "budget_exceeded")
+    assert budget_cut(refusal).message == refusal.message
+
+
+async def test_a_realtime_cut_for_a_spent_budget_reads_in_dollars(limited):
+    # One audio response costs $0.00396 (see test_session_limits); the budget is $0.0039.
+    gw = await limited({"daily_usd": "0.0039"})
+    async with websockets.connect(url(gw), additional_headers=AUTH) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "response.create",
+                                  "response": {"max_output_tokens": 70}}))
+        events = await events_until_close(ws)
+    error = events[-1]["error"]
+    assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
+    assert error["message"] == ("The daily budget of $0.0039 for tenant acme is used up "
+                                "($0.00396 spent or reserved). It resets at the start of "
+                                "the next UTC day.")
+
+
+async def test_a_realtime_session_the_budget_cannot_start_says_what_its_first_response_costs(
+        limited):
+    gw = await limited({"daily_usd": "0.00001"})
+    with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+        async with websockets.connect(url(gw), additional_headers=AUTH):
+            pass
+    body = json.loads(info.value.response.body)
+    message = body["error"]["message"]
+    assert info.value.response.status_code == 429, body
+    assert message.startswith("This session's first response could cost up to $0.0"), message
+    assert "; $0.00001 of the daily budget of $0.00001 for tenant acme remains." in message
+
+
+@pytest.mark.parametrize("nanos,shown", [
+    (538_956_333, "$0.5390"), (123_400, "$0.0001234"), (123_456, "$0.0001235"),
+    (1_000_000, "$0.001"), (12_345_000_000, "$12.35"), (999_949_999, "$0.9999"),
+])
+def test_money_for_people(nanos, shown):
+    assert human_usd(nanos) == shown
