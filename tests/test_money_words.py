@@ -125,3 +125,33 @@ async def test_a_realtime_session_the_budget_cannot_start_says_what_its_first_re
 ])
 def test_money_for_people(nanos, shown):
     assert human_usd(nanos) == shown
+
+
+def test_an_alert_below_a_dollar_shows_its_digits_not_zero_cents():
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from faregate.proxy.alerts import Alert, headline
+
+    alert = Alert(id="tenant:acme|day|2026-11-23|0.8", scope="tenant:acme", period="day",
+                  period_start="2026-11-23", threshold=Decimal("0.8"), level="warning",
+                  limit_usd=Decimal("0.005"), spent_usd=Decimal("0.004123456"),
+                  used_ratio=Decimal("0.8246912"), projected_usd=Decimal("0.0061"),
+                  top_models=(("gpt-4o-mini", Decimal("0.004123456")),),
+                  at=datetime(2026, 11, 23, 14, 5, 6, tzinfo=timezone.utc))
+    assert headline(alert) == (
+        ":warning: faregate budget 80% — tenant acme, day 2026-11-23: $0.004123 of $0.005 "
+        "spent (82.5%), projected $0.0061 at period end; top: gpt-4o-mini $0.004123")
+
+
+def test_the_report_table_reads_for_people_and_exactly_with_exact():
+    from faregate.storage import TOKEN_COLUMNS, UsageReport, UsageRow, render_report
+
+    row = UsageRow(key="acme", requests=2, tokens=dict.fromkeys(TOKEN_COLUMNS, 0), reasoning_tokens=0, seconds=0,
+                   characters=0, images=0, cost_nanos=538_956_333, unpriced=0, estimated=0,
+                   savings_nanos=12_345_000_000)
+    report = UsageReport("tenant", [row])
+    table = render_report(report, "tenant", "table")
+    assert "$0.5390" in table and "$12.35" in table and "0.538956333" not in table
+    exact = render_report(report, "tenant", "table", exact=True)
+    assert "0.538956333" in exact and "12.345000" in exact
