@@ -50,6 +50,8 @@ def human_usd(nanos: int) -> str:
     if usd >= 1:
         return f"{sign}${usd.quantize(_CENT, rounding=ROUND_HALF_UP):,}"
     rounded = usd.quantize(Decimal(1).scaleb(usd.adjusted() - 3), rounding=ROUND_HALF_UP)
+    if rounded.adjusted() > usd.adjusted():  # $0.099995 -> $0.1000, not $0.10000
+        rounded = rounded.quantize(Decimal(1).scaleb(rounded.adjusted() - 3))
     if rounded >= 1:  # $0.99995 rounds up to a dollar
         return f"{sign}${rounded.quantize(_CENT):,}"
     if rounded == usd:  # exact in 4 digits or fewer: no trailing zeros it does not have

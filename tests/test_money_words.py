@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import openai
 import pytest
@@ -17,6 +18,7 @@ import websockets
 from faregate.proxy.quota import BudgetLimit, budget_refusal, budget_cut
 from faregate.storage import human_usd
 
+from test_dashboard import browser  # noqa: F401  (fixture)
 from test_session_limits import AUTH, events_until_close, fake, limited, url  # noqa: F401
 
 MINI = {"input": "0.15", "output": "0.60"}
@@ -122,6 +124,7 @@ async def test_a_realtime_session_the_budget_cannot_start_says_what_its_first_re
 @pytest.mark.parametrize("nanos,shown", [
     (538_956_333, "$0.5390"), (123_400, "$0.0001234"), (123_456, "$0.0001235"),
     (1_000_000, "$0.001"), (12_345_000_000, "$12.35"), (999_949_999, "$0.9999"),
+    (99_995_000, "$0.1000"),
 ])
 def test_money_for_people(nanos, shown):
     assert human_usd(nanos) == shown
@@ -155,3 +158,66 @@ def test_the_report_table_reads_for_people_and_exactly_with_exact():
     assert "$0.5390" in table and "$12.35" in table and "0.538956333" not in table
     exact = render_report(report, "tenant", "table", exact=True)
     assert "0.538956333" in exact and "12.345000" in exact
+
+
+READ_MONEY = """(() => {
+  const e = (id) => document.getElementById(id);
+  const cell = document.querySelector('#by-model tr[data-model] [data-cost]');
+  return { month: e('total-month-cost').textContent, monthExact: e('total-month-cost').title,
+           saved: e('total-month-saved').textContent, savedExact: e('total-month-saved').title,
+           model: cell.textContent, modelExact: cell.title, modelCost: cell.dataset.cost };
+})()"""
+
+
+async def test_the_dashboard_shows_money_for_people_and_exact_on_hover(
+        make_gateway, upstream, monkeypatch, browser):
+    """The headlines showed 9 decimals ("$0.538956333")."""
+    from aiohttp import web
+
+    from test_dashboard import TOKEN, api, sign_in
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+            "model": "gpt-4o-mini", "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 0}})
+
+    upstream.add_route("POST", "/v1/chat/completions", answer)
+    monkeypatch.setenv("FAREGATE_ADMIN_TOKEN", TOKEN)
+    # 1,000 input tokens at $538.956333 per million: $0.538956333 exactly
+    gw = await make_gateway({"pricing": {"models": {"gpt-4o-mini": {
+        "input": "538.956333", "output": "1"}}}})
+    await gw.client().chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    await gw.ledger_rows(1)
+    month = await api(gw, "/admin/usage?period=month")
+    assert month["total_cost_usd"] == "0.538956333"  # the API stays exact
+
+    await sign_in(browser, gw, TOKEN)
+    await browser.wait_for("document.body.dataset.loaded === 'true'")
+    page = await browser.evaluate(READ_MONEY)
+    assert page == {"month": "$0.5390", "monthExact": "$0.538956333",
+                    "saved": "cache saved $0.00", "savedExact": "cache saved $0.000000",
+                    "model": "$0.5390", "modelExact": "$0.538956333",
+                    "modelCost": "0.538956333"}
+
+
+DASHBOARD = (Path(__file__).resolve().parent.parent / "proxy" / "admin" / "static"
+             / "dashboard.html").read_text()
+JS_CASES = [0, 1, 1_500, 123_400, 123_456, 538_956_333, 539_000_000, 99_995_000,
+            999_949_999, 999_950_000, 1_234_567_000, 12_345_000_000, 123_456_789_000_000,
+            -2_500_000_000, -538_956_333, 5, 10, 55, 995, 9_995, 100_000_000]
+
+
+async def test_the_dashboard_and_the_cli_format_money_alike(browser):
+    """One rule on both sides: the page's BigInt formatting (its own source, run in
+    Chromium) gives what `human_usd` gives."""
+    from faregate.storage import format_usd
+
+    start = DASHBOARD.index("  const exact = ")
+    end = DASHBOARD.index("  // An element's money")
+    exact = [format_usd(n) for n in JS_CASES]
+    got = await browser.evaluate(
+        f"(() => {{ {DASHBOARD[start:end]}; return {json.dumps(exact)}.map(usd); }})()")
+    assert got == [human_usd(n) for n in JS_CASES]
