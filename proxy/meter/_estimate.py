@@ -213,10 +213,13 @@ def sizing(est: Estimate, model: str | None, table: PriceTable, at: datetime,
         factor = (u.input + u.image_input - est.recorded) / est.raw_input if est.raw_input else 1
         growth = math.ceil((len(cap_field) + 12) / BYTES_PER_TOKEN_HIGH * max(1.0, factor))
 
-    def input_cost() -> int:
-        alone = replace(u, **_NO_OUTPUT, input=u.input + growth)
-        return (cost_nanos(alone, model, table, at) if model
-                else dearest_nanos(alone, table, at, models))
+    def price(usage: Usage) -> int:
+        return (cost_nanos(usage, model, table, at) if model
+                else dearest_nanos(usage, table, at, models))
+
+    def input_cost() -> tuple[int, int]:
+        alone = replace(u, **_NO_OUTPUT)
+        return price(alone), price(replace(alone, input=alone.input + growth))
 
     return Sizing(tokens_in, u.output + u.audio_output + u.image_output, model, cap_field,
                   noun, est.choices, input_cost)

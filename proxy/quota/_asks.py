@@ -34,8 +34,9 @@ class Sizing:
     cap_field: str | None = None  # the body field that caps the output (None: nothing to set)
     noun: str = "call"  # "call" | "response"
     choices: int = 1  # answers asked for (`n`): the cap counts per answer
-    #: what the input alone costs (asked only when a refusal is written)
-    input_cost: Callable[[], int] | None = None
+    #: what the input alone costs, as it is and once the body also sets `cap_field`
+    #: (nano-USD; asked only when a refusal is written)
+    input_cost: Callable[[], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,14 +80,15 @@ def _to_fit(ask: Ask, left: int) -> str:
         return ""
     if sizing.input_cost is None:
         return f" — set {sizing.cap_field} to fit"
-    input_nanos = sizing.input_cost()
+    input_nanos, capped_input = sizing.input_cost()
     output_nanos = ask.amount - input_nanos
     fits = 0
-    if left > input_nanos and output_nanos > 0:  # output costs the same per token
-        fits = (left - input_nanos) * sizing.output_tokens // output_nanos
+    if left > capped_input and output_nanos > 0:  # output costs the same per token
+        fits = (left - capped_input) * sizing.output_tokens // output_nanos
         fits = (fits - 1) // max(1, sizing.choices)  # one token short: rounding never tips it
-    if fits < 1:
-        return f" — its input alone costs about {human_usd(input_nanos)}: shorten it"
+    if fits < 1:  # (the input as the retry would send it, when only that does not fit)
+        shown = input_nanos if input_nanos >= left else capped_input
+        return f" — its input alone costs about {human_usd(shown)}: shorten it"
     return f" — set {sizing.cap_field} to {fits:,} or less to fit"
 
 

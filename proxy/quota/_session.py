@@ -220,7 +220,7 @@ class SessionQuota:
                    tpm_tokens=0 if force else sized.in_tokens + out_tokens,
                    learn=(self._key(), sized.raw, sized.recorded),
                    sizing=Sizing(sized.in_tokens, out_tokens, self.model, None, "response",
-                                 input_cost=lambda: in_nanos))
+                                 input_cost=lambda: (in_nanos, in_nanos)))
 
     # -- client events ----------------------------------------------------------
 
