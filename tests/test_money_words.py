@@ -19,7 +19,7 @@ from faregate.proxy.quota import BudgetLimit, budget_refusal, budget_cut
 from faregate.storage import human_usd
 
 from test_dashboard import browser  # noqa: F401  (fixture)
-from test_session_limits import AUTH, events_until_close, fake, limited, url  # noqa: F401
+from test_session_limits import AUTH, fake, limited, url  # noqa: F401
 
 MINI = {"input": "0.15", "output": "0.60"}
 HELLO = [{"role": "user", "content": "one two three"}]
@@ -93,19 +93,21 @@ def test_a_spent_budget_still_says_used_up():
     assert budget_cut(refusal).message == refusal.message
 
 
-async def test_a_realtime_cut_for_a_spent_budget_reads_in_dollars(limited):
-    # One audio response costs $0.00396 (see test_session_limits); the budget is $0.0039.
-    gw = await limited({"daily_usd": "0.0039"})
-    async with websockets.connect(url(gw), additional_headers=AUTH) as ws:
-        await ws.recv()
-        await ws.send(json.dumps({"type": "response.create",
-                                  "response": {"max_output_tokens": 70}}))
-        events = await events_until_close(ws)
-    error = events[-1]["error"]
-    assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
-    assert error["message"] == ("The daily budget of $0.0039 for tenant acme is used up "
-                                "($0.00396 spent or reserved). It resets at the start of "
-                                "the next UTC day.")
+def test_calls_in_flight_and_several_answers_are_counted_in_what_fits():
+    from faregate.proxy.quota import Ask, Sizing
+
+    limit = BudgetLimit("user:acme/alice", "day", 10_000_000)  # $0.01
+    # 100 input tokens ($0.001) + 2 answers x 1,000 output tokens ($0.009 each): $0.019
+    sizing = Sizing(100, 2_000, "gpt-4o", "max_tokens", choices=2,
+                    input_cost=lambda: (1_000_000, 1_000_000))
+    refusal = budget_refusal(limit, 4_000_000, Ask(19_000_000, sizing=sizing), 4_000_000,
+                             2_500_000)
+    # $0.004 free: $0.003 buys 333 output tokens at $0.000009, 166 per answer (one short)
+    assert refusal.message == (
+        "This call could cost up to $0.019 (100 input + 2,000 output tokens of gpt-4o); "
+        "$0.004 of the daily budget of $0.01 for user acme/alice remains ($0.0025 more is "
+        "held by calls in flight) — set max_tokens to 166 or less to fit. It resets at "
+        "the start of the next UTC day.")
 
 
 async def test_a_realtime_session_the_budget_cannot_start_says_what_its_first_response_costs(

@@ -10,13 +10,11 @@ hold the room it needs.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .._config import UpstreamLimitSettings
-
 from ._budget import Counter, Hold
 from ._policy import BudgetLimit, Policy
 from ._ratelimit import Bucket
