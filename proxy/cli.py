@@ -233,7 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             report = await ledger.usage(start, end, args.by, tenant=args.tenant)
         finally:
             await ledger.close()
-        return render_report(report, args.by, args.format, args.top)
+        return render_report(report, args.by, args.format, args.top, exact=args.exact)
 
     print(asyncio.run(run()))
     return 0
@@ -422,6 +422,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--tenant")
     r.add_argument("--top", type=int)
     r.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    r.add_argument("--exact", action="store_true",
+                   help="the table's money as exact decimal strings (JSON and CSV always are)")
     r.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("prices", help="the effective price table")

@@ -39,8 +39,10 @@ _CENT = Decimal("0.01")
 
 
 def human_usd(nanos: int) -> str:
-    """USD for people: cents from $1 up ("$1,234.57"), up to 4 significant digits
-    below ("$0.5390" -> "$0.539", "$0.0000015"). Machines get `format_usd`."""
+    """USD for people: cents from $1 up ("$1,234.57"), 4 significant digits below
+    ("$0.538956333" -> "$0.5390"); an amount below $1 that needs fewer digits is shown
+    as it is ("$0.001", "$0.0000015"). Exact decimal arithmetic, never floats.
+    Machines (APIs, JSON, CSV) get `format_usd`."""
     usd = Decimal(int(nanos)).scaleb(-9)
     sign, usd = ("-" if usd < 0 else ""), abs(usd)
     if usd == 0:
@@ -48,6 +50,10 @@ def human_usd(nanos: int) -> str:
     if usd >= 1:
         return f"{sign}${usd.quantize(_CENT, rounding=ROUND_HALF_UP):,}"
     rounded = usd.quantize(Decimal(1).scaleb(usd.adjusted() - 3), rounding=ROUND_HALF_UP)
+    if rounded.adjusted() > usd.adjusted():  # $0.099995 -> $0.1000, not $0.10000
+        rounded = rounded.quantize(Decimal(1).scaleb(rounded.adjusted() - 3))
     if rounded >= 1:  # $0.99995 rounds up to a dollar
         return f"{sign}${rounded.quantize(_CENT):,}"
-    return f"{sign}${plain_decimal(rounded)}"
+    if rounded == usd:  # exact in 4 digits or fewer: no trailing zeros it does not have
+        return f"{sign}${plain_decimal(usd)}"
+    return f"{sign}${rounded:f}"

@@ -10,13 +10,13 @@ import csv
 import io
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 
 from faregate.pricing import CACHED_CLASSES, INPUT_CLASSES, OUTPUT_CLASSES, override_snippet
 
-from ._money import format_usd, plain_decimal
+from ._money import format_usd, human_usd, plain_decimal
 from ._record import TOKEN_COLUMNS
 
 GROUPS: tuple[str, ...] = ("tenant", "user", "key", "model", "endpoint", "day")
@@ -243,16 +243,9 @@ TABLE_FIELDS = (
     ("cached_tokens", "CACHED"), ("cost_usd", "COST USD"), ("savings_usd", "SAVED USD"),
 )
 MARGIN_FIELDS = (("billed_usd", "BILLED USD"), ("margin_usd", "MARGIN USD"))
-_TOTAL_OF = {
-    "requests": lambda rep: str(rep.total_requests),
-    "input_tokens": lambda rep: str(sum(r.input_tokens for r in rep.rows)),
-    "output_tokens": lambda rep: str(sum(r.output_tokens for r in rep.rows)),
-    "cached_tokens": lambda rep: str(sum(r.cached_tokens for r in rep.rows)),
-    "cost_usd": lambda rep: format_usd(rep.total_cost_nanos),
-    "savings_usd": lambda rep: format_usd(rep.total("savings_nanos")),
-    "billed_usd": lambda rep: format_usd(rep.total("billed_nanos")),
-    "margin_usd": lambda rep: format_usd(rep.total("margin_nanos")),
-}
+#: The nano-USD attribute behind each money column.
+_NANOS_OF = {"cost_usd": "cost_nanos", "savings_usd": "savings_nanos",
+             "billed_usd": "billed_nanos", "margin_usd": "margin_nanos"}
 
 
 def _key_cell(row: UsageRow, group_by: str) -> str:
@@ -260,16 +253,32 @@ def _key_cell(row: UsageRow, group_by: str) -> str:
     return f"{row.tenant}/{key}" if group_by == "user" and row.tenant is not None else key
 
 
-def render_table(report: UsageReport, top: int | None = None) -> str:
+def _cell(row: UsageRow, name: str, money: Callable[[int], str]) -> str:
+    nanos = _NANOS_OF.get(name)
+    return money(getattr(row, nanos)) if nanos else str(getattr(row, name))
+
+
+def _total_cell(report: UsageReport, name: str, money: Callable[[int], str]) -> str:
+    nanos = _NANOS_OF.get(name)
+    if nanos is not None:
+        return money(report.total_cost_nanos if name == "cost_usd" else report.total(nanos))
+    if name == "requests":
+        return str(report.total_requests)
+    return str(report.total(name))
+
+
+def render_table(report: UsageReport, top: int | None = None, exact: bool = False) -> str:
+    """The report for people: money as `human_usd` ("$12.35", "$0.5390"), or with
+    `exact` the exact decimal strings the JSON and CSV carry."""
+    money = format_usd if exact else human_usd
+    said = human_usd if not exact else (lambda nanos: "$" + format_usd(nanos))  # in notes
     rows = _top(report, top)
     fields = TABLE_FIELDS + (MARGIN_FIELDS if report.has_margin else ())
     title = "TENANT/USER" if report.group_by == "user" else report.group_by.upper()
     header = [title, *(t for _, t in fields)]
-    body = []
-    for row in rows:
-        d = row.as_dict(report.group_by)
-        body.append([_key_cell(row, report.group_by), *(str(d[f]) for f, _ in fields)])
-    total = ["TOTAL", *(_TOTAL_OF[f](report) for f, _ in fields)]
+    body = [[_key_cell(row, report.group_by), *(_cell(row, f, money) for f, _ in fields)]
+            for row in rows]
+    total = ["TOTAL", *(_total_cell(report, f, money) for f, _ in fields)]
     widths = [max(len(r[i]) for r in [header, *body, total]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -284,29 +293,7 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
     if top and len(report.rows) > top:
         out.append(f"(top {top} of {len(report.rows)}; TOTAL covers all)")
     out += _unpriced_note(report)
-    if any(r.estimated for r in report.rows):
-        out.append(f"ESTIMATED: {report.total('estimated')} calls "
-                   f"(${format_usd(report.total('estimated_cost_nanos'))}) were priced from "
-                   "an estimate because the upstream reported no usage.")
-    if any(r.fallback for r in report.rows):
-        out.append(f"FALLBACK: {report.total('fallback')} calls "
-                   f"(${format_usd(report.total('fallback_cost_nanos'))}) were priced by a "
-                   "fallback rule (an unlisted snapshot at its family's price, or a service "
-                   "tier without its own rates); see `faregate prices --check`.")
-    if any(r.unconfirmed for r in report.rows):
-        out.append(f"UNCONFIRMED: {report.total('unconfirmed')} calls "
-                   f"(${format_usd(report.total('unconfirmed_cost_nanos'))}) were priced from "
-                   "prices no source confirms (or that sources dispute); see "
-                   "`faregate prices --check`.")
-    if any(r.implausible for r in report.rows):
-        out.append(f"IMPLAUSIBLE: {report.total('implausible')} calls "
-                   f"(${format_usd(report.total('implausible_cost_nanos'))}) reported usage "
-                   "that could not be true (beyond the model's limits, negative or mistyped) "
-                   "and were charged at their reservation.")
-    if any(r.interrupted for r in report.rows):
-        out.append(f"INTERRUPTED: {report.total('interrupted')} calls "
-                   f"(${format_usd(report.total('interrupted_cost_nanos'))}) were cut off by "
-                   "a crash before they settled and were charged at their reservation.")
+    out += _flag_notes(report, said)
     if report.has_margin:
         out.append("BILLED = cost × (1 + the tenant's markup) at the time of each call.")
     if report.detail_expired_before is not None:
@@ -314,6 +301,35 @@ def render_table(report: UsageReport, top: int | None = None) -> str:
                    "([storage] keep_charges_days); these totals come from the rollups, "
                    "which are kept.")
     return "\n".join(out)
+
+
+def _flag_notes(report: UsageReport, said: Callable[[int], str]) -> list[str]:
+    """One line per kind of charge that was priced or charged other than usual."""
+    out: list[str] = []
+    if any(r.estimated for r in report.rows):
+        out.append(f"ESTIMATED: {report.total('estimated')} calls "
+                   f"({said(report.total('estimated_cost_nanos'))}) were priced from "
+                   "an estimate because the upstream reported no usage.")
+    if any(r.fallback for r in report.rows):
+        out.append(f"FALLBACK: {report.total('fallback')} calls "
+                   f"({said(report.total('fallback_cost_nanos'))}) were priced by a "
+                   "fallback rule (an unlisted snapshot at its family's price, or a service "
+                   "tier without its own rates); see `faregate prices --check`.")
+    if any(r.unconfirmed for r in report.rows):
+        out.append(f"UNCONFIRMED: {report.total('unconfirmed')} calls "
+                   f"({said(report.total('unconfirmed_cost_nanos'))}) were priced from "
+                   "prices no source confirms (or that sources dispute); see "
+                   "`faregate prices --check`.")
+    if any(r.implausible for r in report.rows):
+        out.append(f"IMPLAUSIBLE: {report.total('implausible')} calls "
+                   f"({said(report.total('implausible_cost_nanos'))}) reported usage "
+                   "that could not be true (beyond the model's limits, negative or mistyped) "
+                   "and were charged at their reservation.")
+    if any(r.interrupted for r in report.rows):
+        out.append(f"INTERRUPTED: {report.total('interrupted')} calls "
+                   f"({said(report.total('interrupted_cost_nanos'))}) were cut off by "
+                   "a crash before they settled and were charged at their reservation.")
+    return out
 
 
 def _unpriced_note(report: UsageReport) -> list[str]:
@@ -331,12 +347,14 @@ def _unpriced_note(report: UsageReport) -> list[str]:
 
 
 def render_report(
-    report: UsageReport, group_by: str | None = None, fmt: str = "table", top: int | None = None
+    report: UsageReport, group_by: str | None = None, fmt: str = "table", top: int | None = None,
+    exact: bool = False,
 ) -> str:
+    """JSON and CSV carry exact decimal strings; the table reads for people unless `exact`."""
     if fmt == "json":
         return render_json(report, top)
     if fmt == "csv":
         return render_csv(report, top)
     if fmt == "table":
-        return render_table(report, top)
+        return render_table(report, top, exact)
     raise ValueError(f"unknown format {fmt!r}")

@@ -8,6 +8,8 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+from faregate.storage import human_usd
+
 HELLO = [{"role": "user", "content": "one two three"}]
 
 
@@ -94,9 +96,14 @@ async def test_report_top_users_with_savings_and_margin(make_gateway, tmp_path):
     total = lines[4].split()  # the TOTAL line follows the second rule
     assert total[0] == "TOTAL" and total[1] == "3"
     margin = sum(r.billed_nanos - r.cost_nanos for r in acme)
-    assert Decimal(total[-1]) == Decimal(margin).scaleb(-9)
     saved = sum(r.savings_nanos for r in rows)
-    assert saved > 0 and Decimal(total[-3]) == Decimal(saved).scaleb(-9)
+    # for people: cents from $1, 4 significant digits below
+    assert saved > 0 and total[-3] == human_usd(saved) and total[-1] == human_usd(margin)
+    assert total[-3].startswith("$0.") and len(total[-3].lstrip("$0.")) <= 4
+    exact = faregate("report", "--config", str(config), "--by", "user", "--top", "1",
+                     "--exact").stdout.splitlines()[4].split()
+    assert Decimal(exact[-1]) == Decimal(margin).scaleb(-9)
+    assert Decimal(exact[-3]) == Decimal(saved).scaleb(-9)
 
     as_json = json.loads(faregate("report", "--config", str(config), "--by", "user",
                                   "--format", "json").stdout)

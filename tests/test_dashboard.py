@@ -20,7 +20,7 @@ import pytest
 
 from browser import Browser, find_chromium
 from fake_sessions import FakeSessions
-from faregate.storage import format_usd
+from faregate.storage import format_usd, human_usd
 from test_realtime import sessions_of, text_turn
 
 TOKEN = "dash-admin-token"
@@ -66,6 +66,11 @@ async def sign_in(browser, gw, token: str) -> None:
     await browser.evaluate(
         f"document.getElementById('token').value = {json.dumps(token)};"
         "document.getElementById('login-form').requestSubmit(); true")
+
+
+def for_people(usd: str) -> str:
+    """What the page shows for the API's exact `usd` (the figure for people)."""
+    return human_usd(int(Decimal(usd).scaleb(9)))
 
 
 def rows_total(report: dict) -> str:
@@ -153,9 +158,9 @@ async def test_dashboard_shows_what_the_api_says(
         page = await browser.evaluate(READ_PAGE)
         size = await browser.screenshot(ARTIFACTS / "dashboard.png")
 
-    assert page["month"] == "$" + month["total_cost_usd"]
-    assert page["today"] == "$" + today["total_cost_usd"]
-    assert page["week"] == "$" + week["total_cost_usd"]
+    assert page["month"] == for_people(month["total_cost_usd"])
+    assert page["today"] == for_people(today["total_cost_usd"])
+    assert page["week"] == for_people(week["total_cost_usd"])
     assert page["monthRequests"] == f"{month['total_requests']} requests"
     tokens = sum(r["input_tokens"] + r["output_tokens"] for r in month["rows"])
     assert page["monthTokens"] == f"{tokens:,} tokens"
@@ -233,7 +238,7 @@ async def test_refresh_keeps_the_last_data_on_failure_and_sign_out_forgets(
       month: document.getElementById('total-month-cost').textContent,
       stored: sessionStorage.getItem('faregate.admin-token') })""")
     assert kept == {"banner": "Refresh failed (network down); showing the last data.",
-                    "month": "$" + month["total_cost_usd"], "stored": TOKEN}
+                    "month": for_people(month["total_cost_usd"]), "stored": TOKEN}
 
     await browser.evaluate("window.fetch = window.__fetch; true")
     await browser.wait_for("document.getElementById('banner').classList.contains('hidden')")
@@ -300,5 +305,5 @@ async def test_dashboard_shows_each_tenants_own_quota(make_gateway, monkeypatch,
                 "used", "reserved", "remaining", "limit", "status")
             assert {f: shown[f] for f in fields} == {f: str(x[f]) for f in fields}, shown
     [day] = [x for x in page["acme"]["limits"] if x["kind"] == "usd"]
-    assert day["text"] == "$" + day["remaining"] and day["status"] == own["acme"]["limits"][0][
+    assert day["text"] == for_people(day["remaining"]) and day["status"] == own["acme"]["limits"][0][
         "status"]

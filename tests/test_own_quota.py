@@ -177,7 +177,8 @@ async def test_the_typical_call_is_the_callers_latest_model(gw):
     spent = await quota(client)
     assert ok > 1 and spent["allowed"] is False
     assert spent["refusal"]["code"] == "budget_exceeded"
-    assert "gpt-4o-mini with 256 input and 20 output tokens" in spent["refusal"]["message"]
+    assert ("could cost up to $0.0000504 (256 input + 20 output tokens of gpt-4o-mini)"
+            in spent["refusal"]["message"])
 
 
 async def test_a_caller_sees_only_its_own_tenant_and_user(gw):

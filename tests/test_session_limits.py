@@ -135,6 +135,9 @@ async def test_mid_session_budget_cut_after_the_response_settles(limited, fake):
     assert "response.done" in types and types[-1] == "error"
     assert types.index("response.done") < len(types) - 1  # settled first, then cut
     assert events[-1]["error"]["code"] == "budget_exceeded"
+    assert events[-1]["error"]["message"] == (  # in dollars for people (issue 24, item 15)
+        "The daily budget of $0.0039 for tenant acme is used up ($0.00396 spent or "
+        "reserved). It resets at the start of the next UTC day.")
     assert ws.close_code == 1008
     # A new session for the spent tenant is refused at the upgrade.
     with pytest.raises(InvalidStatus) as info:

@@ -245,7 +245,7 @@ async def test_the_daily_job_attributes_unseen_realtime_cost_and_alerts_once(
     assert alert["faregate"]["kind"] == "reconcile" and alert["faregate"]["group"] == "proj_globex"
     assert (alert["faregate"]["drift_usd"], alert["faregate"]["drift_ratio"]) == (
         "1.000000", "1.000000")
-    assert "proj_globex" in alert["text"] and "$1.000000" in alert["text"]
+    assert "proj_globex" in alert["text"] and "drift $1.00 " in alert["text"]  # for people
 
     again = await gw.state.provider.run_once(now=later)  # nothing twice
     assert again["attributed"] == 0 and again["alerts"] == 0

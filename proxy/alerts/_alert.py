@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from faregate.storage import human_usd
+
 from ..quota import level_for  # noqa: F401 - one rule for alert levels and budget statuses
 
-_CENT = Decimal("0.01")
 _TENTH = Decimal("0.1")
 _EMOJI = {"warning": ":warning:", "critical": ":rotating_light:", "exceeded": ":no_entry:"}
 _COLOR = {"warning": "#e8a317", "critical": "#e0531f", "exceeded": "#c0161a"}
@@ -61,7 +62,8 @@ def _plain(d: Decimal) -> str:
 
 
 def _usd(d: Decimal) -> str:
-    return "$" + format(d.quantize(_CENT, rounding=ROUND_HALF_UP), ",f")
+    """Money for people (`human_usd`): cents from $1, 4 significant digits below."""
+    return human_usd(int(d.scaleb(9)))
 
 
 def _percent(ratio: Decimal, places: Decimal | None = None) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from faregate.storage import format_usd
+from faregate.storage import format_usd, human_usd
 
 from ._alert import Alert, email_body, email_subject, webhook_body
 
@@ -38,8 +38,8 @@ def _pct(ratio: Decimal | None) -> str:
 def drift_headline(a: DriftAlert) -> str:
     drift = a.provider_nanos - a.ledger_nanos
     line = (f":mag: faregate reconcile — {a.grouping} {a.group}, {a.day}: ledger "
-            f"${format_usd(a.ledger_nanos)}, OpenAI ${format_usd(a.provider_nanos)}, drift "
-            f"${format_usd(drift)} ({_pct(a.drift_ratio)}; tolerance {_pct(a.tolerance)})")
+            f"{human_usd(a.ledger_nanos)}, OpenAI {human_usd(a.provider_nanos)}, drift "
+            f"{human_usd(drift)} ({_pct(a.drift_ratio)}; tolerance {_pct(a.tolerance)})")
     return line + (f"; {', '.join(a.notes)}" if a.notes else "")
 
 

@@ -36,7 +36,7 @@ from faregate.pricing import (
     token_counts,
 )
 
-from ..quota import DEFAULT_MAX_OUTPUT_TOKENS
+from ..quota import DEFAULT_MAX_OUTPUT_TOKENS, Sizing
 from ._endpoints import Endpoint
 from ._facts import RequestFacts
 from ._images import image_tokens
@@ -194,6 +194,35 @@ def affordable_output(est: Estimate, room_nanos: int, model: str, table: PriceTa
         return 0
     left = room_nanos - cost_nanos(input_only, model, table, at)
     return max(0, int(left / per_token) // max(1, est.choices))
+
+
+_NO_OUTPUT = {"output": 0, "audio_output": 0, "image_output": 0}
+
+
+def sizing(est: Estimate, model: str | None, table: PriceTable, at: datetime,
+           models: frozenset[str] | None, cap_field: str | None, noun: str = "call"
+           ) -> Sizing:
+    """What `est`'s reservation is made of, for a refusal's words: its tokens, its
+    model (None: reserved at the dearest rates of `models`), the body field that caps
+    its output; what the input alone costs is priced only when a refusal is written."""
+    u = est.usage
+    tokens_in = (u.input + u.cached_input + u.audio_input + u.cached_audio_input
+                 + u.image_input + u.cached_image_input)
+    growth = 0  # a cap the body lacks makes it longer: the input the retry is sized at
+    if cap_field and est.cap_field is None:
+        factor = (u.input + u.image_input - est.recorded) / est.raw_input if est.raw_input else 1
+        growth = math.ceil((len(cap_field) + 12) / BYTES_PER_TOKEN_HIGH * max(1.0, factor))
+
+    def price(usage: Usage) -> int:
+        return (cost_nanos(usage, model, table, at) if model
+                else dearest_nanos(usage, table, at, models))
+
+    def input_cost() -> tuple[int, int]:
+        alone = replace(u, **_NO_OUTPUT)
+        return price(alone), price(replace(alone, input=alone.input + growth))
+
+    return Sizing(tokens_in, u.output + u.audio_output + u.image_output, model, cap_field,
+                  noun, est.choices, input_cost)
 
 
 def cost_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime) -> int:

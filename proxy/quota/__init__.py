@@ -18,7 +18,7 @@ caller's limits stand (its own quota endpoint, the dashboard, the
 
 from ._budget import PERIODS, BudgetBook, Counter, period_key, period_keys
 from ._leases import Leases
-from ._asks import Admission, Ask, Budgets
+from ._asks import Admission, Ask, Budgets, Sizing
 from ._cuts import Cut, budget_cut, model_cut, notice, time_cut, unpriced_cut
 from ._outlook import TYPICAL_PROMPT_TOKENS, TypicalCall, quota_report, typical_call
 from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, BudgetLimit, Policy, policy_for
@@ -60,6 +60,7 @@ __all__ = [
     "Quota",
     "Refusal",
     "SessionQuota",
+    "Sizing",
     "SessionTicket",
     "TypicalCall",
     "UnseenHolds",

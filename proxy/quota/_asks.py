@@ -10,15 +10,31 @@ hold the room it needs.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from .._config import UpstreamLimitSettings
 from typing import Any
 
+from .._config import UpstreamLimitSettings
 from ._budget import Counter, Hold
 from ._policy import BudgetLimit, Policy
 from ._ratelimit import Bucket
 from ._status import Budgets
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """What a call's reservation is made of, so that a budget refusal can say so:
+    "this call could cost up to $X (N input + M output tokens of MODEL)"."""
+
+    input_tokens: int
+    output_tokens: int
+    model: str | None  # None: reserved at the dearest rates the caller may use
+    cap_field: str | None = None  # the body field that caps the output (None: nothing to set)
+    noun: str = "call"  # "call" | "response"
+    choices: int = 1  # answers asked for (`n`): the cap counts per answer
+    #: what the input alone costs, as it is and once the body also sets `cap_field`
+    #: (nano-USD; asked only when a refusal is written)
+    input_cost: Callable[[], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +54,7 @@ class Ask:
     wait: bool = True
     #: (ratio key, estimated input tokens, input known from earlier charges)
     learn: tuple[tuple[str, str, bool], int, int] | None = None
+    sizing: Sizing | None = None  # what the reservation is made of (for a refusal's words)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from faregate.pricing import OUTPUT_CLASSES, PriceTable, Usage, cost_of, to_nanos
 from faregate.storage import format_usd
 
+from ._asks import Sizing
 from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, Policy
 from ._refusals import Refusal
 from ._status import iso_utc
@@ -120,16 +121,10 @@ def typical_call(policy: Policy, table: PriceTable, at: datetime, model: str | N
     return TypicalCall("allowlist", name, TYPICAL_PROMPT_TOKENS, out, cost, name is not None)
 
 
-def _refusal(refusal: Refusal | None, typical: TypicalCall) -> dict[str, str] | None:
+def _refusal(refusal: Refusal | None) -> dict[str, str] | None:
     if refusal is None:
         return None
-    message = refusal.message
-    if refusal.code == "budget_exceeded" and typical.basis != "any":
-        message = (f"A call to {typical.model} with {typical.input_tokens} input and "
-                   f"{typical.output_tokens} output tokens could cost up to "
-                   f"${format_usd(typical.cost_nanos)}, more than a budget has left. "
-                   + message)
-    return {"type": refusal.type, "code": refusal.code, "message": message}
+    return {"type": refusal.type, "code": refusal.code, "message": refusal.message}
 
 
 def quota_report(quota: "Quota", policy: Policy, table: PriceTable, now: datetime,
@@ -137,9 +132,11 @@ def quota_report(quota: "Quota", policy: Policy, table: PriceTable, now: datetim
                  model: str | None = None, output_tokens: int | None = None) -> dict[str, Any]:
     """The caller's quota as JSON: its limits only (its tenant's and its own user's)."""
     typical = typical_call(policy, table, now, model, output_tokens, quota.recent_model(policy))
+    sizing = (Sizing(typical.input_tokens, typical.output_tokens, typical.model)
+              if typical.basis != "any" else None)
     refusal = quota.would_admit(
         policy, typical.cost_nanos, now, model=typical.model,
-        tpm_tokens=max(1, typical.input_tokens + typical.output_tokens))
+        tpm_tokens=max(1, typical.input_tokens + typical.output_tokens), sizing=sizing)
     return {
         "object": "faregate.quota",
         "tenant": policy.tenant,
@@ -148,7 +145,7 @@ def quota_report(quota: "Quota", policy: Policy, table: PriceTable, now: datetim
         "on_exceed": "block" if policy.block else "alert_only",
         "now": iso_utc(now),
         "allowed": refusal is None,
-        "refusal": _refusal(refusal, typical),
+        "refusal": _refusal(refusal),
         "typical_call": typical.as_dict(),
         "limits": [s.as_dict() for s in quota.statuses(policy, now, thresholds,
                                                        active_sessions)],

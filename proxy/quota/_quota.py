@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 from .._config import UpstreamLimitSettings
 from .._metrics import Metrics
-from ._asks import Admission, Ask, Budgets, Queued
+from ._asks import Admission, Ask, Budgets, Queued, Sizing
 from ._budget import BudgetBook, Counter, period_keys
 from ._leases import Leases
 from ._policy import BudgetLimit, Policy
@@ -190,7 +190,8 @@ class Quota:
         return limit_statuses(policy, self.book, self.rates, now, thresholds, active_sessions)
 
     def would_admit(self, policy: Policy, amount: int, now: datetime, *,
-                    model: str | None = None, tpm_tokens: int = 0) -> Refusal | None:
+                    model: str | None = None, tpm_tokens: int = 0,
+                    sizing: Sizing | None = None) -> Refusal | None:
         """The refusal a call of `amount` nano-USD would get now, or None; holds nothing.
 
         Budgets count this replica's spend and reservations (as `/admin/budgets`
@@ -205,7 +206,7 @@ class Quota:
         for b in policy.budgets:
             c = self._peek(b.scope, b.period, now)
             if amount > b.limit_nanos - c.used():
-                return budget_refusal(b, c.used())
+                return budget_refusal(b, c.used(), Ask(amount, model=model, sizing=sizing))
         return self._rates(policy, tpm_tokens, True, take=False)[0]
 
     def _peek(self, scope: str, period: str, now: datetime) -> Counter:
@@ -270,9 +271,10 @@ class Quota:
         for b, c in budgets:
             room = self._headroom(b, c) - c.exposure  # beside everything in flight
             if ask.amount > room + c.reserved + c.exposure:  # even with nothing in flight
-                return budget_refusal(b, c.used())
+                return budget_refusal(b, c.used(), ask, room + c.reserved + c.exposure)
             if ask.amount > room and not ask.force:
-                return Queued(c, b) if ask.wait else budget_refusal(b, c.used())
+                return Queued(c, b) if ask.wait else budget_refusal(
+                    b, c.used(), ask, room, c.reserved + c.exposure)
             if worst > room:
                 if c.lane and not ask.force:
                     return Queued(c, b)
@@ -433,8 +435,9 @@ class Quota:
         response is admitted by. With shared limits it leases first, as a REST call
         does. Its responses are admitted one by one."""
         amount, worst = first_response
-        result = await self.reserve(policy, Ask(max(1, amount), worst, model=model), now,
-                                    wait_s)
+        ask = Ask(max(1, amount), worst, model=model,
+                  sizing=Sizing(0, 0, model, noun="session's first response"))
+        result = await self.reserve(policy, ask, now, wait_s)
         if isinstance(result, Refusal):
             return result
         self.release(result)  # the session's responses hold their own reservations

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal
 
+from faregate.storage import human_usd
+
+from ._asks import Ask, Sizing
 from ._policy import BudgetLimit
 
 ADJECTIVE = {"day": "daily", "month": "monthly"}
@@ -27,19 +29,67 @@ class Refusal:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _budget(limit: BudgetLimit) -> str:
-    """"The daily budget of $5 for tenant acme" (the start of a budget's refusals)."""
+def _budget(limit: BudgetLimit, the: str = "The") -> str:
+    """"The daily budget of $5.00 for tenant acme" (the start of a budget's refusals)."""
     what = limit.scope.replace(":", " ", 1)
-    return f"The {ADJECTIVE[limit.period]} budget of ${limit.limit_usd} for {what}"
+    return f"{the} {ADJECTIVE[limit.period]} budget of {human_usd(limit.limit_nanos)} for {what}"
 
 
-def budget_refusal(limit: BudgetLimit, used: int) -> Refusal:
-    return Refusal(
-        429, "insufficient_quota", "budget_exceeded", "budget",
-        f"{_budget(limit)} is used up (${Decimal(used).scaleb(-9):f} spent or reserved). "
-        f"It resets at the start of the next UTC {limit.period}.",
-        dict(_NO_RETRY),
-    )
+def budget_refusal(limit: BudgetLimit, used: int, ask: Ask | None = None,
+                   left: int | None = None, held: int = 0) -> Refusal:
+    """A budget refused a call: "is used up" when nothing of it is left; otherwise
+    what the call could cost (and what of), what remains, and what to set to fit.
+    `used`: spent or reserved; `left`: what the call may hold now (default: the
+    limit less `used`); `held`: what calls in flight hold beside it."""
+    left = limit.limit_nanos - used if left is None else left
+    resets = f"It resets at the start of the next UTC {limit.period}."
+    if left <= 0 or ask is None:
+        return _budget_refused(f"{_budget(limit)} is used up ({human_usd(used)} spent or "
+                               f"reserved). {resets}")
+    sizing = ask.sizing
+    noun = sizing.noun if sizing is not None else "call"
+    return _budget_refused(
+        f"This {noun} could cost up to {human_usd(ask.amount)}{_made_of(sizing)}; "
+        f"{human_usd(left)} of {_budget(limit, 'the')} remains"
+        f"{f' ({human_usd(held)} more is held by calls in flight)' if held > 0 else ''}"
+        f"{_to_fit(ask, left)}. {resets}")
+
+
+def _budget_refused(message: str) -> Refusal:
+    return Refusal(429, "insufficient_quota", "budget_exceeded", "budget", message,
+                   dict(_NO_RETRY))
+
+
+def _made_of(sizing: Sizing | None) -> str:
+    """" (1,200 input + 4,096 output tokens of gpt-4o-mini)", or "" when unknown."""
+    if sizing is None or sizing.input_tokens + sizing.output_tokens <= 0:
+        return ""
+    parts = [f"{sizing.input_tokens:,} input"] if sizing.input_tokens else []
+    if sizing.output_tokens:
+        parts.append(f"{sizing.output_tokens:,} output")
+    model = (f"of {sizing.model[:64]}" if sizing.model
+             else "at the dearest rates this caller may use")
+    return f" ({' + '.join(parts)} tokens {model})"
+
+
+def _to_fit(ask: Ask, left: int) -> str:
+    """What the caller can do: cap the output (at what fits, when the input's cost is
+    known), or shorten the input when it alone does not fit."""
+    sizing = ask.sizing
+    if sizing is None or not sizing.cap_field or sizing.output_tokens <= 0:
+        return ""
+    if sizing.input_cost is None:
+        return f" — set {sizing.cap_field} to fit"
+    input_nanos, capped_input = sizing.input_cost()
+    output_nanos = ask.amount - input_nanos
+    fits = 0
+    if left > capped_input and output_nanos > 0:  # output costs the same per token
+        fits = (left - capped_input) * sizing.output_tokens // output_nanos
+        fits = (fits - 1) // max(1, sizing.choices)  # one token short: rounding never tips it
+    if fits < 1:  # (the input as the retry would send it, when only that does not fit)
+        shown = input_nanos if input_nanos >= left else capped_input
+        return f" — its input alone costs about {human_usd(shown)}: shorten it"
+    return f" — set {sizing.cap_field} to {fits:,} or less to fit"
 
 
 def contention_refusal(limit: BudgetLimit, waited_s: float) -> Refusal:

@@ -44,7 +44,7 @@ from .._ids import new_event_id
 
 from ._cuts import Cut, budget_cut, model_cut, notice, tool_cut, unpriced_cut
 from ._policy import DEFAULT_MAX_OUTPUT_TOKENS, Policy
-from ._asks import Admission, Ask
+from ._asks import Admission, Ask, Sizing
 from ._quota import Quota
 from ._refusals import Refusal, budget_refusal
 
@@ -215,9 +215,12 @@ class SessionQuota:
         return admission
 
     def _ask(self, sized: Sized, out_tokens: int, force: bool = False) -> Ask:
+        in_nanos = sized.in_nanos
         return Ask(sized.amount, sized.worst, count_request=False, force=force,
                    tpm_tokens=0 if force else sized.in_tokens + out_tokens,
-                   learn=(self._key(), sized.raw, sized.recorded))
+                   learn=(self._key(), sized.raw, sized.recorded),
+                   sizing=Sizing(sized.in_tokens, out_tokens, self.model, None, "response",
+                                 input_cost=lambda: (in_nanos, in_nanos)))
 
     # -- client events ----------------------------------------------------------
 
@@ -357,7 +360,9 @@ class SessionQuota:
         if affordable < MIN_RESPONSE_TOKENS:
             tightest = self.quota.tightest(policy, now)
             assert tightest is not None
-            return [], budget_cut(budget_refusal(tightest[0], tightest[1].used()))
+            smallest = self._ask(self.size(now, MIN_RESPONSE_TOKENS, state), MIN_RESPONSE_TOKENS)
+            return [], budget_cut(budget_refusal(tightest[0], tightest[1].used(), smallest,
+                                                 remaining))
         return [self._cap_update(affordable, state)], None
 
     def _cap_update(self, tokens: int, state: SessionState) -> str:

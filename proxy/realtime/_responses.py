@@ -22,7 +22,15 @@ from faregate.pricing import Usage
 
 from .._ids import new_event_id
 from .._runtime import Runtime
-from ..meter import classify, cost_nanos, dearest_nanos, estimate, facts_from_json, worst_nanos
+from ..meter import (
+    classify,
+    cost_nanos,
+    dearest_nanos,
+    estimate,
+    facts_from_json,
+    sizing,
+    worst_nanos,
+)
 from ..quota import (
     Admission,
     Ask,
@@ -108,7 +116,9 @@ class ResponsesSocketQuota:
             amount = dearest_nanos(est.usage, prices, now, policy.models)
             worst = dearest_nanos(est.worst, prices, now, policy.models) if est.worst else None
         ask = Ask(max(1, amount), worst, model, int(facts.image_tool), est.tpm_tokens,
-                  shared=self.rt.settings.upstream_limits)
+                  shared=self.rt.settings.upstream_limits,
+                  sizing=sizing(est, model if priced else None, prices, now, policy.models,
+                                "max_output_tokens", "response"))
         result = await self.quota.reserve(policy, ask, now,
                                           self.rt.settings.server.admission_wait_s)
         if isinstance(result, Refusal):

@@ -38,6 +38,7 @@ from ..meter import (
     inject_include_usage,
     input_shape,
     session_reservation,
+    sizing,
     unseen_session_seconds,
     with_output,
     worst_nanos,
@@ -180,8 +181,12 @@ async def reserve(flow: Flow, rt: Runtime, body: Body, quota: Quota, policy: Pol
     if kind not in _FREE_KINDS:
         amount = max(amount, 1)  # a spent budget refuses every call that may cost money
     images = facts.images if kind == "images" else int(facts.image_tool)
+    words = (sizing(est, model if priced else None, rt.prices, now, policy.models,
+                    est.cap_field or DEFAULT_CAP_FIELD.get(kind))
+             if policy.budgets and policy.block else None)  # what a refusal says
     await _hold(flow, rt, quota, policy, Ask(amount, worst, model, images, est.tpm_tokens,
-                                             shared=rt.settings.upstream_limits, learn=learn))
+                                             shared=rt.settings.upstream_limits, learn=learn,
+                                             sizing=words))
     flow.reserved = est.usage
     assert flow.admission is not None
     flow.admission.reserved_usage = est.usage  # what a report that cannot be true is charged
