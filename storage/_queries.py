@@ -154,12 +154,13 @@ def logs_sql(
     model: str | None,
     limit: int,
     before: str | None,
+    request_id: str | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
     for cond, value in (
         ("tenant = {}", tenant), ("user_id = {}", user), ("model = {}", model),
-        ("id < {}", before),
+        ("request_id = {}", request_id), ("id < {}", before),
     ):
         if value is not None:
             args.append(value)
