@@ -11,6 +11,9 @@ new code path (the rollup trigger) — never twice, never missed.
   every charge already stored, in batches of `BACKFILL_ROWS`, showing
   progress (`_progress`); on PostgreSQL the `bigsum` aggregate and the trigger that keeps
   rollups from then on are created first, in the same transaction.
+- 0051 (PostgreSQL): the rollup trigger's function made again from today's
+  `_rollups` sums (a session's charges count as one request from then on;
+  rollups of earlier charges keep what they counted).
 """
 
 from __future__ import annotations
@@ -71,7 +74,13 @@ async def pg_rollups(conn: Any) -> None:
     progress.finish()
 
 
+async def pg_refresh_roll_up(conn: Any) -> None:
+    """The trigger function as `_rollups` writes it now (it is compiled at creation)."""
+    for statement in PG_TRIGGER_SQL:
+        await conn.execute(statement)
+
+
 SQLITE_STEPS: dict[int, Callable[[Any], None]] = {12: sqlite_backfill_rollups}
 PG_STEPS: dict[int, Callable[[Any], Awaitable[None]]] = {
-    11: _partitions.convert, 12: pg_rollups,
+    11: _partitions.convert, 12: pg_rollups, 51: pg_refresh_roll_up,
 }
