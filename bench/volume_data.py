@@ -11,7 +11,8 @@ is reused, so the slow part runs once.
 
 The charges: 50 tenants, 500 users (each in one tenant) with a key each, 6
 models, 4 endpoints, a `feature` tag on 30%, a Realtime session response on
-5%, spread evenly over the 31 days before the generation time, ids made of
+5% (the first of each session flagged `session_start`), spread evenly over the
+31 days before the generation time, ids made of
 their own timestamp (as `new_id` does) so PostgreSQL's monthly partitions
 follow the calendar.
 """
@@ -58,6 +59,7 @@ def charge(i: int, n: int, start_ms: int, span_ms: int) -> LedgerRecord:
         latency_ms=12.5, tags={"feature": f"f{i % 10}"} if i % 10 < 3 else {},
         session_id=f"fgs_{i // 2000:08x}" if session else None,
         response_id=f"resp_{i:x}" if session else None,
+        flags=("session_start",) if i % 2000 == 0 else (),  # a session's first charge
     )
 
 

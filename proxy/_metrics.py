@@ -54,9 +54,12 @@ def _cache_children(metric):
 
 #: (attribute, type, name, help, labels, histogram buckets) of every metric, DESIGN §6.
 _DEFINITIONS: tuple[tuple[str, type, str, str, tuple[str, ...], tuple | None], ...] = (
-    ("requests", Counter, "faregate_requests", "Requests forwarded or refused.",
+    ("requests", Counter, "faregate_requests", "Requests as the report counts them (each "
+     "metered call, each Realtime/Live session once, status 101), plus faregate's own "
+     "refusals (model \"none\"); free calls are not counted.",
      ("tenant", "model", "endpoint", "status"), None),
-    ("tokens", Counter, "faregate_tokens", "Tokens metered, by class.",
+    ("tokens", Counter, "faregate_tokens", "Tokens metered, by disjoint class: kind=\"input\" "
+     "is uncached text input; the report's INPUT sums every *input kind (cached included).",
      ("tenant", "model", "kind"), None),
     ("cost", Counter, "faregate_cost_usd", "Cost in USD as priced by faregate.",
      ("tenant", "model"), None),

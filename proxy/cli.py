@@ -319,10 +319,19 @@ def _date_arg(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
 
 
+def _work_logging() -> None:
+    """Long commands (migrate, ledger copy): progress and warnings as JSON lines on
+    stderr when it is no terminal (on a terminal progress rewrites one line)."""
+    from ._logging import setup_logging
+
+    setup_logging(os.environ.get("FAREGATE_LOG_LEVEL", "INFO"))
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from faregate.storage import Ledger
 
     settings, path = _settings(args.config)
+    _work_logging()
 
     async def run() -> None:
         ledger = await Ledger.open(settings.storage.url)
@@ -363,6 +372,7 @@ def cmd_ledger_copy(args: argparse.Namespace) -> int:
 
     settings, _ = _settings(args.config)
     source = args.source or settings.storage.url
+    _work_logging()
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

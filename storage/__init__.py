@@ -14,7 +14,7 @@ from ._copy import copy_ledger
 from ._ledger import Ledger
 from ._money import format_usd, human_usd, nanos_to_usd, plain_decimal
 from ._periods import PERIODS, parse_date_range, period_bounds
-from ._queries import group_tag
+from ._queries import SESSION_START, group_tag
 from ._provider import (
     FROM_PROVIDER_FLAG,
     UNCONFIRMED_FLAG,
@@ -69,6 +69,7 @@ __all__ = [
     "LedgerUnavailable",
     "ObjectRecord",
     "PERIODS",
+    "SESSION_START",
     "TOKEN_COLUMNS",
     "Ledger",
     "LedgerRecord",

@@ -17,11 +17,11 @@ copy from a source; later copies skip this step.
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import Any, Callable
 
 from . import _retention
+from ._progress import Progress
 from ._kinds import ALERTS, BATCHES, CHARGES, SESSIONS, Kind
 from ._rollups import COLUMNS as ROLLUP_COLUMNS
 from ._rollups import DAY_S, MONTH_S, SUM_COLUMNS
@@ -29,7 +29,6 @@ from ._usage import month_floor
 from ._store import Store, open_store
 
 PAGE = 5_000
-REPORT_EVERY_S = 2.0
 
 Say = Callable[[str], None]
 
@@ -38,16 +37,15 @@ async def _count(store: Store, table: str) -> int:
     return int((await store.read(f"SELECT COUNT(*) FROM {table}"))[0][0])
 
 
-async def _copy_kind(src: Store, dst: Store, kind: Kind, say: Say,
-                     since_ms: int | None = None) -> int:
+async def _copy_kind(src: Store, dst: Store, kind: Kind, since_ms: int | None = None) -> int:
     p = src.placeholder
     total = await _count(src, kind.table)
     cols = ", ".join(kind.columns)
     keep = f" AND ts_ms >= {p(2)}" if since_ms is not None else ""
     sql = (f"SELECT {cols} FROM {kind.table} WHERE id > {p(1)}{keep} "
            f"ORDER BY id LIMIT {PAGE}")
-    after, done, started = "", 0, time.monotonic()
-    last = started
+    after, done = "", 0
+    progress = Progress(f"ledger copy: {kind.table}", total)
     while True:
         rows = await src.read(sql, [after] + ([since_ms] if since_ms is not None else []))
         if not rows:
@@ -55,11 +53,8 @@ async def _copy_kind(src: Store, dst: Store, kind: Kind, say: Say,
         await dst.insert({kind.name: [kind.fit(tuple(r)) for r in rows]})
         done += len(rows)
         after = rows[-1][0]
-        if time.monotonic() - last >= REPORT_EVERY_S:
-            last = time.monotonic()
-            rate = done / (last - started)
-            say(f"{kind.table}: {done:,} of about {total:,} rows ({rate:,.0f} rows/s)")
-    say(f"{kind.table}: {done:,} rows copied in {time.monotonic() - started:.1f}s")
+        progress.add(len(rows))
+    progress.finish()
     return done
 
 
@@ -123,9 +118,9 @@ async def copy_ledger(source_url: str, target_url: str, say: Say) -> dict[str, i
         try:
             source_id = await _retention.ledger_id(src)
             horizon = await _expired_rollups(src, dst, source_id, say)
-            out = {"charges": await _copy_kind(src, dst, CHARGES, say, horizon)}
+            out = {"charges": await _copy_kind(src, dst, CHARGES, horizon)}
             for kind in (SESSIONS, ALERTS, BATCHES):
-                out[kind.table] = await _copy_kind(src, dst, kind, say)
+                out[kind.table] = await _copy_kind(src, dst, kind)
             out["budget_leases"] = await _copy_leases(src, dst, say)
             return out
         finally:

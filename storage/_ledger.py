@@ -97,6 +97,8 @@ class Ledger(JournalHealth, LedgerQueries, LedgerUpkeep):
         self._spill_batch: tuple[list[Entry], Cursor] | None = None
         self._spill_oldest_ms: int | None = None
         self._replaying_earlier_run = self._spill is not None
+        self._replayed = 0  # entries of an earlier run written from the journal
+        self._opened = time.monotonic()
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._accepted = 0  # records accepted by record() in this process
@@ -324,6 +326,7 @@ class Ledger(JournalHealth, LedgerQueries, LedgerUpkeep):
                 if self._journal.at_end(self._spill):  # caught up: back to memory
                     self._spill = self._spill_oldest_ms = None
                 own = sum(1 for e in entries if e[3] >= self._journal.first_own)
+                self._replayed += len(entries) - own
             self._on_written(len(entries), source)
             await self._advance(own)
             await self._passed_earlier_run()

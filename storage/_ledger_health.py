@@ -39,6 +39,8 @@ class JournalHealth:
     _accepted: int
     _replay_tail: int
     _replaying_earlier_run: bool
+    _replayed: int
+    _opened: float
     _interval: float
     _wake: asyncio.Event
     _on_written: Callable[[int, str], None]
@@ -124,6 +126,8 @@ class JournalHealth:
     def _end_earlier_run(self) -> None:
         """An earlier run is replayed: its calls that never settled are charged now,
         at their reservations (each under its marker's segment, confirmed with it)."""
+        if self._replaying_earlier_run:
+            self._log_replay()
         self._replaying_earlier_run = False
         cut = self._markers.unsettled()
         for e in cut:
@@ -134,6 +138,12 @@ class JournalHealth:
             log.warning("calls cut off by an earlier crash are charged at their reservations",
                         extra={"calls": len(cut), "nanos": sum(int(e.row[7]) for e in cut)})
             self._wake.set()
+
+    def _log_replay(self) -> None:
+        """One line when start has replayed what an earlier run left in the journal."""
+        log.info("journal replayed into the database", extra={
+            "entries": self._replayed, "seconds": round(time.monotonic() - self._opened, 3),
+            "journal": str(self._journal.directory) if self._journal is not None else None})
 
     async def _commit_loop(self) -> None:
         assert self._watch is not None

@@ -97,9 +97,10 @@ class LedgerQueries(ProviderQueries):
         model: str | None = None,
         limit: int = 100,
         before: str | None = None,
+        request_id: str | None = None,
     ) -> list[LedgerRecord]:
         sql, args = logs_sql(self._store.placeholder, CHARGES.columns, tenant, user, model,
-                             limit, before)
+                             limit, before, request_id)
         return [CHARGES.from_row(r) for r in await self._store.read(sql, args)]
 
     async def sessions(

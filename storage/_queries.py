@@ -45,8 +45,15 @@ FLAGGED = ("usage_implausible", "interrupted")
 #: Charges priced from a period no source confirms (`confidence = "unconfirmed"`).
 UNCONFIRMED_SQL = "flags LIKE '%price_unconfirmed%'"
 
+#: The flag of a Realtime/Live session's first charge: a session is one request,
+#: however many responses (or Live usage updates) it was charged for.
+SESSION_START = "session_start"
+#: The charges a report counts as requests: every charge of its own (REST calls,
+#: batch lines, background responses), and each session once, at its first charge.
+REQUEST_SQL = f"(session_id IS NULL OR flags LIKE '%{SESSION_START}%')"
+
 USAGE_SUMS = ", ".join((
-    "COUNT(*)",
+    f"SUM(CASE WHEN {REQUEST_SQL} THEN 1 ELSE 0 END)",
     *(f"SUM({c}_tokens)" for c in TOKEN_COLUMNS),
     "SUM(reasoning_tokens)", "SUM(seconds_ms)", "SUM(characters)", "SUM(images)",
     "SUM(cost_nanos)", "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END)", "SUM(estimated)",
@@ -154,12 +161,13 @@ def logs_sql(
     model: str | None,
     limit: int,
     before: str | None,
+    request_id: str | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
     for cond, value in (
         ("tenant = {}", tenant), ("user_id = {}", user), ("model = {}", model),
-        ("id < {}", before),
+        ("request_id = {}", request_id), ("id < {}", before),
     ):
         if value is not None:
             args.append(value)

@@ -30,7 +30,7 @@ raises on overflow rather than wrapping).
 
 from __future__ import annotations
 
-from ._queries import FALLBACK_SQL, FLAGGED, MAX_VALUE, UNCONFIRMED_SQL
+from ._queries import FALLBACK_SQL, FLAGGED, MAX_VALUE, REQUEST_SQL, UNCONFIRMED_SQL
 from ._record import TOKEN_COLUMNS
 
 HOUR_S, DAY_S = 3600, 86400
@@ -44,7 +44,6 @@ MAX_TAG_KEY = 64
 #: (column, SQLite aggregate over charges, PostgreSQL aggregate over charges), in
 #: `UsageRow.from_row` order; `calls` (charges that are requests of their own, not
 #: a session's responses: what request quotas count) comes last.
-_COUNT = ("COUNT(*)", "count(*)")
 
 
 def _sum(col: str) -> tuple[str, str]:
@@ -60,7 +59,7 @@ def _sum_if(col: str, cond: str) -> tuple[str, str]:
 
 
 SUMS: tuple[tuple[str, str, str], ...] = tuple((name, *agg) for name, agg in (
-    ("requests", _COUNT),
+    ("requests", _count_if(REQUEST_SQL)),  # a session counts once (`_queries.REQUEST_SQL`)
     *((f"{c}_tokens", _sum(f"{c}_tokens")) for c in TOKEN_COLUMNS),
     ("reasoning_tokens", _sum("reasoning_tokens")),
     ("seconds_ms", _sum("seconds_ms")),

@@ -8,49 +8,23 @@ new code path (the rollup trigger) — never twice, never missed.
 
 - 0011 (PostgreSQL): `charges` becomes partitioned by month (`_partitions.convert`).
 - 0012 (both): the rollups table (from `_rollups.table_sql`), filled from
-  every charge already stored, in batches of `BACKFILL_ROWS`, logging
-  progress; on PostgreSQL the `bigsum` aggregate and the trigger that keeps
+  every charge already stored, in batches of `BACKFILL_ROWS`, showing
+  progress (`_progress`); on PostgreSQL the `bigsum` aggregate and the trigger that keeps
   rollups from then on are created first, in the same transaction.
+- 0051 (PostgreSQL): the rollup trigger's function made again from today's
+  `_rollups` sums (a session's charges count as one request from then on;
+  rollups of earlier charges keep what they counted).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any, Awaitable, Callable
 
 from . import _partitions
+from ._progress import Progress
 from ._rollups import PG_TRIGGER_SQL, pg_roll_up_sql, sqlite_roll_up, table_sql
 
-log = logging.getLogger("faregate.ledger")
-
 BACKFILL_ROWS = 200_000
-
-
-class Progress:
-    """Logs how far a long step got, at most every `every_s` seconds."""
-
-    def __init__(self, what: str, total: int, every_s: float = 5.0):
-        self.what, self.total, self.every_s = what, max(0, total), every_s
-        self.started = self._last = time.monotonic()
-        self.done = 0
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            self._last = now
-            self._log("in progress")
-
-    def finish(self) -> None:
-        self._log("done")
-
-    def _log(self, state: str) -> None:
-        took = time.monotonic() - self.started
-        log.info(f"{self.what}: {state}", extra={
-            "rows": self.done, "rows_estimate": max(self.total, self.done),
-            "seconds": round(took, 1),
-            "rows_per_s": round(self.done / took) if took > 0 else None})
 
 
 def sqlite_backfill_rollups(conn: Any) -> None:
@@ -100,7 +74,13 @@ async def pg_rollups(conn: Any) -> None:
     progress.finish()
 
 
+async def pg_refresh_roll_up(conn: Any) -> None:
+    """The trigger function as `_rollups` writes it now (it is compiled at creation)."""
+    for statement in PG_TRIGGER_SQL:
+        await conn.execute(statement)
+
+
 SQLITE_STEPS: dict[int, Callable[[Any], None]] = {12: sqlite_backfill_rollups}
 PG_STEPS: dict[int, Callable[[Any], Awaitable[None]]] = {
-    11: _partitions.convert, 12: pg_rollups,
+    11: _partitions.convert, 12: pg_rollups, 51: pg_refresh_roll_up,
 }

@@ -200,7 +200,7 @@ async def _rollup_part(read, p: Placeholder, dialect: str, group_by: str, span_s
         for (t, _), total in totals.items():
             scope = t if group_by == "user" else None
             rest = _less(total, by_scope.get(scope))
-            if rest[0] > 0:
+            if any(rest):  # not requests alone: a session's later charges count none
                 found[(None, scope)] = rest
     _merge(into, found)
 
@@ -238,7 +238,7 @@ async def usage(read, p: Placeholder, dialect: str, start: datetime | None,
     for n, ((k, k2), v) in enumerate(sums.items()):
         if n and n % (FOLD_ROWS // 4) == 0:  # a row object costs ~4 folded rows
             await asyncio.sleep(0)
-        if v[0] > 0:
+        if any(v):  # a group of a session's later charges has cost but no requests
             rows.append(UsageRow.of_sums(k, k2, v))
     return UsageReport.of(rows, group_by)
 

@@ -296,3 +296,30 @@ async def test_sessions_active_then_ended_with_their_breakdown(tmp_path, monkeyp
             await get(gw, "/admin/sessions/%2e%2e%2fx", status=400)
         finally:
             await gw.stop()
+
+
+async def test_logs_find_a_call_by_its_request_id_header(admin_gw):
+    gw = admin_gw
+    await seed(gw)
+    raw = await gw.client().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "find me"}],
+        extra_headers={"x-faregate-tenant": "acme"})
+    rid = raw.headers["x-faregate-request-id"]
+    assert rid.startswith("fg_")
+    [row] = [r for r in await gw.ledger_rows(6) if r.request_id == rid]
+    found = await get(gw, f"/admin/usage/logs?request_id={rid}")
+    assert [c["id"] for c in found["data"]] == [row.id]  # the ledger row's request_id
+    assert found["data"][0]["request_id"] == rid and found["has_more"] is False
+    none = await get(gw, "/admin/usage/logs?request_id=fg_000000000000000000000000")
+    assert none["data"] == []
+
+
+@pytest.mark.parametrize("query, param", [
+    ("tenat=acme", "tenat"), ("requestid=fg_1", "requestid"), ("limit=5&page=2", "page"),
+])
+async def test_logs_refuse_unknown_parameters(admin_gw, query, param):
+    body = await get(admin_gw, "/admin/usage/logs?" + query, status=400)
+    err = body["error"]
+    assert (err["type"], err["code"], err["param"]) == (
+        "invalid_request_error", "invalid_parameter", param)
+    assert "request_id" in err["message"]  # says what the route takes

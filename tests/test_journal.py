@@ -8,6 +8,7 @@ a running `faregate serve`) is in test_durability.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from datetime import datetime, timedelta, timezone
 
@@ -80,7 +81,7 @@ async def test_records_are_journaled_then_segments_deleted(ledger_url, tmp_path)
 
 @pytest.mark.parametrize("batch_size", [64, 299])  # 299: a batch ends at the last entry
 async def test_replay_after_crash_is_idempotent_and_skips_a_torn_line(
-    ledger_url, tmp_path, batch_size
+    ledger_url, tmp_path, batch_size, caplog
 ):
     """Segments left by a killed process: some rows already written, a torn last line."""
     journal = tmp_path / "journal"
@@ -96,12 +97,16 @@ async def test_replay_after_crash_is_idempotent_and_skips_a_torn_line(
     (journal / "segment-000000000002.journal").write_bytes(b"".join(lines[200:]))
 
     replayed: list[int] = []
+    caplog.set_level(logging.INFO, logger="faregate.ledger")
     lg = await Ledger.open(
         ledger_url, journal_dir=journal, flush_interval_ms=10, batch_size=batch_size,
         on_written=lambda n, r: replayed.append(n) if r == "replayed" else None,
     )
     await lg.flush()  # waits for the earlier run's backlog too
     assert sum(replayed) == 299
+    [line] = [r for r in caplog.records if r.getMessage() == "journal replayed into the database"]
+    assert line.levelname == "INFO"
+    assert line.entries == 299 and line.journal == str(journal) and line.seconds >= 0
     await lg.close()
     assert segments(journal) == []
     assert await totals(ledger_url) == (299, sum(1000 + i for i in range(300) if i != 199))

@@ -72,6 +72,20 @@ async def text_turn(conn, text: str):
     return await until(conn, "response.done")
 
 
+async def live_session(gw, updates: int):
+    """A Live session of `updates` audio appends, each answered by a usage update;
+    returns the `session.closed` event."""
+    async with gw.client().live.connect() as conn:
+        await conn.send({"type": "session.start", "session": {"model": "gpt-live-1"}})
+        await until(conn, "session.started")
+        for _ in range(updates):
+            await conn.send({"type": "session.input_audio.append",
+                             "audio": base64.b64encode(b"\0" * 960).decode()})
+            await until(conn, "session.usage.updated")
+        await conn.send({"type": "session.close"})
+        return await until(conn, "session.closed")
+
+
 async def sessions_of(gw, n: int = 1, timeout: float = 5.0):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -236,18 +250,8 @@ async def test_missing_usage_is_estimated_and_flagged(rt_gateway, fake):
 
 async def test_live_cumulative_usage_charged_once(rt_gateway, fake):
     gw = await rt_gateway()
-    async with gw.client().live.connect() as conn:
-        await conn.send({"type": "session.start", "session": {"model": "gpt-live-1"}})
-        await until(conn, "session.started")
-        updates = 0
-        for _ in range(3):
-            await conn.send({"type": "session.input_audio.append",
-                             "audio": base64.b64encode(b"\0" * 960).decode()})
-            await until(conn, "session.usage.updated")
-            updates += 1
-        await conn.send({"type": "session.close"})
-        closed = await until(conn, "session.closed")
-    assert updates == 3 and closed.usage.seconds == 4.5
+    closed = await live_session(gw, 3)
+    assert closed.usage.seconds == 4.5
     [session] = await sessions_of(gw)
     assert session.endpoint == "/v1/live/sessions" and session.model == "gpt-live-1"
     assert session.seconds == Decimal("4.5")  # not 1.5 + 3 + 4.5 + 4.5

@@ -23,7 +23,7 @@ from faregate.storage._report import UsageReport, UsageRow
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 GROUPINGS = (*GROUPS, "tag:feature", "tag:team")
-FLAGS = ("", "priced_by_family", "tier_unpriced,x", "rate_missing")
+FLAGS = ("", "priced_by_family", "tier_unpriced,x", "rate_missing", "session_start")
 
 
 def charges(n: int, seed: int = 7) -> list[LedgerRecord]:
@@ -92,7 +92,9 @@ async def assert_rollups_add_up(ledger: Ledger, expected: list[LedgerRecord] | N
                 assert rows(got) == rows(want), (group_by, start, end, tenant)
     if expected is not None:
         total = await ledger.usage(None, None, "tenant")
-        assert total.total_requests == len(expected)
+        # A session counts once, at the charge flagged as its first.
+        assert total.total_requests == sum(
+            r.session_id is None or "session_start" in r.flags for r in expected)
         assert total.total_cost_nanos == sum(r.cost_nanos for r in expected)
         assert total.total("billed_nanos") == sum(r.billed for r in expected)
 
@@ -313,6 +315,29 @@ async def test_upgrade_fills_rollups_from_existing_charges(ledger_url, caplog):
             assert n >= len(stored(records))
     finally:
         await lg.close()
+
+
+async def test_postgresql_upgrade_makes_the_rollup_trigger_again(pg_database):
+    """A database migrated by an older faregate keeps its compiled trigger function
+    until 0051 makes it again from today's sums (a session counts once)."""
+    import asyncpg
+    from embedded_pg import reset_database
+
+    from faregate.storage._store import open_store
+
+    await reset_database(pg_database)
+    store = await open_store(pg_database, upto=50)
+    await store.close()
+    conn = await asyncpg.connect(pg_database)
+    try:
+        body = await conn.fetchval("SELECT pg_get_functiondef('faregate_roll_up'::regproc)")
+        await conn.execute(body.replace("session_start", "older_rule"))  # as 0012 once made it
+        lg = await Ledger.open(pg_database)
+        await lg.close()
+        body = await conn.fetchval("SELECT pg_get_functiondef('faregate_roll_up'::regproc)")
+    finally:
+        await conn.close()
+    assert "session_start" in body and "older_rule" not in body
 
 
 def test_ranges_are_cut_into_months_days_hours_and_raw_edges():

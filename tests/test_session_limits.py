@@ -69,6 +69,7 @@ async def test_concurrency_cap_at_the_upgrade(limited):
         assert json.loads(info.value.response.body)["error"]["code"] == \
             "concurrent_sessions_exceeded"
         assert info.value.response.headers["retry-after"] == "1"
+        assert info.value.response.headers["x-faregate-request-id"].startswith("fg_")
     await asyncio.sleep(0.1)
     async with websockets.connect(url(gw), additional_headers=AUTH) as again:
         await again.recv()  # the slot is free again
@@ -145,6 +146,7 @@ async def test_mid_session_budget_cut_after_the_response_settles(limited, fake):
             pass
     assert info.value.response.status_code == 429
     assert info.value.response.headers["x-should-retry"] == "false"
+    assert info.value.response.headers["x-faregate-request-id"].startswith("fg_")
 
 
 async def test_degrade_to_text_once_most_of_the_budget_is_used(limited, fake):

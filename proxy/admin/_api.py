@@ -39,6 +39,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_:.-]{1,128}$")
 _NO_STORE = {"cache-control": "no-store"}
+#: What `/admin/usage/logs` filters by (`request_id`: the `x-faregate-request-id` of a call).
+_LOGS_PARAMS = ("tenant", "user", "model", "request_id", "limit", "before")
 _PAGE_HEADERS = {
     "cache-control": "no-store",
     "content-security-policy": (
@@ -144,6 +146,7 @@ class Admin:
         return _json(body)
 
     async def logs(self, request: web.Request) -> web.Response:
+        q.only(request, _LOGS_PARAMS)
         limit = q.limit(request, 100)
         before = q.text(request, "before", 64)
         if before is not None and not _ID.match(before):
@@ -151,6 +154,7 @@ class Admin:
         rows = await self.ledger.logs(
             tenant=q.text(request, "tenant"), user=q.text(request, "user"),
             model=q.text(request, "model"), limit=limit + 1, before=before,
+            request_id=q.text(request, "request_id", 128),
         )
         page = rows[:limit]
         return _json({

@@ -19,6 +19,15 @@ class BadParam(ValueError):
         self.param = param
 
 
+def only(request: web.Request, names: tuple[str, ...]) -> None:
+    """Refuse a parameter the route does not know (a typo must not widen a query)."""
+    for name in request.query:
+        if name not in names:
+            shown = name[:64] if name.isprintable() else repr(name[:64])
+            raise BadParam(name[:64], f"unknown parameter {shown!r}; this route takes "
+                           f"{', '.join(names)}")
+
+
 def text(request: web.Request, name: str, max_len: int = 256) -> str | None:
     value = request.query.get(name)
     if value is None or value == "":

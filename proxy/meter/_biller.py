@@ -40,7 +40,7 @@ from faregate.pricing import (
     to_nanos,
     token_counts,
 )
-from faregate.storage import LedgerRecord, StartMarker, new_id
+from faregate.storage import SESSION_START, LedgerRecord, StartMarker, new_id
 
 from .._metrics import Metrics
 from .._runtime import Runtime
@@ -262,7 +262,8 @@ class Biller:
             return None
         flow.billed = True
         if flow.endpoint is None or not flow.forwarded:
-            observe(self.metrics, flow, None, None)
+            if not flow.forwarded:  # faregate's own refusal: counted (model "none"), no row
+                observe(self.metrics, flow, None, None)
             self._release(flow)
             if with_records:
                 self._record(*with_records)
@@ -299,8 +300,8 @@ class Biller:
     def _charged_elsewhere(self, flow: Flow, with_records: list | tuple) -> None:
         """A batch is recorded as a batch event and charged line by line; a pending
         background response is charged (one row) when it is final — its own ledger row
-        keeps it across a crash, so its start marker is done."""
-        observe(self.metrics, flow, None, None)
+        keeps it across a crash, so its start marker is done. Each line, and the final
+        response, is a request of its own (counted when billed)."""
         if flow.charge_id is not None and self._journal is not None:
             self._journal.unmark(flow.charge_id)
         if not flow.hold_open:
@@ -376,9 +377,14 @@ class Biller:
             self.quota.release(flow.admission, uncount=True)
 
     def bill(self, metered: Metered, account: Account, *, policy: Policy,
-             hold: Admission | None = None, spend: bool = True) -> LedgerRecord:
+             hold: Admission | None = None, spend: bool = True,
+             opens_session: bool = False) -> LedgerRecord:
         """One metered usage of a session or a batch file: priced, recorded and,
-        with `spend`, counted and settled against `hold` (or spent unreserved)."""
+        with `spend`, counted and settled against `hold` (or spent unreserved).
+
+        A request in `faregate_requests_total` and in reports is a charge of its
+        own (a batch line, a background response) or a session's first charge
+        (`opens_session`, flagged `SESSION_START`): a session is one request."""
         rt = self._runtime()
         at = datetime.now(timezone.utc)
         model = metered.model or "unknown"
@@ -400,9 +406,15 @@ class Biller:
             record_id=metered.record_id or (hold.marker if hold is not None else None))
         images = images_made(charge.usage)
         row.images = images
+        if opens_session:
+            row.flags = (*row.flags, SESSION_START)
         self._record(row)
         if spend:
             problem = IMPLAUSIBLE if believed is not None else None
+            if opens_session or account.session_id is None:
+                self.metrics.requests.labels(account.caller.tenant, model_label(charge),
+                                             account.endpoint, "101" if opens_session
+                                             else "200").inc()
             count_charge(self.metrics, account.caller.tenant, charge, account.endpoint, problem)
             if believed is not None:
                 self.alerting.note_implausible(policy, at, charge.cost_nanos)

@@ -109,6 +109,7 @@ class Session:
     replies: list[str] = field(default_factory=list)  # faregate's own events for the client
     ticket: Any = None  # the concurrency slots the session holds (released when it ends)
     _seq: int = 0
+    _billed: bool = False  # its first charge, the one request it counts as, is written
 
     @classmethod
     def start(cls, services: SessionServices, caller: Caller, endpoint: str,
@@ -238,7 +239,8 @@ class Session:
         response = metered.kind == "response"
         hold = self.squota.take_hold(metered.response_id) if response else None
         row = self.services.biller.bill(metered, self._account(), policy=self.squota.policy,
-                                        hold=hold)
+                                        hold=hold, opens_session=not self._billed)
+        self._billed = True
         self.usage = self.usage + metered.usage
         self.cost_nanos += row.cost_nanos
         for k, v in row.breakdown.items():
