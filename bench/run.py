@@ -298,7 +298,7 @@ BUDGETED = (
 
 
 def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[Proc],
-                   argv: list[str] | None = None, extra: str = "") -> Target:
+                   argv: list[str] | None = None, extra: str = "", server: str = "") -> Target:
     port = free_port()
     work = tmp / name
     work.mkdir()
@@ -307,6 +307,7 @@ def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[
         "[server]\n"
         f'listen = "127.0.0.1:{port}"\n'
         f'upstream = "{upstream}"\n'
+        + server +
         "[storage]\n"
         f'url = "sqlite:///{work / "ledger.db"}"\n'
         f'journal_dir = "{work / "journal"}"\n'
