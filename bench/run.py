@@ -882,7 +882,7 @@ def report_text(results: dict, P: dict) -> str:
     st = results.get("streams", {})
     if "targets" in st:
         from bench.streams import report as streams_report  # it imports this module
-        parts.append("\n" + streams_report(st))
+        parts.append(streams_report(st))
     else:
         parts.append(f"many busy streams (bench/streams.py): {st}")
     parts.append(f"admission path, µs per call (bench/admission.py): {results.get('admission')}")

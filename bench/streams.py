@@ -1,7 +1,7 @@
 """Many busy SSE streams at once, direct, through bare and through faregate (issue #25).
 
     python -m bench.streams [--streams 500] [--every-ms 50] [--seconds 4] [--rounds 2]
-                            [--json FILE]
+                            [--baseline OTHER/.venv/bin/faregate] [--json FILE]
 
 Processes (127.0.0.1, stopped at the end): the ticking upstream
 (bench/stream_upstream.py), the bare pass-through, `faregate serve` (SQLite
@@ -135,6 +135,11 @@ def derive(rows: dict) -> dict:
     d["faregate_over_bare_ms"] = {q: added("faregate", "bare", q) for q in ("p50", "p99")}
     fb, bb = (rows.get(n, {}).get("cpu_us_per_chunk") for n in ("faregate", "bare"))
     d["cpu_per_chunk_faregate_over_bare"] = round(fb / bb, 3) if fb and bb else None
+    base = rows.get("faregate-base", {}).get("cpu_us_per_chunk")
+    if base:
+        d["cpu_per_chunk_faregate_over_base"] = round(fb / base, 3) if fb else None
+        d["faregate_over_base_ms"] = {q: added("faregate", "faregate-base", q)
+                                      for q in ("p50", "p99")}
     # On a CPU-bound machine a proxy's chunk throughput at saturation goes as 1 / CPU per chunk.
     d["chunk_capacity_vs_bare"] = round(bb / fb, 3) if fb and bb else None
     return d
@@ -148,8 +153,12 @@ def run(args: argparse.Namespace) -> dict:
     tmp = Path(tmp_ctx.name)
     try:
         up, up_proc = start_ticker(args.every_ms, procs)
-        targets = [Target("direct", up, None), start_bare(up, procs),
-                   start_faregate("faregate", up, tmp, "INFO", procs)]
+        targets = [Target("direct", up, None), start_bare(up, procs)]
+        if args.baseline:
+            targets.append(start_faregate("faregate-base", up, tmp, "INFO", procs,
+                                          [args.baseline]))
+        fg = start_faregate("faregate", up, tmp, "INFO", procs)
+        targets.append(fg)
         lg = Loadgen(tmp)
         pids = [up_proc.pid] + [t.proc.pid for t in targets if t.proc]
         idle: dict[str, float | None] = {}
@@ -169,7 +178,6 @@ def run(args: argparse.Namespace) -> dict:
                 quiesce(pids)
         rows = {t.name: summary(t, blocks[t.name], idle[t.name], args.streams, every_s)
                 for t in targets}
-        fg = targets[-1]
         fg.proc.stop()  # type: ignore[union-attr]  # flushes its ledger
         done += rows["faregate"]["completed_streams"]
         recorded = ledger_rows(fg.db)  # type: ignore[attr-defined]
@@ -187,7 +195,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def report(res: dict) -> str:
-    lines = [f"== {res['streams']} busy SSE streams, a chunk every {res['every_ms']} ms "
+    lines = [f"\n== {res['streams']} busy SSE streams, a chunk every {res['every_ms']} ms "
              f"({res['rounds']} rounds x {res['seconds']} s steady) ==",
              f"{'target':10}{'chunks/s':>10}{'lat p50':>9}{'p99':>8}{'max':>8}{'gap p99':>9}"
              f"{'cpu%':>7}{'µs/chunk':>10}{'KiB/stream':>11}{'err':>5}"]
@@ -211,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="steady window per block")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--baseline", metavar="EXE",
+                    help="another build's `faregate`, run beside this one (faregate-base)")
     args = ap.parse_args(argv)
     if not (1 <= args.streams <= 5000 and 0 < args.seconds <= 60 and 1 <= args.rounds <= 10):
         ap.error("bounded: 1-5000 streams, at most 60 s per block, 1-10 rounds")
