@@ -44,6 +44,15 @@ HEADERS = {"Authorization": "Bearer sk-b3nch5a1f0e2d4c6b8a0f1e3d5c7b9a1f0e2d4c6b
 STAMP = re.compile(rb'"content":\s*"@([0-9.]+)"')
 
 
+async def _refused(r: aiohttp.ClientResponse, errors: dict[str, int]) -> bool:
+    """A non-200 answer: its body read, counted by status."""
+    if r.status == 200:
+        return False
+    await r.read()
+    errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+    return True
+
+
 class Loadgen:
     def __init__(self) -> None:
         self.sessions: dict[str, aiohttp.ClientSession] = {}
@@ -163,9 +172,7 @@ class Loadgen:
         async def one(sched: float) -> None:
             try:
                 async with session.post(url, data=body, headers=HEADERS) as r:
-                    if r.status != 200:
-                        await r.read()
-                        errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+                    if await _refused(r, errors):
                         return
                     last = None
                     count = ev = 0
@@ -218,9 +225,7 @@ class Loadgen:
         async def one() -> None:
             try:
                 async with session.post(url, data=body, headers=HEADERS) as r:
-                    if r.status != 200:
-                        await r.read()
-                        errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+                    if await _refused(r, errors):
                         return
                     last = None
                     async for chunk in r.content.iter_any():

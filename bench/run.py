@@ -251,6 +251,17 @@ class Loadgen:
         self.proc.stop()
 
 
+def stop_all(lg: Loadgen | None, procs: list[Proc],
+             tmp_ctx: tempfile.TemporaryDirectory) -> None:
+    """The end of a bench run: the load generator, every process (last started first)
+    and the scratch directory."""
+    if lg is not None:
+        lg.stop()
+    for p in reversed(procs):
+        p.stop()
+    tmp_ctx.cleanup()
+
+
 # -- targets -----------------------------------------------------------------
 
 class Target:
@@ -830,11 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted")
         return 130
     finally:
-        if lg is not None:
-            lg.stop()
-        for p in reversed(procs):
-            p.stop()
-        tmp_ctx.cleanup()
+        stop_all(lg, procs, tmp_ctx)
 
     results["derived"] = derive(results)
     results["verdicts"] = [{"target": n, "measured": m, "met": ok}

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench.run import (MODEL, Loadgen, Proc, Target, cpu_seconds, dist_ms, ledger_rows, log,
-                       quiesce, rss_mb, start_bare, start_faregate)
+                       quiesce, rss_mb, start_bare, start_faregate, stop_all)
 
 SETTLE_S = 0.2  # loadgen: the steady window starts this long after the last stream opened
 
@@ -184,11 +184,7 @@ def run(args: argparse.Namespace) -> dict:
         check = {"completed_streams": done, "ledger_rows": recorded,
                  "all_recorded": recorded is not None and recorded >= done}
     finally:
-        if lg is not None:
-            lg.stop()
-        for p in reversed(procs):
-            p.stop()
-        tmp_ctx.cleanup()
+        stop_all(lg, procs, tmp_ctx)
     return {"streams": args.streams, "every_ms": args.every_ms, "seconds": args.seconds,
             "rounds": args.rounds, "targets": rows, "derived": derive(rows),
             "ledger_check": check}

@@ -8,11 +8,9 @@ import json
 import logging
 import queue
 
-import openai
-
 from faregate.proxy import _logging
 from faregate.proxy._logging import AccessLines, JsonFormatter, _Lines
-from test_serve import start_serve, stop
+from test_serve import embed_through_serve
 
 KEY = "sk-real-upstream-ACCESS-4242"
 
@@ -66,15 +64,8 @@ async def _serve_and_call(tmp_path, upstream, server: str) -> list[dict]:
     config = tmp_path / "faregate.toml"
     config.write_text(f'[server]\nupstream = "{upstream.url}"\n{server}'
                       f'[storage]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\n')
-    proc, url = await start_serve(tmp_path, "--config", str(config),
-                                  env={"FAREGATE_LOG_LEVEL": "INFO"})
-    try:
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-x", max_retries=0)
-        for _ in range(3):
-            await client.embeddings.create(model="text-embedding-3-small", input="a b")
-        await client.close()
-    finally:
-        assert await stop(proc) == 0  # lines still in a batch are written at exit
+    # Stopped at once after the calls: lines still in a batch are written at exit.
+    proc = await embed_through_serve(tmp_path, config, 3, env={"FAREGATE_LOG_LEVEL": "INFO"})
     err = (await proc.stderr.read()).decode()
     return [json.loads(line) for line in err.splitlines()
             if line.startswith("{") and '"faregate.access"' in line]
