@@ -15,6 +15,11 @@ of the same target across interleaved rounds. Commands:
 - `{"op": "sse", "url", "body", "rps", "duration", "max_requests", "grace"}`:
   open-loop streams; per stream the time to first body byte (from the
   scheduled instant), every gap between body reads, reads and events.
+- `{"op": "ticks", "url", "body", "streams", "ramp", "duration", "grace"}`:
+  many busy streams (bench/streams.py): `streams` streams opened evenly over
+  `ramp` s and held; each content chunk carries its upstream send instant
+  (`@<perf_counter>`, bench/stream_upstream.py), so every chunk read once all
+  are open gives a delivery latency; plus the gaps between reads.
 - `{"op": "quit"}`.
 
 Every block is bounded in count (max_requests) and time (duration + grace:
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 
@@ -33,6 +39,18 @@ import aiohttp
 # Same key as run.API_KEY: forwarded by faregate (passthrough), LiteLLM's master key.
 HEADERS = {"Authorization": "Bearer sk-b3nch5a1f0e2d4c6b8a0f1e3d5c7b9a1f0e2d4c6b8a0f1e3d5c7b9",
            "Content-Type": "application/json"}
+
+
+STAMP = re.compile(rb'"content":\s*"@([0-9.]+)"')
+
+
+async def _refused(r: aiohttp.ClientResponse, errors: dict[str, int]) -> bool:
+    """A non-200 answer: its body read, counted by status."""
+    if r.status == 200:
+        return False
+    await r.read()
+    errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+    return True
 
 
 class Loadgen:
@@ -154,9 +172,7 @@ class Loadgen:
         async def one(sched: float) -> None:
             try:
                 async with session.post(url, data=body, headers=HEADERS) as r:
-                    if r.status != 200:
-                        await r.read()
-                        errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+                    if await _refused(r, errors):
                         return
                     last = None
                     count = ev = 0
@@ -192,6 +208,53 @@ class Loadgen:
             errors["timeout"] = errors.get("timeout", 0) + timeouts
         return {"ttfb": ttfb, "gaps": gaps, "total": total, "reads": reads, "events": events,
                 "errors": errors, "sent": n, "elapsed": time.perf_counter() - t0}
+
+
+    async def ticks(self, cmd: dict) -> dict:
+        session, url = self.session(cmd["url"]), cmd["url"]
+        body = json.dumps(cmd["body"]).encode()
+        streams, ramp = int(cmd["streams"]), float(cmd["ramp"])
+        lat: list[float] = []
+        gaps: list[float] = []
+        errors: dict[str, int] = {}
+        counts = {"chunks": 0, "done": 0}
+        t0 = time.perf_counter() + 0.005
+        steady = t0 + ramp + 0.2  # every stream open (and past its first chunk)
+        stop_at = steady + float(cmd["duration"])
+
+        async def one() -> None:
+            try:
+                async with session.post(url, data=body, headers=HEADERS) as r:
+                    if await _refused(r, errors):
+                        return
+                    last = None
+                    async for chunk in r.content.iter_any():
+                        now = time.perf_counter()
+                        if steady <= now < stop_at:
+                            for m in STAMP.finditer(chunk):
+                                lat.append(now - float(m.group(1)))
+                                counts["chunks"] += 1
+                            if last is not None:
+                                gaps.append(now - last)
+                        last = now
+                counts["done"] += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+        tasks = []
+        for i in range(streams):
+            delay = t0 + i * ramp / streams - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        timeouts = await self._bounded(tasks, stop_at + float(cmd.get("grace", 5.0)))
+        if timeouts:
+            errors["timeout"] = errors.get("timeout", 0) + timeouts
+        return {"lat": lat, "gaps": gaps, "chunks": counts["chunks"], "done": counts["done"],
+                "errors": errors, "sent": streams, "steady_s": stop_at - steady,
+                "elapsed": time.perf_counter() - t0}
 
 
 async def main() -> None:

@@ -65,6 +65,7 @@ PROFILES = {
         "resp_rps": 500, "resp_block": 1.0, "resp_rounds": 2,
         "warmup": 0.3, "grace": 3.0, "ledger_rows": 20_000, "info_everywhere": False,
         "realtime": ["--sessions", "300", "--active", "50", "--seconds", "3", "--rounds", "1"],
+        "streams": ["--streams", "250", "--seconds", "3", "--rounds", "2"],
         "pg_ledger": ["--records", "20000", "--recover", "20000", "--down", "50000"],
         "admission_calls": 10_000,
         # LiteLLM cannot sustain 500 RPS here; its backlog takes minutes to drain, so the
@@ -80,6 +81,7 @@ PROFILES = {
         "warmup": 0.1, "grace": 1.0, "ledger_rows": 2_000, "info_everywhere": False,
         "litellm_everywhere": False,
         "realtime": ["--sessions", "20", "--active", "3", "--seconds", "0.5", "--rounds", "1"],
+        "streams": ["--streams", "10", "--ramp", "0.05", "--seconds", "0.2", "--rounds", "1"],
         "pg_ledger": ["--records", "2000", "--recover", "2000", "--down", "5000"],
         "admission_calls": 200,
     },
@@ -91,6 +93,9 @@ PROFILES = {
         "resp_rps": 500, "resp_block": 3.0, "resp_rounds": 3,
         "warmup": 1.0, "grace": 5.0, "ledger_rows": 100_000, "info_everywhere": True,
         "realtime": ["--sessions", "1000", "--active", "100", "--seconds", "10", "--rounds", "2"],
+        # 2,000 streams (issue #25) is more than the Python fake and load generator can
+        # drive beside the proxy on 2 cores: past ~300 even `direct` falls behind.
+        "streams": ["--streams", "300", "--seconds", "5", "--rounds", "3"],
         "pg_ledger": ["--records", "100000", "--recover", "100000", "--down", "200000"],
         "admission_calls": 20_000,
         # Measured once: LiteLLM served ~7 of 500 RPS here and needed minutes to drain;
@@ -106,6 +111,10 @@ TARGETS = {
     "realtime_sessions": 1000, "frame_added_p99_ms": 1.0, "idle_session_kib": 64,
     "db_down_growth_mib": 5.0,
 }
+# Issue #25, many busy streams: added delivery latency over bare (target 1's margins),
+# chunk capacity (1 / CPU per chunk) against bare's, RSS per open stream above idle.
+STREAM_TARGETS = {"over_bare_p50_ms": 0.2, "over_bare_p99_ms": 1.0, "capacity_vs_bare": 0.8,
+                  "kib_per_stream": 32}
 
 
 def log(msg: str) -> None:
@@ -242,6 +251,17 @@ class Loadgen:
         self.proc.stop()
 
 
+def stop_all(lg: Loadgen | None, procs: list[Proc],
+             tmp_ctx: tempfile.TemporaryDirectory) -> None:
+    """The end of a bench run: the load generator, every process (last started first)
+    and the scratch directory."""
+    if lg is not None:
+        lg.stop()
+    for p in reversed(procs):
+        p.stop()
+    tmp_ctx.cleanup()
+
+
 # -- targets -----------------------------------------------------------------
 
 class Target:
@@ -298,7 +318,7 @@ BUDGETED = (
 
 
 def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[Proc],
-                   argv: list[str] | None = None, extra: str = "") -> Target:
+                   argv: list[str] | None = None, extra: str = "", server: str = "") -> Target:
     port = free_port()
     work = tmp / name
     work.mkdir()
@@ -307,6 +327,7 @@ def start_faregate(name: str, upstream: str, tmp: Path, level: str, procs: list[
         "[server]\n"
         f'listen = "127.0.0.1:{port}"\n'
         f'upstream = "{upstream}"\n'
+        + server +
         "[storage]\n"
         f'url = "sqlite:///{work / "ledger.db"}"\n'
         f'journal_dir = "{work / "journal"}"\n'
@@ -661,7 +682,26 @@ def verdicts(d: dict, results: dict) -> list[tuple[str, str, bool | None]]:
     fr = rt.get("added_per_frame_ms", {}).get("p99")
     out.append(("Realtime: added per-frame p99 <= 1 ms (40 ms audio frames)", fmt(fr, 3),
                 None if fr is None else fr <= TARGETS["frame_added_p99_ms"]))
-    return out
+    return out + stream_verdicts(results.get("streams", {}))
+
+
+def stream_verdicts(st: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue #25 target 2 (bench/streams.py): many busy SSE streams, faregate beside bare."""
+    d, n = st.get("derived", {}), st.get("streams", "?")
+    over = d.get("faregate_over_bare_ms", {})
+    cap = d.get("chunk_capacity_vs_bare")
+    kib = st.get("targets", {}).get("faregate", {}).get("kib_per_stream")
+    T = STREAM_TARGETS
+    return [
+        (f"{n} busy streams: chunk latency p50 <= bare + 0.2 ms", fmt(over.get("p50"), 3),
+         None if over.get("p50") is None else over["p50"] <= T["over_bare_p50_ms"]),
+        (f"{n} busy streams: chunk latency p99 <= bare + 1 ms", fmt(over.get("p99"), 3),
+         None if over.get("p99") is None else over["p99"] <= T["over_bare_p99_ms"]),
+        (f"{n} busy streams: chunk capacity >= 0.8 x bare (bare/faregate CPU per chunk)",
+         fmt(cap, 3), None if cap is None else cap >= T["capacity_vs_bare"]),
+        (f"{n} busy streams: <= 32 KiB RSS per open stream above idle", fmt(kib, 1),
+         None if kib is None else kib <= T["kib_per_stream"]),
+    ]
 
 
 # -- main --------------------------------------------------------------------
@@ -790,6 +830,9 @@ def main(argv: list[str] | None = None) -> int:
         log("Realtime relay: sessions held, frame latency (bench/realtime.py)")
         results["realtime"] = side_bench(["-m", "bench.realtime", *P["realtime"]],
                                          tmp / "rt.json")
+        log("many busy SSE streams, direct / bare / faregate (bench/streams.py)")
+        results["streams"] = side_bench(["-m", "bench.streams", *P["streams"]],
+                                        tmp / "streams.json")
         log("admission path of one call, far from its limits (bench/admission.py)")
         results["admission"] = side_bench(
             ["-m", "bench.admission", "--calls", str(P["admission_calls"]),
@@ -798,11 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted")
         return 130
     finally:
-        if lg is not None:
-            lg.stop()
-        for p in reversed(procs):
-            p.stop()
-        tmp_ctx.cleanup()
+        stop_all(lg, procs, tmp_ctx)
 
     results["derived"] = derive(results)
     results["verdicts"] = [{"target": n, "measured": m, "met": ok}
@@ -847,6 +886,12 @@ def report_text(results: dict, P: dict) -> str:
     parts.append(f"ledger check (rows vs 200s): {results.get('ledger_check')}")
     parts.append(f"ledger (PostgreSQL, bench/ledger.py): {results.get('pg_ledger')}")
     parts.append(f"realtime (bench/realtime.py): {results.get('realtime')}")
+    st = results.get("streams", {})
+    if "targets" in st:
+        from bench.streams import report as streams_report  # it imports this module
+        parts.append(streams_report(st))
+    else:
+        parts.append(f"many busy streams (bench/streams.py): {st}")
     parts.append(f"admission path, µs per call (bench/admission.py): {results.get('admission')}")
     parts.append("\n== issue #8 targets ==")
     for v in results["verdicts"]:

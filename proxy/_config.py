@@ -60,6 +60,8 @@ class ServerSettings(_Strict):
     background_poll_s: float = Field(30.0, gt=0, le=600)
     #: Near a limit, how long a call may wait for its turn (calls admitted one at a time).
     admission_wait_s: float = Field(2.0, ge=0, le=600)
+    #: One JSON line per REST call (logger `faregate.access`, at INFO); reloadable.
+    access_log: bool = True
     #: Browser origins allowed to open Realtime/Live WebSockets; empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
     #: PEM certificate chain and key: faregate itself serves https:// and wss://

@@ -36,9 +36,13 @@ def test_bench_smoke_profile_produces_the_report(tmp_path):
     assert results["realtime"]["idle"][-1]["sessions"] == 20, results["realtime"]
     assert results["realtime"]["frames"]["faregate"]["round_trips"] > 0
     assert results["admission"]["this_us"] > 0, results["admission"]
+    streams = results["streams"]
+    assert all(t["chunks_per_s"] for t in streams["targets"].values()), streams
+    assert streams["ledger_check"]["all_recorded"] is True, streams["ledger_check"]
     report = md.read_text()
     assert "| target (issue #8) | measured | verdict |" in report
-    assert report.count("\n| ") >= 14 and "== issue #8 targets ==" in report
+    assert "busy streams: chunk capacity" in report
+    assert report.count("\n| ") >= 18 and "== issue #8 targets ==" in report
     assert "python -m bench --smoke" in report
 
 

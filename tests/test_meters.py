@@ -101,6 +101,19 @@ def test_chat_stream_events_pass_at_once_and_usage_is_read(size, strip):
         assert out == CHAT_STREAM
 
 
+@pytest.mark.parametrize("size", [1, 5, 33, 10_000])
+@pytest.mark.parametrize("separators", [[b"\r\n\r\n"] * 5, [b"\r\r"] * 5,
+                                        [b"\n\n", b"\r\n\r\n", b"\n\n", b"\r\r", b"\n\n"]])
+def test_chat_stream_events_split_at_any_separator_and_passed_byte_for_byte(size, separators):
+    events = CHAT_STREAM.split(b"\n\n")[:-1]
+    body = b"".join(e + sep for e, sep in zip(events, separators))
+    meter = SseMeter("chat")
+    now, held = run(meter, body, size)
+    assert now + held == body and held.startswith(b"data: [DONE]")
+    reading = meter.reading()
+    assert reading.usage == CHAT_USAGE and reading.deltas == 3 and meter.events == 5
+
+
 @pytest.mark.parametrize("size", [1, 50, 10_000])
 def test_responses_stream_reads_terminal_usage_tier_and_tool_calls(size):
     meter = SseMeter("responses", facts=RequestFacts())

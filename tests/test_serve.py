@@ -46,6 +46,20 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
     return await asyncio.wait_for(proc.wait(), 30)
 
 
+async def embed_through_serve(tmp_path: Path, config: Path, calls: int,
+                              env: dict | None = None) -> asyncio.subprocess.Process:
+    """`serve --config`, `calls` embeddings through it, then SIGTERM (exit 0 asserted)."""
+    proc, url = await start_serve(tmp_path, "--config", str(config), env=env)
+    try:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-x", max_retries=0)
+        for _ in range(calls):
+            await client.embeddings.create(model="text-embedding-3-small", input="a b")
+        await client.close()
+    finally:
+        assert await stop(proc) == 0
+    return proc
+
+
 async def test_serve_without_config_uses_builtin_defaults(tmp_path):
     proc, url = await start_serve(tmp_path)
     try:
@@ -70,14 +84,7 @@ async def test_sigterm_flushes_the_ledger(tmp_path, upstream):
         f'[server]\nupstream = "{upstream.url}"\n'
         f'[storage]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\nflush_interval_ms = 600000\n'
     )
-    proc, url = await start_serve(tmp_path, "--config", str(config))
-    try:
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-x", max_retries=0)
-        for _ in range(5):
-            await client.embeddings.create(model="text-embedding-3-small", input="a b")
-        await client.close()
-    finally:
-        assert await stop(proc) == 0
+    await embed_through_serve(tmp_path, config, 5)
     rows = sqlite3.connect(tmp_path / "ledger.db").execute(
         "SELECT COUNT(*), SUM(input_tokens) FROM charges").fetchone()
     assert rows == (5, 10)

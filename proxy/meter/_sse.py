@@ -114,25 +114,37 @@ class SseMeter(ResponseMeter):
                 return self._out(chunk)
             self._passthrough = False
             return self._out(chunk[:end]) + self.feed(chunk[end:])
-        self._pending += chunk
-        out = bytearray()
+        if self._pending:
+            self._pending += chunk
+            buf: bytes | bytearray = self._pending
+        else:
+            buf = chunk  # the usual chunk, whole events: no copy into the buffer
+        lf_only = b"\r" not in buf  # then "\n\n" is the only separator that can match
+        out: list[bytes] = []
         start = 0
         while True:
-            end = _next_boundary(self._pending, start)
+            if lf_only:
+                end = buf.find(b"\n\n", start)
+                end = -1 if end == -1 else end + 2
+            else:
+                end = _next_boundary(buf, start)
             if end == -1:
                 break
-            event = self._event(bytes(self._pending[start:end]))
+            event = self._event(bytes(buf[start:end]))
             if self.done:
                 self._held += event  # the terminal event waits for the charge
             else:
-                out += event
+                out.append(event)
             start = end
-        del self._pending[:start]
+        if buf is self._pending:
+            del self._pending[:start]
+        elif start < len(buf):
+            self._pending += buf[start:]
         if len(self._pending) > MAX_EVENT_BYTES:
-            out += self._out(bytes(self._pending))
+            out.append(self._out(bytes(self._pending)))
             self._pending.clear()
             self._passthrough = True
-        return bytes(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def _out(self, data: bytes) -> bytes:
         """Bytes passed uninspected: after the terminal event they are held with it."""
@@ -173,7 +185,7 @@ class SseMeter(ResponseMeter):
         if b"[DONE]" in event and _data_payload(event).strip() == b"[DONE]":
             self.done = True
             return event
-        if any(m in event for m in _USAGE_OBJ):
+        if _USAGE_OBJ[0] in event or _USAGE_OBJ[1] in event:
             payload = _data_payload(event)
             try:
                 obj = orjson.loads(payload)

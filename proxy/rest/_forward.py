@@ -23,6 +23,7 @@ from yarl import URL
 
 from .. import _errors as errors
 from .._capture import MAX_TEXT, Capture
+from .._logging import log_access
 from .._metrics import Metrics
 from .._runtime import Runtime
 from ..caller import call_scrubber, strip_query
@@ -109,7 +110,7 @@ class Forwarder:
             return refused.response
         finally:
             self.biller.bill_call(flow)
-            log_flow(flow)
+            log_flow(flow, rt.settings.server.access_log)
             self._keep_capture(flow)
 
     async def _admit(self, request: web.Request, flow: Flow, rt: Runtime) -> Body:
@@ -339,22 +340,19 @@ def log_refusal(flow: Flow, meter: ResponseMeter) -> None:
             "tenant": flow.caller.tenant if flow.caller else None})
 
 
-def log_flow(flow: Flow) -> None:
+def log_flow(flow: Flow, on: bool) -> None:
     """One access-log line per call (skipped cheaply when the log is off)."""
-    if not access_log.isEnabledFor(logging.INFO):
+    if not on or not access_log.isEnabledFor(logging.INFO):
         return
     caller = flow.caller
-    access_log.info(
-        "request",
-        extra={
-            "request_id": flow.request_id,
-            "method": flow.method,
-            "endpoint": endpoint_label(flow.endpoint),
-            "status": flow.status,
-            "tenant": caller.tenant if caller else None,
-            "key_id": caller.key_id if caller else None,
-            "model": flow.model,
-            "ms": round(flow.elapsed_ms(), 2),
-            "upstream_ms": round(flow.upstream_wait * 1000, 2),
-        },
-    )
+    log_access({
+        "request_id": flow.request_id,
+        "method": flow.method,
+        "endpoint": endpoint_label(flow.endpoint),
+        "status": flow.status,
+        "tenant": caller.tenant if caller else None,
+        "key_id": caller.key_id if caller else None,
+        "model": flow.model,
+        "ms": round(flow.elapsed_ms(), 2),
+        "upstream_ms": round(flow.upstream_wait * 1000, 2),
+    })
