@@ -11,7 +11,8 @@ frames) behind one protocol (`ResponseMeter`: bytes in, bytes out, a
 and noted for alerts. Nothing here touches a socket.
 """
 
-from ._biller import Account, Biller, charge_record, count_charge, observe
+from ._biller import Biller
+from ._charges import Account, charge_record, count_charge, observe
 from ._call import CallMeter, call_id_from
 from ._consumed import answer_usage, call_usage
 from ._context import Contexts
