@@ -14,7 +14,7 @@ import os
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from ._config import (
     ConfigError,
@@ -422,6 +422,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--config")
     c.set_defaults(func=cmd_check_config)
 
+    _report_command(sub)
+    _prices_command(sub)
+    m = sub.add_parser("migrate", help="apply storage migrations")
+    m.add_argument("--config")
+    m.set_defaults(func=cmd_migrate)
+
+    _provider_commands(sub)
+    _ledger_commands(sub)
+    return p
+
+
+def _report_command(sub: Any) -> None:
     r = sub.add_parser("report", help="usage and cost from the ledger")
     r.add_argument("--config")
     r.add_argument("--period", choices=["today", "week", "month", "all"], default="month")
@@ -436,6 +448,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the table's money as exact decimal strings (JSON and CSV always are)")
     r.set_defaults(func=cmd_report)
 
+
+
+def _prices_command(sub: Any) -> None:
     pr = sub.add_parser("prices", help="the effective price table")
     pr.add_argument("--config")
     pr.add_argument("--model")
@@ -450,10 +465,9 @@ def parser() -> argparse.ArgumentParser:
                          "when a model it prices has no price here")
     pr.set_defaults(func=cmd_prices)
 
-    m = sub.add_parser("migrate", help="apply storage migrations")
-    m.add_argument("--config")
-    m.set_defaults(func=cmd_migrate)
 
+
+def _provider_commands(sub: Any) -> None:
     rc = sub.add_parser("reconcile", help="the ledger beside the provider's daily costs "
                         "(exit 3 past [provider] drift_tolerance)")
     rc.add_argument("--config")
@@ -471,6 +485,9 @@ def parser() -> argparse.ArgumentParser:
     sl.add_argument("--apply", action="store_true", help="make the changes")
     sl.set_defaults(func=cmd_sync_limits)
 
+
+
+def _ledger_commands(sub: Any) -> None:
     lg = sub.add_parser("ledger", help="ledger maintenance").add_subparsers(
         dest="ledger_command", required=True)
     cp = lg.add_parser("copy", help="copy the ledger into another database, idempotently")
@@ -480,7 +497,6 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--from", dest="source", metavar="URL",
                     help="the ledger to copy (default: [storage] url)")
     cp.set_defaults(func=cmd_ledger_copy)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
