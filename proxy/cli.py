@@ -25,14 +25,11 @@ from ._config import (
     redact_url,
     summary,
 )
+from ._prices_cli import prices_command, warn_if_stale
 from ._tls import CertificateWatcher, TlsError, server_context
 
 EXIT_CONFIG = 2
 EXIT_SECOND_SIGNAL = 130
-#: `serve` warns when the shipped price table is older than this.
-STALE_TABLE_DAYS = 60
-#: A community table larger than this is refused by `prices --compare`.
-MAX_COMPARE_BYTES = 64 * 1024 * 1024
 
 
 def _settings(explicit: str | None) -> tuple[Settings, Path | None]:
@@ -103,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if tls is not None:
         app.on_startup.append(tls.start)
         app.on_cleanup.append(tls.stop)
-    _warn_if_stale()
+    warn_if_stale()
     app.on_startup.append(_tune_gc)
     app.on_startup.append(_announce(
         f"faregate listening on {'https' if tls else 'http'}://{bound_address(sockets)} -> "
@@ -139,28 +136,6 @@ def _announce(line: str) -> Callable[[object], Awaitable[None]]:
     async def announce(_app: object) -> None:
         print(line, file=sys.stderr, flush=True)  # the ledger is open: really serving
     return announce
-
-
-def stale_table_warning(today: date) -> str | None:
-    """A warning when the shipped price table is older than STALE_TABLE_DAYS."""
-    from faregate.pricing import load_price_table
-
-    table = load_price_table()
-    age = table.age_days(today)
-    if age is None or age <= STALE_TABLE_DAYS:
-        return None
-    return (f"the shipped price table {table.version} is {age} days old: prices may have "
-            "changed since; compare it (faregate prices --compare FILE) and add a newer "
-            "price file with [pricing] table = \"PATH\"")
-
-
-def _warn_if_stale() -> None:
-    import logging
-
-    warning = stale_table_warning(datetime.now(timezone.utc).date())
-    if warning:
-        logging.getLogger("faregate.pricing").warning(warning)
-        print(f"faregate: warning: {warning}", file=sys.stderr, flush=True)
 
 
 async def _second_signal_exits(app) -> None:
@@ -240,76 +215,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_prices(args: argparse.Namespace) -> int:
-    from faregate.pricing import format_price_table
-
-    from ._runtime import Runtime
-
-    if isinstance(args.check, str):
-        return _check_price_file(args.check)
-    settings, _ = _settings(args.config)
-    table = Runtime.build(settings).prices
-    if args.compare:
-        return _compare(table, args.compare, args.at)
-    if args.check:
-        return _report_check(table)
-    print(format_price_table(table, args.model, args.at))
-    return 0
-
-
-def _report_check(table, problems: list[str] | None = None) -> int:
-    """Print the table's problems and unconfirmed periods; exit 2 on problems."""
-    from faregate.pricing import check_price_table, describe_price_table, unconfirmed_periods
-
-    problems = check_price_table(table) if problems is None else problems
-    print(describe_price_table(table))
-    for line in problems:
-        print(f"  {line}")
-    unconfirmed = unconfirmed_periods(table)
-    if unconfirmed:
-        print(f"{len(unconfirmed)} unconfirmed period(s): figures no source confirms, or "
-              "that sources dispute (see the comments in the file):")
-        for line in unconfirmed:
-            print(f"  {line}")
-    print(f"{len(problems)} problem(s)" if problems else "ok")
-    return 2 if problems else 0
-
-
-def _check_price_file(path: str) -> int:
-    """`prices --check PATH`: an operator's price file, read over the shipped table."""
-    from faregate.pricing import PriceTableError, load_price_table
-
-    from ._runtime import read_price_file
-
-    try:
-        table = read_price_file(path, load_price_table(), check=False)
-    except PriceTableError as exc:
-        print(f"{path}: {exc}")
-        print("1 problem(s)")
-        return 2
-    print(f"{path}: read over the shipped table")
-    return _report_check(table)
-
-
-def _compare(table, path: str, at: datetime | None) -> int:
-    """`prices --compare FILE`: every difference with a LiteLLM-format table;
-    exit 2 when a model it prices has no price here."""
-    import orjson
-
-    from faregate.pricing import compare_prices
-
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_COMPARE_BYTES + 1)
-        if len(raw) > MAX_COMPARE_BYTES:
-            raise ValueError(f"larger than {MAX_COMPARE_BYTES} bytes")
-        result = compare_prices(orjson.loads(raw), table, at)
-    except (OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
-        print(f"faregate prices --compare: {path}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(f"{path} against price table {table.version}")
-    for line in result.lines():
-        print(line)
-    return 2 if result.missing else 0
+    return prices_command(args, lambda: _settings(args.config)[0])
 
 
 def _date_arg(text: str) -> datetime:

@@ -363,7 +363,7 @@ def test_prices_shows_the_shipped_tables_version_and_age():
 
 
 def test_serve_warns_when_the_shipped_table_is_older_than_60_days():
-    from faregate.proxy.cli import stale_table_warning
+    from faregate.proxy._prices_cli import stale_table_warning
 
     made = date.fromisoformat(SHIPPED.version)
     assert stale_table_warning(made.replace(day=1)) is None
