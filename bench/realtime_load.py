@@ -42,8 +42,8 @@ from pathlib import Path
 import aiohttp
 
 from bench.rt_upstream import STAMP
-from bench.run import (CLK, Proc, Target, dist_ms, free_port, ledger_rows, log, quiesce, rss_mb,
-                       start_faregate, stop_all, wait_http)
+from bench.run import (CLK, Proc, Target, dist_ms, free_port, ledger_rows, log, merge_errors,
+                       quiesce, rss_mb, start_faregate, stop_all, wait_http)
 from bench.streams import Sampler
 
 FRAME_S = 0.04
@@ -178,8 +178,7 @@ def summary(t: Target, blocks: list[dict], idle_mb: float | None, sessions: int)
     window = sum(b["window_s"] for b in blocks)
     errors: dict[str, int] = {}
     for b in blocks:
-        for k, v in b["errors"].items():
-            errors[k] = errors.get(k, 0) + v
+        errors = merge_errors(errors, b["errors"])
     row = {"sessions": sessions, "offered_frames_per_s": round(2 * sessions / FRAME_S),
            "frames_per_s": round((len(up) + len(down)) / window) if window else None,
            "latency_ms": dist_ms(up + down), "up_ms": dist_ms(up), "down_ms": dist_ms(down),

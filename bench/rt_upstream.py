@@ -28,7 +28,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from bench.upstream import until_signalled
+from bench.upstream import serve_until_signalled
 
 MAX_SECONDS = 600.0  # a session that is never closed still ends
 MAX_KEPT = 2_000_000  # received stamps held between two /bench/stats reads
@@ -124,13 +124,7 @@ async def main() -> None:
     app = web.Application()
     app.router.add_get("/v1/realtime", talker.realtime)
     app.router.add_get("/bench/stats", talker.stats)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096).start()
-    host, port = runner.addresses[0][:2]
-    print(f"READY http://{host}:{port}", flush=True)
-    await until_signalled()
-    await runner.cleanup()
+    await serve_until_signalled(app, args.port)
 
 
 if __name__ == "__main__":

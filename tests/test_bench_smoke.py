@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_smoke_profile_produces_the_report(tmp_path):
     out, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--no-litellm", "--no-info",
+        [sys.executable, "-m", "bench", "--smoke", "--no-litellm", "--no-portkey", "--no-info",
          "--out", str(out), "--markdown", str(md)],
         cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
