@@ -22,6 +22,9 @@ of the same target across interleaved rounds. Commands:
   are open gives a delivery latency; plus the gaps between reads.
 - `{"op": "quit"}`.
 
+Any command may carry `"headers"`: sent with every request beside the bench's
+key (a peer that is routed by headers, like the Portkey gateway).
+
 Every block is bounded in count (max_requests) and time (duration + grace:
 whatever is still in flight then is cancelled and counted as a timeout).
 """
@@ -39,6 +42,12 @@ import aiohttp
 # Same key as run.API_KEY: forwarded by faregate (passthrough), LiteLLM's master key.
 HEADERS = {"Authorization": "Bearer sk-b3nch5a1f0e2d4c6b8a0f1e3d5c7b9a1f0e2d4c6b8a0f1e3d5c7b9",
            "Content-Type": "application/json"}
+
+
+def request_headers(cmd: dict) -> dict[str, str]:
+    """HEADERS plus a target's own (`"headers"`: e.g. the Portkey gateway's routing)."""
+    extra = cmd.get("headers") or {}
+    return {**HEADERS, **{str(k)[:100]: str(v)[:500] for k, v in list(extra.items())[:16]}}
 
 
 STAMP = re.compile(rb'"content":\s*"@([0-9.]+)"')
@@ -87,6 +96,7 @@ class Loadgen:
 
     async def open(self, cmd: dict) -> dict:
         session, url = self.session(cmd["url"]), cmd["url"]
+        headers = request_headers(cmd)
         body = json.dumps(cmd["body"]).encode()
         rps, duration = float(cmd["rps"]), float(cmd["duration"])
         n = min(int(rps * duration), int(cmd["max_requests"]))
@@ -95,7 +105,7 @@ class Loadgen:
 
         async def one(sched: float) -> None:
             try:
-                async with session.post(url, data=body, headers=HEADERS) as r:
+                async with session.post(url, data=body, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         errors[str(r.status)] = errors.get(str(r.status), 0) + 1
@@ -122,6 +132,7 @@ class Loadgen:
 
     async def closed(self, cmd: dict) -> dict:
         session, url = self.session(cmd["url"]), cmd["url"]
+        headers = request_headers(cmd)
         body = json.dumps(cmd["body"]).encode()
         duration, cap = float(cmd["duration"]), int(cmd["max_requests"])
         lat: list[float] = []
@@ -136,7 +147,7 @@ class Loadgen:
                 sent += 1
                 start = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers=HEADERS) as r:
+                    async with session.post(url, data=body, headers=headers) as r:
                         await r.read()
                         ok = r.status == 200
                         if not ok:
@@ -159,6 +170,7 @@ class Loadgen:
 
     async def sse(self, cmd: dict) -> dict:
         session, url = self.session(cmd["url"]), cmd["url"]
+        headers = request_headers(cmd)
         body = json.dumps(cmd["body"]).encode()
         rps, duration = float(cmd["rps"]), float(cmd["duration"])
         n = min(int(rps * duration), int(cmd["max_requests"]))
@@ -171,7 +183,7 @@ class Loadgen:
 
         async def one(sched: float) -> None:
             try:
-                async with session.post(url, data=body, headers=HEADERS) as r:
+                async with session.post(url, data=body, headers=headers) as r:
                     if await _refused(r, errors):
                         return
                     last = None
@@ -212,6 +224,7 @@ class Loadgen:
 
     async def ticks(self, cmd: dict) -> dict:
         session, url = self.session(cmd["url"]), cmd["url"]
+        headers = request_headers(cmd)
         body = json.dumps(cmd["body"]).encode()
         streams, ramp = int(cmd["streams"]), float(cmd["ramp"])
         lat: list[float] = []
@@ -224,7 +237,7 @@ class Loadgen:
 
         async def one() -> None:
             try:
-                async with session.post(url, data=body, headers=HEADERS) as r:
+                async with session.post(url, data=body, headers=headers) as r:
                     if await _refused(r, errors):
                         return
                     last = None

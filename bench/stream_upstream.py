@@ -20,7 +20,7 @@ import time
 
 from aiohttp import web
 
-from bench.upstream import until_signalled
+from bench.upstream import serve_until_signalled
 
 MAX_CHUNKS = 10_000
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
@@ -83,13 +83,7 @@ async def main() -> None:
     ticker = Ticker(args.every_ms / 1000)
     app = web.Application()
     app.router.add_post("/v1/chat/completions", ticker.chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096).start()
-    host, port = runner.addresses[0][:2]
-    print(f"READY http://{host}:{port}", flush=True)
-    await until_signalled()
-    await runner.cleanup()
+    await serve_until_signalled(app, args.port)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
+from aiohttp import web
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_upstream import FakeUpstream  # noqa: E402
 
@@ -48,6 +50,17 @@ async def until_signalled() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def serve_until_signalled(app: web.Application, port: int = 0) -> None:
+    """Serve `app` on 127.0.0.1, print `READY http://127.0.0.1:PORT`, stop on a signal."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+    host, bound = runner.addresses[0][:2]
+    print(f"READY http://{host}:{bound}", flush=True)
+    await until_signalled()
+    await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_smoke_profile_produces_the_report(tmp_path):
     out, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--no-litellm", "--no-info",
+        [sys.executable, "-m", "bench", "--smoke", "--no-litellm", "--no-portkey", "--no-info",
          "--out", str(out), "--markdown", str(md)],
         cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
@@ -39,8 +39,14 @@ def test_bench_smoke_profile_produces_the_report(tmp_path):
     streams = results["streams"]
     assert all(t["chunks_per_s"] for t in streams["targets"].values()), streams
     assert streams["ledger_check"]["all_recorded"] is True, streams["ledger_check"]
+    load = results["realtime_load"]
+    assert {"direct", "bare", "faregate"} == set(load["targets"]), load
+    assert all(t["frames_per_s"] and not t["errors"] for t in load["targets"].values()), load
+    assert all(t["up_ms"]["n"] and t["down_ms"]["n"] for t in load["targets"].values()), load
+    assert load["ledger_check"]["all_recorded"] is True, load["ledger_check"]
     report = md.read_text()
     assert "| target (issue #8) | measured | verdict |" in report
+    assert "Realtime at load, 3 sessions: per-frame p99" in report
     assert "busy streams: chunk capacity" in report
     assert report.count("\n| ") >= 18 and "== issue #8 targets ==" in report
     assert "python -m bench --smoke" in report
