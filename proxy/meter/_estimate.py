@@ -294,6 +294,8 @@ def dearest_nanos(usage: Usage, table: PriceTable, at: datetime,
     rates = _dearest_rates(table, at, families)
     total = sum((n * r for n, r in zip(token_counts(usage), rates) if n), Decimal(0))
     return to_nanos(total)
+
+
 _WORST: dict[tuple, tuple[object, int]] = {}
 
 
@@ -313,3 +315,17 @@ def worst_nanos(usage: Usage, model: str | None, table: PriceTable, at: datetime
         _WORST.clear()
     _WORST[key] = (table, nanos)
     return nanos
+
+
+def estimate_nanos(est: Estimate, model: str | None, table: PriceTable, at: datetime,
+                   models: frozenset[str] | None, with_worst: bool) -> tuple[int, int | None]:
+    """(reservation, worst case) of `est` in nano-USD: at `model`'s rates, or — `model`
+    None (unpriced, or not known before the answer) — at the dearest rates of `models`
+    (the caller's allowlist; None: the whole table). The worst case only `with_worst`
+    (a caller with a budget that blocks) and when `est` has one."""
+    worst = est.worst if with_worst else None
+    if model is not None:
+        return (cost_nanos(est.usage, model, table, at),
+                worst_nanos(worst, model, table, at) if worst is not None else None)
+    return (dearest_nanos(est.usage, table, at, models),
+            dearest_nanos(worst, table, at, models) if worst is not None else None)

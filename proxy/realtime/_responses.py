@@ -22,15 +22,7 @@ from faregate.pricing import Usage
 
 from .._ids import new_event_id
 from .._runtime import Runtime
-from ..meter import (
-    classify,
-    cost_nanos,
-    dearest_nanos,
-    estimate,
-    facts_from_json,
-    sizing,
-    worst_nanos,
-)
+from ..meter import classify, estimate, estimate_nanos, facts_from_json, sizing
 from ..quota import (
     Admission,
     Ask,
@@ -109,15 +101,11 @@ class ResponsesSocketQuota:
         budgeted = bool(policy.budgets) and policy.block
         est = estimate(RESPONSES, facts, body, table=prices, at=now,
                        default_output=policy.default_max_output_tokens, with_worst=budgeted)
-        if priced:
-            amount = cost_nanos(est.usage, model, prices, now)
-            worst = worst_nanos(est.worst, model, prices, now) if est.worst else None
-        else:
-            amount = dearest_nanos(est.usage, prices, now, policy.models)
-            worst = dearest_nanos(est.worst, prices, now, policy.models) if est.worst else None
+        rated = model if priced else None
+        amount, worst = estimate_nanos(est, rated, prices, now, policy.models, budgeted)
         ask = Ask(max(1, amount), worst, model, int(facts.image_tool), est.tpm_tokens,
                   shared=self.rt.settings.upstream_limits,
-                  sizing=sizing(est, model if priced else None, prices, now, policy.models,
+                  sizing=sizing(est, rated, prices, now, policy.models,
                                 "max_output_tokens", "response"))
         result = await self.quota.reserve(policy, ask, now,
                                           self.rt.settings.server.admission_wait_s)
@@ -141,9 +129,8 @@ class ResponsesSocketQuota:
 
     def after_charge(self, usage: Usage, input_nanos: int, hold: Admission | None,
                      in_conversation: bool) -> Cut | None:
-        """A response was charged: learn its real input; cut if a budget is now spent."""
-        if hold is not None:
-            self.quota.learn(hold, usage.input + usage.cached_input + usage.image_input)
+        """A response was charged: cut if a budget is now spent (its holds carry no
+        learned ratio: creates here are sized from their visible input alone)."""
         refusal = self.quota.exhausted(self.policy, datetime.now(timezone.utc))
         return budget_cut(refusal) if refusal is not None else None
 

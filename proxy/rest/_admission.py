@@ -33,15 +33,14 @@ from ..meter import (
     affordable_output,
     bound_secret_expiry,
     cost_nanos,
-    dearest_nanos,
     estimate,
+    estimate_nanos,
     inject_include_usage,
     input_shape,
     session_reservation,
     sizing,
     unseen_session_seconds,
     with_output,
-    worst_nanos,
 )
 from ..quota import Ask, Policy, Quota, Refusal, UnseenHolds, model_refusal
 from ._intake import Body, Refused
@@ -167,21 +166,14 @@ async def reserve(flow: Flow, rt: Runtime, body: Body, quota: Quota, policy: Pol
     budgeted = bool(policy.budgets) and policy.block and est.worst is not None
     if priced and policy.clamp_output and budgeted:
         est = await _clamp(flow, rt, body, quota, policy, est, now)
-    worst: int | None = None
+    rated = model if priced else None  # `check_priced` found it in the table
     if kind in _FREE_KINDS:
-        amount = 0
-    elif priced:  # `check_priced` found the model in the table
-        amount = cost_nanos(est.usage, model, rt.prices, now)
-        if budgeted:
-            worst = worst_nanos(est.worst, model, rt.prices, now)
+        amount, worst = 0, None
     else:
-        amount = dearest_nanos(est.usage, rt.prices, now, policy.models)
-        if budgeted:
-            worst = dearest_nanos(est.worst, rt.prices, now, policy.models)
-    if kind not in _FREE_KINDS:
+        amount, worst = estimate_nanos(est, rated, rt.prices, now, policy.models, budgeted)
         amount = max(amount, 1)  # a spent budget refuses every call that may cost money
     images = facts.images if kind == "images" else int(facts.image_tool)
-    words = (sizing(est, model if priced else None, rt.prices, now, policy.models,
+    words = (sizing(est, rated, rt.prices, now, policy.models,
                     est.cap_field or DEFAULT_CAP_FIELD.get(kind))
              if policy.budgets and policy.block else None)  # what a refusal says
     await _hold(flow, rt, quota, policy, Ask(amount, worst, model, images, est.tpm_tokens,
