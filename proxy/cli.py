@@ -64,13 +64,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from faregate.storage import JournalBusy
-    import logging
 
     from ._app import build_app
     from ._listen import ListenError, bind, bound_address
     from ._logging import setup_logging
     from ._preflight import refusals
-    from ._scrape import exposure_warning
 
     setup_logging(os.environ.get("FAREGATE_LOG_LEVEL", "INFO"))
     settings, path = _settings(args.config)
@@ -80,11 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"faregate: --listen must be HOST:PORT, got {listen!r}", file=sys.stderr)
         return EXIT_CONFIG
-    exposed = exposure_warning(settings.server, listen)
-    if exposed:
-        print(f"faregate: warning: {exposed}", file=sys.stderr, flush=True)
-        logging.getLogger("faregate.app").warning("metrics unprotected",
-                                                  extra={"why": exposed})
+    _warn_if_exposed(settings, listen)
     refused = refusals(settings)
     if refused:
         print(f"faregate: cannot start: {refused[0]}", file=sys.stderr)
@@ -122,6 +116,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_CONFIG
     return 0
+
+
+def _warn_if_exposed(settings: Settings, listen: str) -> None:
+    """Say so (stderr and the log) when /metrics would be open to more than loopback."""
+    import logging
+
+    from ._scrape import exposure_warning
+
+    exposed = exposure_warning(settings.server, listen)
+    if exposed:
+        print(f"faregate: warning: {exposed}", file=sys.stderr, flush=True)
+        logging.getLogger("faregate.app").warning("metrics unprotected",
+                                                  extra={"why": exposed})
 
 
 def _tls(settings: Settings) -> CertificateWatcher | None:
